@@ -1,0 +1,246 @@
+"""The RunSpec: everything a sobert run needs, typed and validated in one place.
+
+A RunSpec is what a user writes (YAML), what the CLI builds from flags, and what the
+`SobertRun` custom resource carries as `.spec`. Every stage reads its slice of it; nothing
+downstream re-validates or re-derives what is checked here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from enum import Enum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class _Spec(BaseModel):
+    # Unknown keys are typos, not extensions: reject them with the field's path.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Spec):
+    """Architecture of the megatron-core BERT encoder (pre-LayerNorm, learned absolute positions)."""
+
+    num_layers: Annotated[int, Field(gt=0, description="Transformer layers.")]
+    hidden_size: Annotated[int, Field(gt=0, description="Model width h.")]
+    num_attention_heads: Annotated[int, Field(gt=0, description="Attention heads; must divide hidden_size.")]
+    ffn_hidden_size: Annotated[int, Field(gt=0, description="MLP inner width (4h in the presets).")]
+    seq_length: Annotated[int, Field(gt=0, description="Tokens per training sequence.")]
+    max_position_embeddings: Annotated[
+        int, Field(gt=0, description="Learned position table size; must be >= seq_length.")
+    ]
+    vocab_size: Annotated[
+        int, Field(ge=16, description="Tokenizer vocabulary size (before Megatron's padding).")
+    ]
+    make_vocab_size_divisible_by: Annotated[
+        int, Field(gt=0, description="Megatron pads the embedding table to a multiple of this x TP.")
+    ] = 128
+    num_tokentypes: Annotated[int, Field(ge=0, description="Token-type (segment) embeddings.")] = 2
+    hidden_dropout: Annotated[float, Field(ge=0, lt=1, description="Dropout after attention/MLP.")] = 0.1
+    attention_dropout: Annotated[float, Field(ge=0, lt=1, description="Dropout on attention probs.")] = 0.1
+    layernorm_epsilon: Annotated[float, Field(gt=0, description="LayerNorm epsilon.")] = 1e-5
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> ModelSpec:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"model.num_attention_heads ({self.num_attention_heads}) must divide "
+                f"model.hidden_size ({self.hidden_size})"
+            )
+        if self.seq_length > self.max_position_embeddings:
+            raise ValueError(
+                f"model.seq_length ({self.seq_length}) exceeds "
+                f"model.max_position_embeddings ({self.max_position_embeddings})"
+            )
+        return self
+
+    def padded_vocab_size(self, tensor_parallel: int = 1) -> int:
+        """Embedding rows as Megatron allocates them (multiple of divisible_by x TP)."""
+        multiple = self.make_vocab_size_divisible_by * tensor_parallel
+        return math.ceil(self.vocab_size / multiple) * multiple
+
+    def parameter_count(self, tensor_parallel: int = 1) -> int:
+        """Closed-form count of megatron-core `BertModel` parameters (no binary head).
+
+        Embeddings (word, position, token type) + per layer [pre-attn LN, QKV, proj,
+        pre-MLP LN, fc1, fc2] + final LN + LM head (dense, LN, output bias; the output
+        weight is tied to the word embeddings).
+        """
+        h, f, v = self.hidden_size, self.ffn_hidden_size, self.padded_vocab_size(tensor_parallel)
+        embeddings = v * h + self.max_position_embeddings * h + self.num_tokentypes * h
+        per_layer = 2 * h + (3 * h * h + 3 * h) + (h * h + h) + 2 * h + (h * f + f) + (f * h + h)
+        lm_head = (h * h + h) + 2 * h + v
+        return embeddings + self.num_layers * per_layer + 2 * h + lm_head
+
+
+class Precision(str, Enum):
+    """Numeric format of the training step."""
+
+    auto = "auto"  # bf16 where CUDA is available, fp32 on CPU
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
+class ParallelSpec(_Spec):
+    """How the job is laid out: nodes x processes per node, split into TP x DP."""
+
+    nodes: Annotated[int, Field(ge=1, description="Machines (PyTorchJob replicas) for pretraining.")] = 1
+    procs_per_node: Annotated[
+        int, Field(ge=1, description="torchrun processes per node (GPUs per node, or CPU ranks).")
+    ] = 1
+    tensor_parallel: Annotated[int, Field(ge=1, description="Tensor-model-parallel degree.")] = 1
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.procs_per_node
+
+    @property
+    def data_parallel(self) -> int:
+        return self.world_size // self.tensor_parallel
+
+    @model_validator(mode="after")
+    def _check_layout(self) -> ParallelSpec:
+        if self.world_size % self.tensor_parallel:
+            raise ValueError(
+                f"parallel.tensor_parallel ({self.tensor_parallel}) must divide the world size "
+                f"nodes x procs_per_node = {self.world_size}"
+            )
+        if self.tensor_parallel > self.procs_per_node:
+            raise ValueError(
+                f"parallel.tensor_parallel ({self.tensor_parallel}) must fit inside one node "
+                f"(procs_per_node = {self.procs_per_node}); tensor parallelism across nodes is "
+                "bandwidth-bound"
+            )
+        return self
+
+
+class TrainSpec(_Spec):
+    """Masked-LM pretraining schedule."""
+
+    global_batch_size: Annotated[int, Field(gt=0, description="Sequences per optimizer step.")]
+    micro_batch_size: Annotated[int, Field(gt=0, description="Sequences per forward pass per rank.")]
+    train_tokens: Annotated[int, Field(gt=0, description="Token budget; train_iters is derived.")]
+    lr: Annotated[float, Field(gt=0, description="Peak learning rate.")] = 1e-4
+    min_lr: Annotated[float, Field(ge=0, description="Floor of the cosine decay.")] = 1e-5
+    warmup_fraction: Annotated[float, Field(ge=0, lt=1, description="Linear warmup share.")] = 0.01
+    weight_decay: Annotated[float, Field(ge=0, description="AdamW weight decay.")] = 0.01
+    clip_grad: Annotated[float, Field(ge=0, description="Gradient norm clip; 0 disables.")] = 1.0
+    mask_prob: Annotated[float, Field(gt=0, lt=1, description="Share of tokens masked.")] = 0.15
+    seed: Annotated[int, Field(ge=0, description="Seed for init, data order and masking.")] = 1234
+    precision: Annotated[Precision, Field(description="auto: bf16 on GPU, fp32 on CPU.")] = Precision.auto
+    checkpoint_interval: Annotated[int, Field(gt=0, description="Save every K optimizer steps.")] = 1000
+    log_interval: Annotated[int, Field(gt=0, description="progress.jsonl line every K steps.")] = 10
+
+    def train_iters(self, seq_length: int) -> int:
+        return max(1, math.ceil(self.train_tokens / (self.global_batch_size * seq_length)))
+
+    @model_validator(mode="after")
+    def _check_lr(self) -> TrainSpec:
+        if self.min_lr > self.lr:
+            raise ValueError(f"train.min_lr ({self.min_lr}) exceeds train.lr ({self.lr})")
+        return self
+
+
+class DocumentUnit(str, Enum):
+    """What one pretraining document is."""
+
+    post = "post"  # a question (title + body) or an answer, each with its comments
+    thread = "thread"  # a question with all its answers and their comments
+
+
+class DataSpec(_Spec):
+    """Where the corpus comes from and how it is cut into documents."""
+
+    posts: Annotated[
+        list[str],
+        Field(min_length=1, description="Posts.xml files (.xml/.gz/.bz2/.7z, local or s3://)."),
+    ]
+    comments: Annotated[
+        list[str], Field(description="Comments.xml files attached to their posts.")
+    ] = []
+    document_unit: DocumentUnit = DocumentUnit.post
+    min_document_chars: Annotated[
+        int, Field(ge=0, description="Documents shorter than this are dropped.")
+    ] = 32
+    workers: Annotated[int, Field(ge=1, description="Tokenizer worker processes.")] = 2
+    tokenizer_train_docs: Annotated[
+        int, Field(gt=0, description="Documents sampled (reservoir) to train the BPE tokenizer.")
+    ] = 200_000
+
+
+class StorageSpec(_Spec):
+    """The run's storage prefix: a local directory or s3://bucket/prefix."""
+
+    uri: Annotated[str, Field(min_length=1, description="Local path or s3://bucket/prefix.")]
+    endpoint_url: Annotated[
+        str | None, Field(description="S3 endpoint for non-AWS servers (MinIO, SeaweedFS).")
+    ] = None
+    credentials_secret: Annotated[
+        str | None,
+        Field(description="Kubernetes Secret holding AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY."),
+    ] = None
+
+    @field_validator("uri")
+    @classmethod
+    def _check_uri(cls, value: str) -> str:
+        if value.startswith("s3://"):
+            bucket = value[5:].split("/", 1)[0]
+            if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+                raise ValueError(f"storage.uri: {bucket!r} is not a valid S3 bucket name")
+        elif "://" in value:
+            raise ValueError(f"storage.uri: expected a local path or s3://bucket/prefix, got {value!r}")
+        return value.rstrip("/") or "/"
+
+
+class RunSpec(_Spec):
+    """One sobert run: prepare -> pretrain -> convert (-> finetune -> report in later stages)."""
+
+    name: Annotated[str, Field(description="DNS-1123 label; names the run's storage prefix.")]
+    preset: Annotated[str | None, Field(description="Preset this spec was built from.")] = None
+    backend: Literal["local", "kubernetes"] = "local"
+    model: ModelSpec
+    parallel: ParallelSpec = ParallelSpec()
+    train: TrainSpec
+    data: DataSpec
+    storage: StorageSpec
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _DNS_LABEL.fullmatch(value):
+            raise ValueError(
+                f"name: {value!r} must be a DNS-1123 label (lowercase letters, digits, '-', at most 63)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_parallel_fit(self) -> RunSpec:
+        tp, dp = self.parallel.tensor_parallel, self.parallel.data_parallel
+        m, t = self.model, self.train
+        if m.num_attention_heads % tp:
+            raise ValueError(
+                f"parallel.tensor_parallel ({tp}) must divide model.num_attention_heads "
+                f"({m.num_attention_heads})"
+            )
+        if m.ffn_hidden_size % tp:
+            raise ValueError(
+                f"parallel.tensor_parallel ({tp}) must divide model.ffn_hidden_size ({m.ffn_hidden_size})"
+            )
+        if t.global_batch_size % (t.micro_batch_size * dp):
+            raise ValueError(
+                f"train.global_batch_size ({t.global_batch_size}) must be divisible by "
+                f"train.micro_batch_size x data-parallel size ({t.micro_batch_size} x {dp})"
+            )
+        return self
+
+    @property
+    def train_iters(self) -> int:
+        return self.train.train_iters(self.model.seq_length)
+
+    @property
+    def gradient_accumulation_steps(self) -> int:
+        return self.train.global_batch_size // (self.train.micro_batch_size * self.parallel.data_parallel)

@@ -1,0 +1,1 @@
+"""Masked-LM pretraining of a megatron-core BERT, launched by torchrun."""

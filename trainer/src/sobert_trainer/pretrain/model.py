@@ -1,0 +1,68 @@
+"""Build the megatron-core BertModel that a RunSpec describes."""
+
+from __future__ import annotations
+
+import torch
+from megatron.core.models.bert.bert_model import BertModel
+from megatron.core.transformer.transformer_config import TransformerConfig
+
+from sobert_api.spec import ModelSpec
+
+
+def use_transformer_engine() -> bool:
+    """TransformerEngine layers where they can run (CUDA + TE installed); local layers otherwise."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import transformer_engine  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def transformer_config(
+    model: ModelSpec, tensor_parallel: int, bf16: bool, deterministic: bool = False
+) -> TransformerConfig:
+    return TransformerConfig(
+        num_layers=model.num_layers,
+        hidden_size=model.hidden_size,
+        num_attention_heads=model.num_attention_heads,
+        ffn_hidden_size=model.ffn_hidden_size,
+        hidden_dropout=model.hidden_dropout,
+        attention_dropout=model.attention_dropout,
+        layernorm_epsilon=model.layernorm_epsilon,
+        tensor_model_parallel_size=tensor_parallel,
+        bf16=bf16,
+        params_dtype=torch.bfloat16 if bf16 else torch.float32,
+        pipeline_dtype=torch.bfloat16 if bf16 else torch.float32,
+        # The fused kernels need CUDA (and apex); the unfused paths compute the same functions.
+        bias_dropout_fusion=torch.cuda.is_available(),
+        masked_softmax_fusion=False,
+        gradient_accumulation_fusion=False,
+        persist_layer_norm=False,
+        apply_rope_fusion=False,
+        deterministic_mode=deterministic,
+    )
+
+
+def build_bert_model(model: ModelSpec, config: TransformerConfig) -> BertModel:
+    """Masked-LM BERT (no NSP head): pre-LayerNorm, learned absolute positions, tied output layer."""
+    if use_transformer_engine():
+        from megatron.core.models.bert.bert_layer_specs import get_bert_layer_with_transformer_engine_spec
+
+        layer_spec = get_bert_layer_with_transformer_engine_spec()
+    else:
+        from megatron.core.models.bert.bert_layer_specs import bert_layer_local_spec
+
+        layer_spec = bert_layer_local_spec
+    return BertModel(
+        config=config,
+        num_tokentypes=model.num_tokentypes,
+        transformer_layer_spec=layer_spec,
+        vocab_size=model.padded_vocab_size(config.tensor_model_parallel_size),
+        max_sequence_length=model.max_position_embeddings,
+        share_embeddings_and_output_weights=True,
+        add_binary_head=False,
+        position_embedding_type="learned_absolute",
+        parallel_output=True,
+    )
