@@ -1,0 +1,101 @@
+"""Distributed checkpoints (megatron-core `dist_checkpointing`) published to the run's storage.
+
+Every rank saves into a node-local staging directory. The first rank of each node uploads its
+node's files and a part list with checksums; global rank 0 then writes `manifest.json`, which
+is what makes the checkpoint exist. Resume picks the newest checkpoint with a manifest, so a
+save cut short by a crash or preemption is never loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import torch.distributed as dist
+
+from sobert_trainer.storage import MANIFEST, Storage, sha256_file
+
+_ITER = re.compile(r"^iter_(\d{7})$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"iter_{step:07d}"
+
+
+def complete_checkpoints(storage: Storage) -> list[int]:
+    """Steps of fully published checkpoints, ascending."""
+    steps = set()
+    for key in storage.list():
+        parts = key.split("/")
+        if len(parts) == 2 and parts[1] == MANIFEST and (m := _ITER.match(parts[0])):
+            steps.add(int(m.group(1)))
+    return sorted(steps)
+
+
+class CheckpointStore:
+    def __init__(self, storage: Storage, local_root: Path, node_rank: int, local_rank: int, keep_last: int = 2):
+        self.storage = storage  # rooted at runs/<run>/pretrain/checkpoints
+        self.local_root = local_root
+        self.node_rank, self.local_rank = node_rank, local_rank
+        self.keep_last = keep_last
+
+    def local_dir(self, step: int) -> Path:
+        return self.local_root / checkpoint_name(step)
+
+    def save(self, sharded_state_dict: dict, step: int, extra: dict) -> None:
+        from megatron.core import dist_checkpointing
+
+        name, local = checkpoint_name(step), self.local_dir(step)
+        if self.local_rank == 0:
+            shutil.rmtree(local, ignore_errors=True)
+            local.mkdir(parents=True)
+        dist.barrier()
+        dist_checkpointing.save(sharded_state_dict, str(local))
+        dist.barrier()
+        if self.local_rank == 0:
+            part = {}
+            for path in sorted(p for p in local.rglob("*") if p.is_file()):
+                rel = path.relative_to(local).as_posix()
+                self.storage.upload_file(path, f"{name}/{rel}")
+                part[rel] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+            self.storage.write_json(f"{name}/.parts/node-{self.node_rank}.json", part)
+        dist.barrier()
+        if dist.get_rank() == 0:
+            files: dict = {}
+            for key in self.storage.list(f"{name}/.parts"):
+                files.update(self.storage.read_json(key))
+            self.storage.write_json(f"{name}/{MANIFEST}", {**extra, "step": step, "files": files})
+            for old in complete_checkpoints(self.storage)[: -self.keep_last]:
+                self.storage.delete_prefix(checkpoint_name(old))
+        dist.barrier()
+        if self.local_rank == 0:  # staging copies of older checkpoints are no longer needed
+            for stale in self.local_root.glob("iter_*"):
+                if stale != local:
+                    shutil.rmtree(stale, ignore_errors=True)
+
+    def latest_step(self) -> int | None:
+        """Agreed on by all ranks (rank 0 looks, everyone receives)."""
+        found = [None]
+        if dist.get_rank() == 0:
+            steps = complete_checkpoints(self.storage)
+            found = [steps[-1] if steps else None]
+        dist.broadcast_object_list(found, src=0)
+        return found[0]
+
+    def fetch(self, step: int) -> tuple[Path, dict]:
+        """Bring the checkpoint to this node's staging dir (verified against the manifest)."""
+        local, name = self.local_dir(step), checkpoint_name(step)
+        if self.local_rank == 0:
+            manifest = self.storage.read_manifest(name)
+            assert manifest is not None
+            have = all(
+                (local / rel).is_file() and sha256_file(local / rel) == meta["sha256"]
+                for rel, meta in manifest["files"].items()
+            )
+            if not have:
+                shutil.rmtree(local, ignore_errors=True)
+                self.storage.fetch_tree(name, local)
+        dist.barrier()
+        return local, json.loads(self.storage.read_bytes(f"{name}/{MANIFEST}"))

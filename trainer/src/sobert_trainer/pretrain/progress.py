@@ -1,0 +1,33 @@
+"""progress.jsonl: one JSON line per logged step, for the CLI, the controller and cost metering."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from sobert_trainer.storage import Storage
+
+
+class ProgressLog:
+    """Appends to a local file and republishes it whole (one PUT on S3), so readers see complete lines."""
+
+    def __init__(self, storage: Storage, key: str, local_path: Path):
+        self.storage, self.key, self.local_path = storage, key, local_path
+        local_path.parent.mkdir(parents=True, exist_ok=True)
+        if storage.exists(key):  # resumed run: keep the history
+            storage.download_file(key, local_path)
+        else:
+            local_path.write_text("")
+
+    def write(self, **record) -> None:
+        record.setdefault("time", round(time.time(), 3))
+        with open(self.local_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+        self.storage.upload_file(self.local_path, self.key)
+
+
+def read_progress(storage: Storage, key: str) -> list[dict]:
+    if not storage.exists(key):
+        return []
+    return [json.loads(line) for line in storage.read_bytes(key).decode().splitlines() if line.strip()]
