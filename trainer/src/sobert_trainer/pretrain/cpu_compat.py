@@ -51,6 +51,10 @@ class _CudaToCpuMode(TorchFunctionMode):
 
 
 class _NullStream:
+    """Stands in for torch.cuda.Stream (a class, so annotations like `Stream | None` still work)."""
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None: ...
+
     def synchronize(self) -> None: ...
 
     def wait_stream(self, _stream: Any) -> None: ...
@@ -111,7 +115,7 @@ def install() -> None:
     null_stream = _NullStream()
     torch.cuda.current_stream = lambda *a, **k: null_stream  # type: ignore[assignment]
     torch.cuda.default_stream = lambda *a, **k: null_stream  # type: ignore[assignment]
-    torch.cuda.Stream = lambda *a, **k: _NullStream()  # type: ignore[assignment,misc]
+    torch.cuda.Stream = _NullStream  # type: ignore[assignment,misc]
     torch.cuda.stream = lambda *a, **k: contextlib.nullcontext()  # type: ignore[assignment]
     torch.cuda.synchronize = lambda *a, **k: None  # type: ignore[assignment]
     torch.cuda.current_device = lambda: 0  # type: ignore[assignment]

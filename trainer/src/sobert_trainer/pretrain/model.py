@@ -45,8 +45,11 @@ def transformer_config(
     )
 
 
-def build_bert_model(model: ModelSpec, config: TransformerConfig) -> BertModel:
-    """Masked-LM BERT (no NSP head): pre-LayerNorm, learned absolute positions, tied output layer."""
+def build_bert_model(model: ModelSpec, config: TransformerConfig, padded_vocab: int | None = None) -> BertModel:
+    """Masked-LM BERT (no NSP head): pre-LayerNorm, learned absolute positions, tied output layer.
+
+    `padded_vocab` overrides the embedding rows (conversion loads a checkpoint saved at another TP).
+    """
     if use_transformer_engine():
         from megatron.core.models.bert.bert_layer_specs import get_bert_layer_with_transformer_engine_spec
 
@@ -59,7 +62,7 @@ def build_bert_model(model: ModelSpec, config: TransformerConfig) -> BertModel:
         config=config,
         num_tokentypes=model.num_tokentypes,
         transformer_layer_spec=layer_spec,
-        vocab_size=model.padded_vocab_size(config.tensor_model_parallel_size),
+        vocab_size=padded_vocab or model.padded_vocab_size(config.tensor_model_parallel_size),
         max_sequence_length=model.max_position_embeddings,
         share_embeddings_and_output_weights=True,
         add_binary_head=False,

@@ -209,7 +209,17 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path) -> int:
     def save(step: int) -> None:
         train_state = {"step": step, "consumed_samples": step * gbs, "scheduler": scheduler.state_dict()}
         sharded = {**_sharded_state(bert, optimizer, is_loading=False), "train_state": train_state}
-        checkpoints.save(sharded, step, extra={"dataset_id": dataset_id, "run": spec.name, "tokens": step * gbs * seq})
+        checkpoints.save(
+            sharded,
+            step,
+            extra={
+                "dataset_id": dataset_id,
+                "run": spec.name,
+                "tokens": step * gbs * seq,
+                "tensor_parallel": tp,
+                "world_size": dist.get_world_size(),
+            },
+        )
 
     step = start
     while step < iters:
