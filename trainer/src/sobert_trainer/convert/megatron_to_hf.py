@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from sobert_api import paths
 from sobert_api.spec import ModelSpec, RunSpec
 from sobert_trainer.data.tokenizer import CLS, MASK, PAD, SEP, SPECIAL_TOKENS, UNK
 from sobert_trainer.pretrain.checkpoint import checkpoint_name, complete_checkpoints
@@ -141,7 +142,7 @@ def save_hf(bert, model: ModelSpec, padded_vocab: int, tokenizer_file: Path, out
 
 def convert_run(spec: RunSpec, storage: Storage, dataset_id: str, step: int | None = None) -> dict:
     """Convert the run's newest (or given) checkpoint; publish under runs/<run>/hf/."""
-    checkpoints = storage.child(f"runs/{spec.name}/pretrain/checkpoints")
+    checkpoints = storage.child(paths.checkpoints_prefix(spec.name))
     steps = complete_checkpoints(checkpoints)
     if not steps:
         raise FileNotFoundError(f"{checkpoints.uri()}: no complete checkpoint to convert")
@@ -155,13 +156,13 @@ def convert_run(spec: RunSpec, storage: Storage, dataset_id: str, step: int | No
         local_ckpt, out_dir = Path(tmp, "ckpt"), Path(tmp, "hf")
         checkpoints.fetch_tree(checkpoint_name(step), local_ckpt)
         tokenizer_file = Path(tmp, "tokenizer.json")
-        storage.download_file(f"data/{dataset_id}/tokenizer.json", tokenizer_file)
+        storage.download_file(paths.dataset_prefix(dataset_id) + "/tokenizer.json", tokenizer_file)
         bert = load_megatron_model(local_ckpt, spec.model, saved_tp)
         save_hf(bert, spec.model, padded_vocab, tokenizer_file, out_dir)
         published = storage.publish_tree(
             out_dir,
-            f"runs/{spec.name}/hf",
+            paths.hf_prefix(spec.name),
             extra={"run": spec.name, "step": step, "dataset_id": dataset_id, "saved_tensor_parallel": saved_tp},
         )
-    log.info("convert: step %d -> %s", step, storage.uri(f"runs/{spec.name}/hf"))
+    log.info("convert: step %d -> %s", step, storage.uri(paths.hf_prefix(spec.name)))
     return published

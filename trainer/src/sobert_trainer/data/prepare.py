@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sobert_api import paths
 from sobert_trainer.data.documents import DocumentStats, iter_documents
 from sobert_trainer.data.dump import RowStats
 from sobert_trainer.data.shards import read_documents_jsonl, write_documents_jsonl, write_shards
@@ -85,7 +86,7 @@ class Reservoir:
 def prepare_dataset(config: PrepareConfig, storage: Storage, dataset_id: str | None = None, force: bool = False) -> dict:
     """Prepare (or find) the dataset; returns its published manifest."""
     dataset_id = dataset_id or config.dataset_id()
-    prefix = f"data/{dataset_id}"
+    prefix = paths.dataset_prefix(dataset_id)
     existing = None if force else storage.read_manifest(prefix)
     if existing is not None:
         log.info("prepare: %s already published at %s", dataset_id, storage.uri(prefix))

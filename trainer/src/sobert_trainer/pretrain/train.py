@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from sobert_api import paths
 from sobert_api.spec import Precision, RunSpec
 from sobert_trainer.pretrain import cpu_compat
 from sobert_trainer.storage import Storage
@@ -88,7 +89,7 @@ def _init_distributed(spec: RunSpec, ranks: RankInfo) -> None:
 
 def _fetch_dataset(storage: Storage, dataset_id: str, workdir: Path, ranks: RankInfo) -> tuple[Path, dict]:
     local = workdir / "data" / dataset_id
-    prefix = f"data/{dataset_id}"
+    prefix = paths.dataset_prefix(dataset_id)
     if ranks.local_rank == 0:
         manifest = storage.read_manifest(prefix)
         if manifest is None:
@@ -143,7 +144,7 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path) -> int:
     if tp * dp != dist.get_world_size():
         raise RuntimeError(f"torchrun world size {dist.get_world_size()} does not match the spec's TP x DP = {tp} x {dp}")
     storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url)
-    run_storage = storage.child(f"runs/{spec.name}/pretrain")
+    run_storage = storage.child(paths.pretrain_prefix(spec.name))
     iters, seq, gbs, mbs = spec.train_iters, spec.model.seq_length, spec.train.global_batch_size, spec.train.micro_batch_size
 
     data_dir, data_manifest = _fetch_dataset(storage, dataset_id, workdir, ranks)

@@ -1,0 +1,192 @@
+"""The embedded executor: walks the pipeline on this machine (torchrun on CPU or local GPUs).
+
+Each stage's completion is read back from storage, so re-running the same submit resumes
+where the run stopped: a published dataset is reused, pretraining resumes from the newest
+complete checkpoint, conversion reruns only when a newer checkpoint exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sobert_api import paths
+from sobert_api.spec import RunSpec
+from sobert_operator.launch import convert_command, pretrain_command
+from sobert_operator.pipeline import Observed, Stage, next_stage
+from sobert_trainer.storage import Storage
+
+EXIT_PREEMPTED = 143
+_LOG_PREFIX = re.compile(r"^\S+ \S+ INFO sobert_trainer\.[\w.]+: ")
+
+
+class RunConflictError(ValueError):
+    """A run with this name exists in the storage prefix with a different spec."""
+
+
+class StageFailedError(RuntimeError):
+    def __init__(self, stage: Stage, code: int, hint: str = ""):
+        super().__init__(f"stage {stage.value} failed with exit code {code}{hint}")
+        self.stage, self.code = stage, code
+
+
+@dataclass
+class RunSummary:
+    run: str
+    storage: str
+    dataset_id: str
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    observed: Observed = field(default_factory=Observed)
+
+    def as_dict(self) -> dict:
+        return {
+            "run": self.run,
+            "storage": self.storage,
+            "dataset_id": self.dataset_id,
+            "stage_seconds": {k: round(v, 2) for k, v in self.stage_seconds.items()},
+            "checkpoint_step": self.observed.checkpoint_step,
+            "hf_step": self.observed.hf_step,
+            "artifacts": {
+                "dataset": f"{self.storage}/{paths.dataset_prefix(self.dataset_id)}",
+                "checkpoints": f"{self.storage}/{paths.checkpoints_prefix(self.run)}",
+                "progress": f"{self.storage}/{paths.progress_key(self.run)}",
+                "hf_model": f"{self.storage}/{paths.hf_prefix(self.run)}",
+            },
+        }
+
+
+def prepare_config(spec: RunSpec):
+    from sobert_trainer.data.prepare import PrepareConfig
+
+    return PrepareConfig(
+        posts=list(spec.data.posts),
+        comments=list(spec.data.comments),
+        vocab_size=spec.model.vocab_size,
+        document_unit=spec.data.document_unit.value,
+        min_document_chars=spec.data.min_document_chars,
+        workers=spec.data.workers,
+        tokenizer_train_docs=spec.data.tokenizer_train_docs,
+        seed=spec.train.seed,
+        endpoint_url=spec.storage.endpoint_url,
+    )
+
+
+def observe(spec: RunSpec, storage: Storage, dataset_id: str) -> Observed:
+    from sobert_trainer.pretrain.checkpoint import complete_checkpoints
+
+    steps = complete_checkpoints(storage.child(paths.checkpoints_prefix(spec.name)))
+    hf = storage.read_manifest(paths.hf_prefix(spec.name))
+    return Observed(
+        dataset_published=storage.read_manifest(paths.dataset_prefix(dataset_id)) is not None,
+        checkpoint_step=steps[-1] if steps else None,
+        hf_step=hf.get("step") if hf else None,
+    )
+
+
+def record_spec(spec: RunSpec, storage: Storage) -> None:
+    """Write runs/<run>/spec.json, refusing to reuse a name for a different spec."""
+    key = paths.spec_key(spec.name)
+    document = json.loads(spec.model_dump_json())
+    if storage.exists(key):
+        existing = storage.read_json(key)
+        if existing != document:
+            changed = sorted(k for k in set(existing) | set(document) if existing.get(k) != document.get(k))
+            raise RunConflictError(
+                f"run {spec.name!r} already exists at {storage.uri(key)} with a different spec "
+                f"(differs in: {', '.join(changed)}); choose another --name or delete that run"
+            )
+        return
+    storage.write_json(key, document)
+
+
+class LocalExecutor:
+    def __init__(self, spec: RunSpec, workdir: Path, emit: Callable[[str], None] = print):
+        self.spec = spec
+        self.storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url)
+        self.workdir = workdir / spec.name
+        self.emit = emit
+        self.dataset_id = prepare_config(spec).dataset_id()
+
+    def run(self) -> RunSummary:
+        """Run every stage whose output is missing, in order."""
+        record_spec(self.spec, self.storage)
+        summary = RunSummary(self.spec.name, self.storage.uri(), self.dataset_id)
+        while (stage := next_stage(self.spec, observed := self.observe())) is not None:
+            started = time.monotonic()
+            self.run_stage(stage)
+            summary.stage_seconds[stage.value] = summary.stage_seconds.get(stage.value, 0.0) + time.monotonic() - started
+            if self.observe() == observed:
+                raise StageFailedError(stage, 1, ": it exited 0 but published nothing")
+        summary.observed = observed
+        self.storage.write_json(paths.summary_key(self.spec.name), summary.as_dict())
+        return summary
+
+    def observe(self) -> Observed:
+        return observe(self.spec, self.storage, self.dataset_id)
+
+    def run_stage(self, stage: Stage, step: int | None = None) -> None:
+        """Run one stage (prepare in-process; pretrain and convert as child processes)."""
+        self.emit(f"==> {stage.value}")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        spec_file = self.workdir / "spec.json"
+        spec_file.write_text(self.spec.model_dump_json(indent=2))
+        if stage is Stage.prepare:
+            self._prepare()
+        elif stage is Stage.pretrain:
+            scratch = str(self.workdir / "scratch")
+            self._subprocess(stage, pretrain_command(self.spec, str(spec_file), self.dataset_id, scratch, python=sys.executable))
+        else:
+            command = convert_command(str(spec_file), self.dataset_id, python=sys.executable)
+            self._subprocess(stage, command + ([f"--step={step}"] if step is not None else []))
+
+    def _prepare(self) -> None:
+        from sobert_trainer.data.prepare import prepare_dataset
+
+        manifest = prepare_dataset(prepare_config(self.spec), self.storage, self.dataset_id)
+        counts = manifest["counts"]
+        self.emit(
+            f"    {counts['documents']:,} documents, {counts['tokens']:,} tokens, "
+            f"{counts['posts']['bad_total']} bad post rows, vocab {manifest['tokenizer']['vocab_size']:,}"
+        )
+
+    def _subprocess(self, stage: Stage, command: list[str]) -> None:
+        """Run a stage as a child process group; forward SIGINT/SIGTERM so it can checkpoint."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        verbose = os.environ.get("SOBERT_VERBOSE") == "1"
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+        )
+        tail: list[str] = []
+        preempted = False
+
+        def forward(signum, _frame):
+            self.emit(f"    {signal.Signals(signum).name}: asking {stage.value} to checkpoint and stop")
+            os.killpg(process.pid, signal.SIGTERM)
+
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                line = line.rstrip()
+                tail = (tail + [line])[-40:]
+                preempted = preempted or "SIGTERM received; checkpointed" in line
+                if verbose or line.startswith(("pretrain step", "pretrain:", "error:")) or "INFO sobert" in line:
+                    self.emit("    " + _LOG_PREFIX.sub("", line))
+            code = process.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if code == 0:
+            return
+        if preempted or code == EXIT_PREEMPTED:
+            raise StageFailedError(stage, code, ": stopped after checkpointing; submit again to resume")
+        self.emit("\n".join("    | " + line for line in tail))
+        raise StageFailedError(stage, code)

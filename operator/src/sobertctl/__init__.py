@@ -1,0 +1,1 @@
+"""sobertctl: the command line for sobert runs."""

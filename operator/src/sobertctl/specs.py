@@ -1,0 +1,71 @@
+"""Build a RunSpec from a preset or file plus CLI flags (flags win; one validation path)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sobert_api.loading import SpecError, build_spec, load_spec_file
+from sobert_api.presets import deep_merge, preset_names
+from sobert_api.spec import RunSpec
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("preset", nargs="?", help=f"Preset to start from: {', '.join(preset_names())}.")
+    parser.add_argument("-f", "--file", type=Path, help="RunSpec YAML (instead of, or on top of, a preset).")
+    parser.add_argument("--name", help="Run name (DNS-1123 label). Default: sobert-<preset>.")
+    parser.add_argument("--storage", help="Storage prefix: a local directory or s3://bucket/prefix.")
+    parser.add_argument("--endpoint-url", help="S3 endpoint for non-AWS servers.")
+    parser.add_argument("--posts", nargs="+", help="Posts.xml dump(s): .xml/.gz/.bz2/.7z, local or s3://.")
+    parser.add_argument("--comments", nargs="+", help="Comments.xml dump(s) matching the posts.")
+    parser.add_argument("--nodes", type=int, help="Nodes for pretraining.")
+    parser.add_argument("--procs-per-node", "--gpus-per-node", dest="procs_per_node", type=int,
+                        help="torchrun processes (GPUs) per node.")
+    parser.add_argument("--tensor-parallel", "--tp", dest="tensor_parallel", type=int, help="Tensor-parallel degree.")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=VALUE",
+                        help="Override any spec field, e.g. --set train.train_tokens=200000 (YAML value).")
+
+
+def _set_path(document: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    override: dict[str, Any] = {}
+    cursor = override
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        cursor = cursor.setdefault(part, {})
+    cursor[parts[-1]] = value
+    return deep_merge(document, override)
+
+
+def spec_from_args(args: argparse.Namespace, default_storage: str | None = None) -> RunSpec:
+    if not args.preset and not args.file:
+        raise SpecError(f"give a preset ({', '.join(preset_names())}) or -f spec.yaml")
+    overrides: dict[str, Any] = {}
+    if args.preset:
+        overrides["preset"] = args.preset
+    flag_values = {
+        "name": args.name,
+        "storage.uri": args.storage,
+        "storage.endpoint_url": args.endpoint_url,
+        "data.posts": args.posts,
+        "data.comments": args.comments,
+        "parallel.nodes": args.nodes,
+        "parallel.procs_per_node": args.procs_per_node,
+        "parallel.tensor_parallel": args.tensor_parallel,
+    }
+    for path, value in flag_values.items():
+        if value is not None:
+            overrides = _set_path(overrides, path, value)
+    for assignment in args.sets:
+        path, sep, raw = assignment.partition("=")
+        if not sep or not path:
+            raise SpecError(f"--set {assignment!r}: expected PATH=VALUE, e.g. train.lr=1e-4")
+        overrides = _set_path(overrides, path.strip(), yaml.safe_load(raw))
+    if args.file:
+        return load_spec_file(args.file, overrides)
+    document = deep_merge({"name": f"sobert-{args.preset}"}, overrides)
+    if default_storage and "storage" not in document:
+        document["storage"] = {"uri": default_storage}
+    return build_spec(document, source="command line")
