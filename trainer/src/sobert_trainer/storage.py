@@ -117,6 +117,8 @@ class Storage(ABC):
         files: dict[str, dict[str, Any]] = {}
         for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
             rel = path.relative_to(local_dir).as_posix()
+            if rel == MANIFEST:  # reserved: the manifest written last is the tree's own
+                continue
             files[rel] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
         manifest = {**(extra or {}), "files": files}
         self._put_tree(local_dir, prefix, list(files))

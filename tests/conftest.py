@@ -1,0 +1,56 @@
+"""Shared test fixtures: paths to real data, a session-wide real S3 server, torchrun helpers."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FIXTURES = ROOT / "tests" / "fixtures"
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def shared_path(*parts: str) -> Path:
+    """A file under ../shared/data; skipped when absent, except under CI where it must exist."""
+    path = SHARED.joinpath("data", *parts)
+    if not path.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{path} is missing: CI must run with ../shared beside the checkout")
+        pytest.skip(f"{path} not present (real-data tests need ../shared beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def so_dump() -> dict[str, list[str]]:
+    """The real StackOverflow + beer.stackexchange dump samples."""
+    base = shared_path("stackoverflow_posts")
+    return {
+        "posts": [str(base / "stackoverflow.com-Posts.sample.xml"), str(base / "beer.stackexchange.com-Posts.xml")],
+        "comments": [str(base / "stackoverflow.com-Comments.sample.xml")],
+    }
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    import s3server
+
+    server = s3server.start(tmp_path_factory.mktemp("s3"))
+    try:
+        yield server
+    finally:
+        s3server.stop(server)
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch) -> str:
+    """A fresh bucket; the process environment carries the server's credentials."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    name = "sobert-" + secrets.token_hex(4)
+    s3_server.client().create_bucket(Bucket=name)
+    return name

@@ -1,0 +1,180 @@
+"""The embedded pipeline for real: prepare on the real sample, torchrun pretraining (DP=2, TP=2),
+checkpoints on local disk and on a real S3 server, kill/resume, SIGTERM, conversion parity."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sobert_api import build_spec, paths
+from sobert_operator.local_executor import LocalExecutor, prepare_config
+from sobert_trainer.pretrain.checkpoint import checkpoint_name, complete_checkpoints
+from sobert_trainer.pretrain.progress import read_progress
+from sobert_trainer.storage import Storage
+
+pytestmark = pytest.mark.integration
+HERE = Path(__file__).parent
+
+
+def tiny_spec(name, storage_uri, so_dump, **parallel):
+    return build_spec(
+        {
+            "preset": "tiny",
+            "name": name,
+            "data": {"posts": so_dump["posts"], "comments": so_dump["comments"]},
+            "storage": {"uri": storage_uri},
+            "parallel": {"procs_per_node": 2, **parallel},
+        }
+    )
+
+
+def test_prepare_real_sample_publishes_megatron_shards(tmp_path, so_dump):
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    from sobert_trainer.data.prepare import prepare_dataset
+
+    spec = tiny_spec("p", str(tmp_path / "store"), so_dump)
+    storage = Storage.open(spec.storage.uri)
+    manifest = prepare_dataset(prepare_config(spec), storage)
+    counts = manifest["counts"]
+    assert counts["posts"]["rows"] == 326 + 2354 and counts["posts"]["bad_total"] == 0
+    assert counts["comments"]["rows"] == 398
+    assert counts["skipped"]["post type 4"] == 58  # tag wikis are not pretraining text
+    assert counts["documents"] > 2500 and counts["tokens"] > 400_000
+    dataset_dir = tmp_path / "fetched"
+    storage.fetch_tree(f"data/{manifest['dataset_id']}", dataset_dir)
+    shard = IndexedDataset(str(dataset_dir / manifest["shards"][0]))
+    assert len(shard.document_indices) - 1 == counts["shard_documents"]
+    assert int(shard.sequence_lengths.sum()) == counts["tokens"]
+    # Same inputs and settings: found, not rebuilt.
+    started = time.monotonic()
+    assert prepare_dataset(prepare_config(spec), storage) == manifest
+    assert time.monotonic() - started < 2
+
+
+@pytest.fixture(scope="module")
+def dp2_run(tmp_path_factory, so_dump):
+    """A complete tiny run on 2 CPU ranks (data parallel), local storage."""
+    root = tmp_path_factory.mktemp("dp2")
+    spec = tiny_spec("dp2", str(root / "store"), so_dump)
+    summary = LocalExecutor(spec, root / "work", emit=lambda _l: None).run()
+    return spec, summary, root
+
+
+def test_dp2_pretrain_converges_and_converts(dp2_run):
+    spec, summary, _ = dp2_run
+    storage = Storage.open(spec.storage.uri)
+    progress = read_progress(storage, paths.progress_key(spec.name))
+    assert progress[-1]["step"] == spec.train_iters == summary.observed.checkpoint_step
+    assert progress[-1]["world_size"] == 2
+    assert progress[-1]["consumed_tokens"] == spec.train_iters * 16 * 128
+    assert progress[-1]["loss"] < progress[0]["loss"] - 0.2  # it learns
+    assert summary.observed.hf_step == spec.train_iters
+    from transformers import MegatronBertForMaskedLM
+
+    model = MegatronBertForMaskedLM.from_pretrained(storage.uri(paths.hf_prefix(spec.name)))
+    assert model.config.model_type == "megatron-bert" and model.config.num_hidden_layers == 2
+
+
+def run_parity(spec, storage, step, saved_tp, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    storage.child(paths.checkpoints_prefix(spec.name)).fetch_tree(checkpoint_name(step), ckpt)
+    hf = tmp_path / "hf"
+    storage.fetch_tree(paths.hf_prefix(spec.name), hf)
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(spec.model_dump_json())
+    out = subprocess.run(
+        [sys.executable, str(HERE / "parity_check.py"), str(ckpt), str(hf), str(spec_file), str(saved_tp)],
+        capture_output=True, text=True, timeout=300, check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_conversion_parity_dp2(dp2_run, tmp_path):
+    spec, summary, _ = dp2_run
+    result = run_parity(spec, Storage.open(spec.storage.uri), summary.observed.checkpoint_step, 1, tmp_path)
+    assert result["max_abs_diff"] < 1e-5
+
+
+def test_tp2_run_on_s3_checkpoints_and_converts(s3_bucket, so_dump, tmp_path):
+    spec = tiny_spec("tp2", f"s3://{s3_bucket}/sobert", so_dump, tensor_parallel=2)
+    summary = LocalExecutor(spec, tmp_path / "work", emit=lambda _l: None).run()
+    storage = Storage.open(spec.storage.uri)
+    steps = complete_checkpoints(storage.child(paths.checkpoints_prefix(spec.name)))
+    assert steps[-1] == spec.train_iters and len(steps) <= 2  # older checkpoints pruned
+    manifest = storage.child(paths.checkpoints_prefix(spec.name)).read_manifest(checkpoint_name(steps[-1]))
+    assert manifest["tensor_parallel"] == 2 and manifest["files"]
+    # Converted from TP=2 shards, compared with the checkpoint loaded (resharded) by megatron-core.
+    result = run_parity(spec, storage, summary.observed.checkpoint_step, 2, tmp_path)
+    assert result["max_abs_diff"] < 1e-5
+
+
+def _start_pretrain(spec, workdir: Path):
+    executor = LocalExecutor(spec, workdir, emit=lambda _l: None)
+    from sobert_operator.launch import pretrain_command
+    from sobert_operator.local_executor import record_spec
+
+    record_spec(spec, executor.storage)
+    if not executor.observe().dataset_published:
+        executor.run_stage(executor_stage("prepare"))
+    spec_file = workdir / "spec.json"
+    spec_file.write_text(spec.model_dump_json())
+    command = pretrain_command(spec, str(spec_file), executor.dataset_id, str(workdir / "scratch"), python=sys.executable)
+    log = open(workdir / "pretrain.log", "a")
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), executor
+
+
+def executor_stage(name):
+    from sobert_operator.pipeline import Stage
+
+    return Stage(name)
+
+
+def _wait_for(predicate, timeout=240, interval=0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    raise AssertionError("condition not reached in time")
+
+
+def test_kill_mid_run_then_resume_reaches_the_same_step(tmp_path, so_dump):
+    spec = tiny_spec("resume", str(tmp_path / "store"), so_dump)
+    storage = Storage.open(spec.storage.uri)
+    checkpoints = storage.child(paths.checkpoints_prefix(spec.name))
+    process, executor = _start_pretrain(spec, tmp_path / "w")
+    _wait_for(lambda: complete_checkpoints(checkpoints) == [20])
+    # A node crash: every process of the tree dies at once, with no chance to save. (torchrun
+    # starts its workers in their own sessions, so a process-group kill would orphan them.)
+    import psutil
+
+    tree = [process.pid] + [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
+    for pid in tree:
+        os.kill(pid, signal.SIGKILL)
+    process.wait()
+    assert complete_checkpoints(checkpoints)[-1] == 20
+    executor.run()  # resumes pretraining, then converts
+    assert complete_checkpoints(checkpoints)[-1] == spec.train_iters
+    steps = [r["step"] for r in read_progress(storage, paths.progress_key(spec.name))]
+    assert 21 in steps and steps[-1] == spec.train_iters  # first step after resume is 21
+
+
+def test_sigterm_checkpoints_the_current_step_and_exits(tmp_path, so_dump):
+    spec = tiny_spec("sigterm", str(tmp_path / "store"), so_dump)
+    storage = Storage.open(spec.storage.uri)
+    process, _ = _start_pretrain(spec, tmp_path / "w")
+    progress_key = paths.progress_key(spec.name)
+    _wait_for(lambda: any(r["step"] >= 5 for r in read_progress(storage, progress_key)))
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=120)
+    steps = complete_checkpoints(storage.child(paths.checkpoints_prefix(spec.name)))
+    assert steps and 5 <= steps[-1] < spec.train_iters
+    assert "SIGTERM received; checkpointed step" in (tmp_path / "w" / "pretrain.log").read_text()
