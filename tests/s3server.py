@@ -7,6 +7,7 @@ takes ~30 s and the data is throwaway). It opens several fixed ports, so one ins
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -66,7 +67,7 @@ def start(workdir: Path, timeout: float = 60.0) -> S3Server:
     access, secret = "sobert" + secrets.token_hex(4), secrets.token_hex(20)
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret}
-    log = open(workdir / "weed.log", "wb")
+    log = open(workdir / "weed.log", "wb")  # noqa: SIM115 - owned by the server process for its lifetime
     process = subprocess.Popen(
         [
             weed_binary(),
@@ -99,8 +100,6 @@ def start(workdir: Path, timeout: float = 60.0) -> S3Server:
 
 
 def stop(server: S3Server) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(server.process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     server.process.wait(timeout=30)

@@ -27,7 +27,9 @@ def main(checkpoint_dir: str, hf_dir: str, spec_json: str, saved_tp: int) -> Non
     types = torch.zeros_like(batch["input_ids"])
     with torch.no_grad():
         reference = megatron(batch["input_ids"], batch["attention_mask"], tokentype_ids=types)[0]
-        converted = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=types).logits
+        converted = hf(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=types
+        ).logits
     real = batch["attention_mask"].bool()
     diff = (reference - converted).abs()[real].max().item()
     print(json.dumps({"max_abs_diff": diff, "shape": list(converted.shape)}))

@@ -92,7 +92,10 @@ def run_parity(spec, storage, step, saved_tp, tmp_path):
     spec_file.write_text(spec.model_dump_json())
     out = subprocess.run(
         [sys.executable, str(HERE / "parity_check.py"), str(ckpt), str(hf), str(spec_file), str(saved_tp)],
-        capture_output=True, text=True, timeout=300, check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -126,8 +129,10 @@ def _start_pretrain(spec, workdir: Path):
         executor.run_stage(executor_stage("prepare"))
     spec_file = workdir / "spec.json"
     spec_file.write_text(spec.model_dump_json())
-    command = pretrain_command(spec, str(spec_file), executor.dataset_id, str(workdir / "scratch"), python=sys.executable)
-    log = open(workdir / "pretrain.log", "a")
+    command = pretrain_command(
+        spec, str(spec_file), executor.dataset_id, str(workdir / "scratch"), python=sys.executable
+    )
+    log = open(workdir / "pretrain.log", "a")  # noqa: SIM115 - handed to the child process
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), executor
 
 

@@ -3,7 +3,13 @@ from sobert_operator.launch import pretrain_command, torchrun_args
 from sobert_operator.pipeline import Observed, Stage, next_stage
 
 SPEC = build_spec(
-    {"preset": "tiny", "name": "t", "data": {"posts": ["p"]}, "storage": {"uri": "/s"}, "parallel": {"procs_per_node": 2}}
+    {
+        "preset": "tiny",
+        "name": "t",
+        "data": {"posts": ["p"]},
+        "storage": {"uri": "/s"},
+        "parallel": {"procs_per_node": 2},
+    }
 )
 
 
@@ -24,8 +30,13 @@ def test_torchrun_command_is_rendered_from_the_spec():
     assert "--nproc_per_node=2" in command and "--standalone" in command
     assert command[command.index("-m", 3) + 1] == "sobert_trainer.pretrain"
     multi = build_spec(
-        {"preset": "base", "name": "b", "data": {"posts": ["p"]}, "storage": {"uri": "/s"},
-         "parallel": {"nodes": 4, "procs_per_node": 8}}
+        {
+            "preset": "base",
+            "name": "b",
+            "data": {"posts": ["p"]},
+            "storage": {"uri": "/s"},
+            "parallel": {"nodes": 4, "procs_per_node": 8},
+        }
     )
     args = torchrun_args(multi, rdzv_endpoint="b-master-0:29400")
     assert "--nnodes=4" in args and "--rdzv_backend=c10d" in args and "--standalone" not in args

@@ -26,9 +26,7 @@ def test_paper_batch_is_half_a_million_tokens():
         assert spec.train_iters == 51_499  # ceil(27e9 / 524,288)
 
 
-@pytest.mark.parametrize(
-    ("preset", "low", "high"), [("base", 109e6, 126e6), ("large", 740e6, 770e6)]
-)
+@pytest.mark.parametrize(("preset", "low", "high"), [("base", 109e6, 126e6), ("large", 740e6, 770e6)])
 def test_parameter_count_matches_huggingface_megatron_bert(preset, low, high):
     from transformers import MegatronBertConfig, MegatronBertForMaskedLM
 

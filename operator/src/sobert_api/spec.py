@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -33,9 +33,7 @@ class ModelSpec(_Spec):
     max_position_embeddings: Annotated[
         int, Field(gt=0, description="Learned position table size; must be >= seq_length.")
     ]
-    vocab_size: Annotated[
-        int, Field(ge=16, description="Tokenizer vocabulary size (before Megatron's padding).")
-    ]
+    vocab_size: Annotated[int, Field(ge=16, description="Tokenizer vocabulary size (before Megatron's padding).")]
     make_vocab_size_divisible_by: Annotated[
         int, Field(gt=0, description="Megatron pads the embedding table to a multiple of this x TP.")
     ] = 128
@@ -77,7 +75,7 @@ class ModelSpec(_Spec):
         return embeddings + self.num_layers * per_layer + 2 * h + lm_head
 
 
-class Precision(str, Enum):
+class Precision(StrEnum):
     """Numeric format of the training step."""
 
     auto = "auto"  # bf16 where CUDA is available, fp32 on CPU
@@ -145,7 +143,7 @@ class TrainSpec(_Spec):
         return self
 
 
-class DocumentUnit(str, Enum):
+class DocumentUnit(StrEnum):
     """What one pretraining document is."""
 
     post = "post"  # a question (title + body) or an answer, each with its comments
@@ -159,13 +157,9 @@ class DataSpec(_Spec):
         list[str],
         Field(min_length=1, description="Posts.xml files (.xml/.gz/.bz2/.7z, local or s3://)."),
     ]
-    comments: Annotated[
-        list[str], Field(description="Comments.xml files attached to their posts.")
-    ] = []
+    comments: Annotated[list[str], Field(description="Comments.xml files attached to their posts.")] = []
     document_unit: DocumentUnit = DocumentUnit.post
-    min_document_chars: Annotated[
-        int, Field(ge=0, description="Documents shorter than this are dropped.")
-    ] = 32
+    min_document_chars: Annotated[int, Field(ge=0, description="Documents shorter than this are dropped.")] = 32
     workers: Annotated[int, Field(ge=1, description="Tokenizer worker processes.")] = 2
     tokenizer_train_docs: Annotated[
         int, Field(gt=0, description="Documents sampled (reservoir) to train the BPE tokenizer.")
@@ -176,9 +170,7 @@ class StorageSpec(_Spec):
     """The run's storage prefix: a local directory or s3://bucket/prefix."""
 
     uri: Annotated[str, Field(min_length=1, description="Local path or s3://bucket/prefix.")]
-    endpoint_url: Annotated[
-        str | None, Field(description="S3 endpoint for non-AWS servers (MinIO, SeaweedFS).")
-    ] = None
+    endpoint_url: Annotated[str | None, Field(description="S3 endpoint for non-AWS servers (MinIO, SeaweedFS).")] = None
     credentials_secret: Annotated[
         str | None,
         Field(description="Kubernetes Secret holding AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY."),
@@ -212,9 +204,7 @@ class RunSpec(_Spec):
     @classmethod
     def _check_name(cls, value: str) -> str:
         if not _DNS_LABEL.fullmatch(value):
-            raise ValueError(
-                f"name: {value!r} must be a DNS-1123 label (lowercase letters, digits, '-', at most 63)"
-            )
+            raise ValueError(f"name: {value!r} must be a DNS-1123 label (lowercase letters, digits, '-', at most 63)")
         return value
 
     @model_validator(mode="after")
@@ -223,13 +213,10 @@ class RunSpec(_Spec):
         m, t = self.model, self.train
         if m.num_attention_heads % tp:
             raise ValueError(
-                f"parallel.tensor_parallel ({tp}) must divide model.num_attention_heads "
-                f"({m.num_attention_heads})"
+                f"parallel.tensor_parallel ({tp}) must divide model.num_attention_heads ({m.num_attention_heads})"
             )
         if m.ffn_hidden_size % tp:
-            raise ValueError(
-                f"parallel.tensor_parallel ({tp}) must divide model.ffn_hidden_size ({m.ffn_hidden_size})"
-            )
+            raise ValueError(f"parallel.tensor_parallel ({tp}) must divide model.ffn_hidden_size ({m.ffn_hidden_size})")
         if t.global_batch_size % (t.micro_batch_size * dp):
             raise ValueError(
                 f"train.global_batch_size ({t.global_batch_size}) must be divisible by "

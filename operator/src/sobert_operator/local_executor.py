@@ -122,7 +122,9 @@ class LocalExecutor:
         while (stage := next_stage(self.spec, observed := self.observe())) is not None:
             started = time.monotonic()
             self.run_stage(stage)
-            summary.stage_seconds[stage.value] = summary.stage_seconds.get(stage.value, 0.0) + time.monotonic() - started
+            summary.stage_seconds[stage.value] = (
+                summary.stage_seconds.get(stage.value, 0.0) + time.monotonic() - started
+            )
             if self.observe() == observed:
                 raise StageFailedError(stage, 1, ": it exited 0 but published nothing")
         summary.observed = observed
@@ -142,7 +144,9 @@ class LocalExecutor:
             self._prepare()
         elif stage is Stage.pretrain:
             scratch = str(self.workdir / "scratch")
-            self._subprocess(stage, pretrain_command(self.spec, str(spec_file), self.dataset_id, scratch, python=sys.executable))
+            self._subprocess(
+                stage, pretrain_command(self.spec, str(spec_file), self.dataset_id, scratch, python=sys.executable)
+            )
         else:
             command = convert_command(str(spec_file), self.dataset_id, python=sys.executable)
             self._subprocess(stage, command + ([f"--step={step}"] if step is not None else []))
@@ -176,7 +180,7 @@ class LocalExecutor:
             assert process.stdout is not None
             for line in process.stdout:
                 line = line.rstrip()
-                tail = (tail + [line])[-40:]
+                tail = [*tail, line][-40:]
                 preempted = preempted or "SIGTERM received; checkpointed" in line
                 if verbose or line.startswith(("pretrain step", "pretrain:", "error:")) or "INFO sobert" in line:
                     self.emit("    " + _LOG_PREFIX.sub("", line))

@@ -8,12 +8,12 @@ any point continues from the first stage whose output is missing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from sobert_api.spec import RunSpec
 
 
-class Stage(str, Enum):
+class Stage(StrEnum):
     prepare = "prepare"
     pretrain = "pretrain"
     convert = "convert"

@@ -10,7 +10,10 @@ from sobert_api.loading import build_spec
 
 
 def register(sub) -> None:
-    for name, helptext in (("pretrain", "Pretrain (or resume) a submitted run."), ("convert", "Convert a run's checkpoint to Hugging Face.")):
+    for name, helptext in (
+        ("pretrain", "Pretrain (or resume) a submitted run."),
+        ("convert", "Convert a run's checkpoint to Hugging Face."),
+    ):
         parser = sub.add_parser(name, help=helptext)
         parser.add_argument("run", help="Run name.")
         parser.add_argument("--storage", default=".sobert", help="Storage prefix holding runs/<run>/spec.json.")
@@ -34,6 +37,8 @@ def run_stage(args: argparse.Namespace) -> int:
     executor = LocalExecutor(spec, args.workdir)
     stage = Stage(args.stage)
     if stage is Stage.pretrain and not executor.observe().dataset_published:
-        raise FileNotFoundError(f"dataset {executor.dataset_id} is not published; run `sobertctl data prepare` or submit")
+        raise FileNotFoundError(
+            f"dataset {executor.dataset_id} is not published; run `sobertctl data prepare` or submit"
+        )
     executor.run_stage(stage, step=getattr(args, "step", None))
     return 0

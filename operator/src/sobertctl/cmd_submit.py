@@ -13,10 +13,15 @@ DEFAULT_STORAGE = ".sobert"
 def register(sub) -> None:
     parser = sub.add_parser("submit", help="Run prepare -> pretrain -> convert for a preset or spec file.")
     add_spec_arguments(parser)
-    parser.add_argument("--backend", choices=["local"], default="local",
-                        help="local: run here (torchrun on CPU/GPUs). The kubernetes backend comes with the controller.")
-    parser.add_argument("--workdir", type=Path, default=Path(DEFAULT_STORAGE) / "work",
-                        help="Local scratch for stage processes.")
+    parser.add_argument(
+        "--backend",
+        choices=["local"],
+        default="local",
+        help="local: run here (torchrun on CPU/GPUs). The kubernetes backend comes with the controller.",
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(DEFAULT_STORAGE) / "work", help="Local scratch for stage processes."
+    )
     parser.add_argument("--dry-run", action="store_true", help="Validate and print the spec and commands; run nothing.")
     parser.set_defaults(handler=run)
 
@@ -35,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"run {spec.name}: preset {spec.preset or '-'}, {spec.model.parameter_count():,} parameters, "
         f"{spec.train_iters:,} steps x {spec.train.global_batch_size} x {spec.model.seq_length} tokens, "
-        f"{spec.parallel.world_size} process(es) (TP {spec.parallel.tensor_parallel} x DP {spec.parallel.data_parallel})",
+        f"{spec.parallel.world_size} process(es) "
+        f"(TP {spec.parallel.tensor_parallel} x DP {spec.parallel.data_parallel})",
         flush=True,
     )
     executor = LocalExecutor(spec, args.workdir, emit=lambda line: print(line, flush=True))

@@ -22,11 +22,22 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--posts", nargs="+", help="Posts.xml dump(s): .xml/.gz/.bz2/.7z, local or s3://.")
     parser.add_argument("--comments", nargs="+", help="Comments.xml dump(s) matching the posts.")
     parser.add_argument("--nodes", type=int, help="Nodes for pretraining.")
-    parser.add_argument("--procs-per-node", "--gpus-per-node", dest="procs_per_node", type=int,
-                        help="torchrun processes (GPUs) per node.")
+    parser.add_argument(
+        "--procs-per-node",
+        "--gpus-per-node",
+        dest="procs_per_node",
+        type=int,
+        help="torchrun processes (GPUs) per node.",
+    )
     parser.add_argument("--tensor-parallel", "--tp", dest="tensor_parallel", type=int, help="Tensor-parallel degree.")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=VALUE",
-                        help="Override any spec field, e.g. --set train.train_tokens=200000 (YAML value).")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="Override any spec field, e.g. --set train.train_tokens=200000 (YAML value).",
+    )
 
 
 def _set_path(document: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:

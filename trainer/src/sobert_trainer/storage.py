@@ -212,7 +212,7 @@ class LocalStorage(Storage):
     @contextmanager
     def open_read(self, key: str) -> Iterator[IO[bytes]]:
         try:
-            handle = open(self._path(key), "rb")
+            handle = open(self._path(key), "rb")  # noqa: SIM115 - closed by the with below
         except FileNotFoundError:
             raise StorageError(f"{self.uri(key)}: not found") from None
         with handle:
@@ -303,7 +303,13 @@ class S3Storage(Storage):
 
     def download_file(self, key: str, local_path: str | Path) -> None:
         self._call(
-            "download", key, self._client.download_file, self.bucket, self._key(key), str(local_path), Config=self._transfer
+            "download",
+            key,
+            self._client.download_file,
+            self.bucket,
+            self._key(key),
+            str(local_path),
+            Config=self._transfer,
         )
 
     def list(self, prefix: str = "") -> list[str]:

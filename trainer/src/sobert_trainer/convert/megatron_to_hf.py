@@ -118,9 +118,7 @@ def load_megatron_model(checkpoint_dir: Path, model: ModelSpec, saved_tensor_par
 def save_hf(bert, model: ModelSpec, padded_vocab: int, tokenizer_file: Path, out_dir: Path) -> None:
     from transformers import MegatronBertForMaskedLM, PreTrainedTokenizerFast
 
-    state = megatron_to_hf_state(
-        {k: v for k, v in bert.state_dict().items() if not k.endswith("_extra_state")}, model
-    )
+    state = megatron_to_hf_state({k: v for k, v in bert.state_dict().items() if not k.endswith("_extra_state")}, model)
     hf = MegatronBertForMaskedLM(hf_config(model, padded_vocab))
     missing, unexpected = hf.load_state_dict(state, strict=False)
     missing = [k for k in missing if k != "bert.embeddings.position_ids"]

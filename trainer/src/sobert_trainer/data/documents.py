@@ -97,9 +97,7 @@ class _CommentIndex:
         self.db.execute("CREATE INDEX IF NOT EXISTS comments_post ON comments (site, post_id, id)")
 
     def for_post(self, site: str, post_id: int) -> list[str]:
-        rows = self.db.execute(
-            "SELECT text FROM comments WHERE site = ? AND post_id = ? ORDER BY id", (site, post_id)
-        )
+        rows = self.db.execute("SELECT text FROM comments WHERE site = ? AND post_id = ? ORDER BY id", (site, post_id))
         return [segment for (text,) in rows for segment in plain_segments(text)]
 
 
@@ -138,8 +136,10 @@ def iter_documents(
     try:
         index = _CommentIndex(db)
         index.load(comment_sites, stats.comments, endpoint_url)
-        source = _posts_by_thread(db, posts, stats, endpoint_url) if unit == "thread" else _posts_in_order(
-            posts, stats, endpoint_url
+        source = (
+            _posts_by_thread(db, posts, stats, endpoint_url)
+            if unit == "thread"
+            else _posts_in_order(posts, stats, endpoint_url)
         )
         for doc_id, members in source:
             segments: list[str] = []

@@ -13,7 +13,24 @@ from html.parser import HTMLParser
 CODE_OPEN = "[CODE]"
 CODE_CLOSE = "[/CODE]"
 
-_BLOCK_TAGS = {"p", "div", "br", "li", "ul", "ol", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "table", "tr"}
+_BLOCK_TAGS = {
+    "p",
+    "div",
+    "br",
+    "li",
+    "ul",
+    "ol",
+    "blockquote",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "table",
+    "tr",
+}
 _SPACES = re.compile(r"[ \t\r\f\v]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 

@@ -83,7 +83,9 @@ class Reservoir:
             yield item
 
 
-def prepare_dataset(config: PrepareConfig, storage: Storage, dataset_id: str | None = None, force: bool = False) -> dict:
+def prepare_dataset(
+    config: PrepareConfig, storage: Storage, dataset_id: str | None = None, force: bool = False
+) -> dict:
     """Prepare (or find) the dataset; returns its published manifest."""
     dataset_id = dataset_id or config.dataset_id()
     prefix = paths.dataset_prefix(dataset_id)

@@ -111,9 +111,7 @@ def _loss_func(loss_mask: torch.Tensor, lm_loss: torch.Tensor):
 
 def _forward_step(data_iterator, model):
     batch = {k: v.to(_device(), non_blocking=True) for k, v in next(data_iterator).items()}
-    lm_loss, _ = model(
-        batch["text"], batch["padding_mask"], tokentype_ids=batch["types"], lm_labels=batch["labels"]
-    )
+    lm_loss, _ = model(batch["text"], batch["padding_mask"], tokentype_ids=batch["types"], lm_labels=batch["labels"])
     return lm_loss, partial(_loss_func, batch["loss_mask"])
 
 
@@ -142,10 +140,17 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path) -> int:
     bf16 = use_bf16(spec)
     tp, dp = spec.parallel.tensor_parallel, parallel_state.get_data_parallel_world_size()
     if tp * dp != dist.get_world_size():
-        raise RuntimeError(f"torchrun world size {dist.get_world_size()} does not match the spec's TP x DP = {tp} x {dp}")
+        raise RuntimeError(
+            f"torchrun world size {dist.get_world_size()} does not match the spec's TP x DP = {tp} x {dp}"
+        )
     storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url)
     run_storage = storage.child(paths.pretrain_prefix(spec.name))
-    iters, seq, gbs, mbs = spec.train_iters, spec.model.seq_length, spec.train.global_batch_size, spec.train.micro_batch_size
+    iters, seq, gbs, mbs = (
+        spec.train_iters,
+        spec.model.seq_length,
+        spec.train.global_batch_size,
+        spec.train.micro_batch_size,
+    )
 
     data_dir, data_manifest = _fetch_dataset(storage, dataset_id, workdir, ranks)
     config = transformer_config(spec.model, tp, bf16=bf16)
@@ -153,7 +158,9 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path) -> int:
     module = Float16Module(config, bert) if bf16 else bert
     model = DistributedDataParallel(
         config,
-        DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=False, use_distributed_optimizer=False),
+        DistributedDataParallelConfig(
+            grad_reduce_in_fp32=True, overlap_grad_reduce=False, use_distributed_optimizer=False
+        ),
         module,
     )
     optimizer = get_megatron_optimizer(

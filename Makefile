@@ -1,0 +1,73 @@
+# sobert — two commands on a fresh Debian machine with Python 3.11:
+#   make run    the embedded end-to-end smoke run (prepare -> pretrain on CPU -> convert)
+#   make test   everything, including starting the test servers
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+
+# make run reads the real StackOverflow sample when ../shared is beside the checkout, else the
+# project's own hand-written fixture dump.
+SHARED_POSTS := ../shared/data/stackoverflow_posts
+ifneq ($(wildcard $(SHARED_POSTS)/stackoverflow.com-Posts.sample.xml),)
+RUN_POSTS ?= $(SHARED_POSTS)/stackoverflow.com-Posts.sample.xml $(SHARED_POSTS)/beer.stackexchange.com-Posts.xml
+RUN_COMMENTS ?= $(SHARED_POSTS)/stackoverflow.com-Comments.sample.xml
+else
+RUN_POSTS ?= tests/fixtures/dump/example.stackexchange.com-Posts.xml
+RUN_COMMENTS ?= tests/fixtures/dump/example.stackexchange.com-Comments.xml
+endif
+RUN_NAME ?= smoke
+RUN_STORAGE ?= .sobert
+RUN_PROCS ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: help setup run test test-unit test-integration lint format typecheck bench clean clean-run all
+
+help:  ## Show the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## Create .venv with pinned dependencies (torch CPU build pinned via constraints.txt)
+
+$(STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[all,test,lint]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+run: setup  ## Embedded end-to-end run of the tiny preset on CPU (resumes if interrupted)
+	$(BIN)/sobertctl submit tiny --name $(RUN_NAME) --storage $(RUN_STORAGE) \
+		--posts $(RUN_POSTS) --comments $(RUN_COMMENTS) --procs-per-node $(RUN_PROCS)
+
+test: setup  ## All tests: unit, then integration (starts a real S3 server, runs torchrun)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: setup  ## Unit tests only (no servers, no subprocesses)
+	$(BIN)/python -m pytest -m "not integration and not gpu" $(PYTEST_ARGS)
+
+test-integration: setup  ## Integration tests only
+	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+
+lint: setup  ## Check style (ruff) without changing files
+	$(BIN)/ruff check operator/src trainer/src tests scripts
+	$(BIN)/ruff format --check operator/src trainer/src tests scripts
+
+format: setup  ## Fix what ruff can fix
+	$(BIN)/ruff check --fix operator/src trainer/src tests scripts
+	$(BIN)/ruff format operator/src trainer/src tests scripts
+
+typecheck: setup  ## mypy over the packages
+	$(BIN)/mypy operator/src trainer/src
+
+bench: setup  ## Benchmarks; results written to BENCHMARKS.md
+	$(BIN)/python scripts/bench.py --out BENCHMARKS.md
+
+all: lint test  ## lint + test
+
+clean-run:  ## Delete the smoke run's storage (the next make run starts over)
+	rm -rf $(RUN_STORAGE)
+
+clean: clean-run  ## Delete the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,236 @@
+"""`make bench`: measure data preparation and tiny pretraining on this machine; write BENCHMARKS.md.
+
+Figures:
+- data prep throughput (tokens/s, total and per worker core) on the real StackOverflow sample
+  (replicated to make the run long enough to measure), next to the tokenizer-only encode speed of
+  the same documents in one process: the ceiling a worker could reach if parsing and writing
+  were free;
+- tiny-preset pretraining step time and tokens/s under torchrun (1 rank, and DP=2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_POSTS = ROOT.parent / "shared" / "data" / "stackoverflow_posts"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    import torch
+
+    system = f"{platform.system()} {platform.release()}"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB RAM, {system}, "
+        f"Python {platform.python_version()}, torch {torch.__version__}"
+    )
+
+
+def sources(replicas: int) -> tuple[list[str], list[str]]:
+    posts = [
+        str(SHARED_POSTS / "stackoverflow.com-Posts.sample.xml"),
+        str(SHARED_POSTS / "beer.stackexchange.com-Posts.xml"),
+    ]
+    if not Path(posts[0]).exists():
+        fixture = ROOT / "tests" / "fixtures" / "dump"
+        posts = [str(fixture / "example.stackexchange.com-Posts.xml")]
+        comments = [str(fixture / "example.stackexchange.com-Comments.xml")]
+    else:
+        comments = [str(SHARED_POSTS / "stackoverflow.com-Comments.sample.xml")]
+    return posts * replicas, comments
+
+
+def bench_prepare(workers: int, replicas: int) -> dict:
+    from sobert_trainer.data.prepare import PrepareConfig, prepare_dataset
+    from sobert_trainer.storage import Storage
+
+    posts, comments = sources(replicas)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = PrepareConfig(posts=posts, comments=comments, vocab_size=50_000, workers=workers)
+        started = time.monotonic()
+        manifest = prepare_dataset(config, Storage.open(tmp), force=True)
+        total = time.monotonic() - started
+    tokens = manifest["counts"]["tokens"]
+    tokenize = manifest["timings_s"]["tokenize_and_write"]
+    return {
+        "workers": workers,
+        "documents": manifest["counts"]["documents"],
+        "tokens": tokens,
+        "seconds_total": round(total, 2),
+        "timings_s": manifest["timings_s"],
+        "tokens_per_s_end_to_end": round(tokens / total),
+        "tokens_per_s_tokenize_and_write": round(tokens / tokenize),
+        "tokens_per_s_per_core_tokenize_and_write": round(tokens / tokenize / workers),
+    }
+
+
+def bench_tokenizer_ceiling(replicas: int) -> dict:
+    """Encode the same documents with the trained tokenizer, one process, no I/O."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    from sobert_trainer.data.documents import DocumentStats, iter_documents
+    from sobert_trainer.data.dump import RowStats
+    from sobert_trainer.data.tokenizer import train_tokenizer
+
+    posts, comments = sources(replicas)
+    with tempfile.TemporaryDirectory() as tmp:
+        stats = DocumentStats(RowStats(), RowStats())
+        docs = [d.segments for d in iter_documents(posts, comments, "post", Path(tmp), stats, min_chars=32)]
+    tokenizer = train_tokenizer(("\n".join(s) for s in docs[: len(docs) // replicas]), 50_000)
+    flat = [segment for segments in docs for segment in segments]
+    started = time.monotonic()
+    tokens = 0
+    for start in range(0, len(flat), 4096):
+        tokens += sum(len(e.ids) for e in tokenizer.encode_batch(flat[start : start + 4096], add_special_tokens=False))
+    seconds = time.monotonic() - started
+    return {"tokens": tokens, "seconds": round(seconds, 2), "tokens_per_s_one_core": round(tokens / seconds)}
+
+
+def bench_pretrain(procs: int, steps: int) -> dict:
+    posts, comments = sources(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [
+            sys.executable,
+            "-m",
+            "sobertctl.main",
+            "submit",
+            "tiny",
+            "--name",
+            f"bench-{procs}",
+            "--storage",
+            f"{tmp}/store",
+            "--workdir",
+            f"{tmp}/work",
+            "--procs-per-node",
+            str(procs),
+            "--posts",
+            *posts,
+            "--comments",
+            *comments,
+            "--set",
+            f"train.train_tokens={steps * 16 * 128}",
+            "--set",
+            "train.log_interval=1",
+            "--set",
+            f"train.checkpoint_interval={steps}",
+        ]
+        subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        progress = [
+            json.loads(line)
+            for line in Path(f"{tmp}/store/runs/bench-{procs}/pretrain/progress.jsonl").read_text().splitlines()
+        ]
+    steady = [r["step_time_s"] for r in progress[5:]]  # skip warm-up steps
+    median = statistics.median(steady)
+    return {
+        "ranks": procs,
+        "steps_measured": len(steady),
+        "step_time_s_median": round(median, 4),
+        "step_time_s_p90": round(sorted(steady)[int(0.9 * (len(steady) - 1))], 4),
+        "tokens_per_step": 16 * 128,
+        "tokens_per_s": round(16 * 128 / median),
+    }
+
+
+def render(results: dict) -> str:
+    prep = results["prepare"]
+    ceiling = results["tokenizer_ceiling"]
+    lines = [
+        "# BENCHMARKS",
+        "",
+        f"Written by `make bench` (`python scripts/bench.py --out BENCHMARKS.md`) on {results['date']}.",
+        "",
+        f"Machine: {results['machine']}. No GPU.",
+        "",
+        "## Data preparation (real StackOverflow + beer.stackexchange sample)",
+        "",
+        f"Corpus: the `../shared/data/stackoverflow_posts` sample with its posts files given {results['replicas']}x "
+        "(so the run is long enough to measure), vocab 50,000, one document per post.",
+        "",
+        "| workers | documents | tokens | parse s | BPE train s | tokenize+write s "
+        "| tokenize+write tok/s | per core tok/s | end-to-end tok/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in prep:
+        t = row["timings_s"]
+        lines.append(
+            f"| {row['workers']} | {row['documents']:,} | {row['tokens']:,} | {t['parse']} | {t['tokenizer_train']} | "
+            f"{t['tokenize_and_write']} | {row['tokens_per_s_tokenize_and_write']:,} | "
+            f"{row['tokens_per_s_per_core_tokenize_and_write']:,} | {row['tokens_per_s_end_to_end']:,} |"
+        )
+    lines += [
+        "",
+        f"Ceiling: the same documents encoded by the trained tokenizer in one process with no parsing or writing: "
+        f"**{ceiling['tokens_per_s_one_core']:,} tokens/s per core** "
+        f"({ceiling['tokens']:,} tokens in {ceiling['seconds']} s).",
+        "",
+        "## Tiny preset pretraining (megatron-core on CPU, gloo)",
+        "",
+        "2 layers, hidden 64, seq 128, global batch 16 (micro 4); median over steady-state steps.",
+        "",
+        "| ranks | steps | median step s | p90 step s | tokens/s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in results["pretrain"]:
+        lines.append(
+            f"| {row['ranks']} | {row['steps_measured']} | {row['step_time_s_median']} "
+            f"| {row['step_time_s_p90']} | {row['tokens_per_s']:,} |"
+        )
+    lines += [
+        "",
+        "## GPU (base preset, seq 2048, bf16)",
+        "",
+        "Not measured: no accelerator machine was lent to this task. `make bench` on a CUDA machine is where the",
+        "base preset's tokens/s and MFU belong.",
+        "",
+        "Raw figures: see the JSON block below.",
+        "",
+        "```json",
+        json.dumps(results, indent=2),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--replicas", type=int, default=4, help="Times the sample's posts files are repeated.")
+    parser.add_argument("--steps", type=int, default=40, help="Pretraining steps per measurement.")
+    args = parser.parse_args()
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    results = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "replicas": args.replicas,
+        "prepare": [bench_prepare(w, args.replicas) for w in (1, 2)],
+        "tokenizer_ceiling": bench_tokenizer_ceiling(args.replicas),
+        "pretrain": [bench_pretrain(p, args.steps) for p in (1, 2)],
+    }
+    args.out.write_text(render(results))
+    print(render(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
