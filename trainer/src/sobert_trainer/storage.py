@@ -246,7 +246,9 @@ class S3Storage(Storage):
         import boto3
         from boto3.s3.transfer import TransferConfig
 
-        self._client = boto3.client("s3", endpoint_url=self.endpoint_url)
+        # A session of its own: boto3's default session caches credentials process-wide, so a
+        # rotated secret (or another run's) would silently keep using the first one it saw.
+        self._client = boto3.session.Session().client("s3", endpoint_url=self.endpoint_url)
         self._transfer = TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunksize=64 * 1024 * 1024)
 
     def _key(self, key: str) -> str:
@@ -334,7 +336,7 @@ class S3Storage(Storage):
         response = self._call("get", key, self._client.get_object, Bucket=self.bucket, Key=self._key(key))
         body = response["Body"]
         try:
-            yield io.BufferedReader(body._raw_stream if hasattr(body, "_raw_stream") else body)  # type: ignore[arg-type]
+            yield io.BufferedReader(_BodyReader(body), buffer_size=_CHUNK)
         finally:
             body.close()
 
@@ -343,6 +345,21 @@ class S3Storage(Storage):
         # the tree visible to readers.
         for rel in rel_paths:
             self.upload_file(local_dir / rel, _join(prefix, rel))
+
+
+class _BodyReader(io.RawIOBase):
+    """A raw stream over a botocore StreamingBody (reads until it returns b"")."""
+
+    def __init__(self, body) -> None:
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._body.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 @contextmanager

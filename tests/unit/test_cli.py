@@ -1,0 +1,62 @@
+import json
+
+import pytest
+
+from sobertctl.main import main
+
+
+def test_dry_run_prints_validated_spec_and_commands(capsys, tmp_path):
+    code = main(
+        [
+            "submit",
+            "tiny",
+            "--posts",
+            "P.xml",
+            "--storage",
+            str(tmp_path),
+            "--procs-per-node",
+            "2",
+            "--set",
+            "train.lr=3e-4",
+            "--dry-run",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    spec = json.loads(out[: out.index("# pretrain")])
+    assert spec["train"]["lr"] == 3e-4 and spec["parallel"]["procs_per_node"] == 2
+    assert "torch.distributed.run --nproc_per_node=2 --nnodes=1 --standalone -m sobert_trainer.pretrain" in out
+    assert not any(tmp_path.iterdir())  # a dry run writes nothing
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["submit", "tiny", "--posts", "P.xml", "--tp", "3"], 2, "parallel.tensor_parallel (3) must divide"),
+        (["submit", "--posts", "P.xml"], 2, "give a preset"),
+        (["submit", "tiny", "--posts", "P.xml", "--set", "train.lr"], 2, "expected PATH=VALUE"),
+        (
+            ["submit", "tiny", "--posts", "missing-Posts.xml", "--storage", "{tmp}"],
+            1,
+            "missing-Posts.xml: no such file",
+        ),
+        (["pretrain", "nope", "--storage", "{tmp}"], 1, "no such run"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_a_clear_error(argv, code, message, capsys, tmp_path):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == code
+    assert message in capsys.readouterr().err
+
+
+def test_resubmitting_a_name_with_another_spec_is_refused(tmp_path):
+    from sobert_api import build_spec
+    from sobert_operator.local_executor import RunConflictError, record_spec
+    from sobert_trainer.storage import Storage
+
+    doc = {"preset": "tiny", "name": "r", "data": {"posts": ["p"]}, "storage": {"uri": str(tmp_path)}}
+    storage = Storage.open(str(tmp_path))
+    record_spec(build_spec(doc), storage)
+    record_spec(build_spec(doc), storage)  # same spec: fine (resume)
+    with pytest.raises(RunConflictError, match="differs in: train"):
+        record_spec(build_spec({**doc, "train": {"lr": 1e-3}}), storage)
