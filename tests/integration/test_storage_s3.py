@@ -47,9 +47,8 @@ def test_wrong_secret_is_rejected_without_leaking_it(s3_bucket, monkeypatch):
 
 
 def test_prepare_streams_compressed_dumps_from_s3(s3_bucket, tmp_path):
-    from sobert_trainer.data.prepare import PrepareConfig, prepare_dataset
-
     from conftest import FIXTURES
+    from sobert_trainer.data.prepare import PrepareConfig, prepare_dataset
 
     storage = Storage.open(f"s3://{s3_bucket}/sobert")
     dump = FIXTURES / "dump"
