@@ -40,3 +40,14 @@ def test_torchrun_command_is_rendered_from_the_spec():
     )
     args = torchrun_args(multi, rdzv_endpoint="b-master-0:29400")
     assert "--nnodes=4" in args and "--rdzv_backend=c10d" in args and "--standalone" not in args
+
+
+def test_decide_waits_on_running_and_stops_on_failed():
+    from sobert_operator.pipeline import Decision, StageState, decide
+
+    s = StageState
+    assert decide({}) == Decision("start", Stage.prepare)
+    assert decide({Stage.prepare: s.running}) == Decision("wait", Stage.prepare)
+    assert decide({Stage.prepare: s.succeeded, Stage.pretrain: s.failed}) == Decision("fail", Stage.pretrain)
+    assert decide({Stage.prepare: s.succeeded, Stage.pretrain: s.succeeded}) == Decision("start", Stage.convert)
+    assert decide({stage: s.succeeded for stage in Stage}) == Decision("done")

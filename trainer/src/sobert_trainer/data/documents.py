@@ -198,6 +198,9 @@ def _posts_by_thread(db, posts, stats, endpoint_url) -> Iterator[tuple[str, Memb
                 continue
             post_id, segments = usable
             is_answer = row["PostTypeId"] == ANSWER
+            if is_answer and not row.get("ParentId", "").strip():
+                stats.posts.bad["missing ParentId"] += 1
+                continue
             try:
                 root = int(row["ParentId"]) if is_answer else post_id
                 score = int(row.get("Score") or 0)

@@ -97,9 +97,15 @@ def iter_rows(
             line = line.removeprefix(b"\xef\xbb\xbf").strip()
         if not line:
             continue
+        if pending and (line.startswith(b"<row") or line == f"</{root}>".encode()):
+            # The previous row was cut off before its "/>": one bad row, not a lost neighbour.
+            stats.rows += 1
+            stats.bad["malformed xml"] += 1
+            pending = []
         if pending or line.startswith(b"<row"):
             if state != "body":
-                raise DumpFormatError(f"{source}:{line_no}: <row> before the <{root}> root element")
+                where = f"after </{root}>" if state == "closed" else f"before the <{root}> root element"
+                raise DumpFormatError(f"{source}:{line_no}: <row> {where}")
             pending.append(line)
             if not line.endswith(b"/>") and not line.endswith(b"</row>"):
                 continue
@@ -117,6 +123,8 @@ def iter_rows(
             continue
         elif state == "prolog" and line == f"<{root}>".encode():
             state = "body"
+        elif state == "prolog" and line.replace(b" ", b"") == f"<{root}/>".encode():
+            state = "closed"  # an empty dump
         elif state == "body" and line == f"</{root}>".encode():
             state = "closed"
         elif state == "prolog" and line.startswith(b"<") and not line.startswith(b"<?"):

@@ -31,7 +31,7 @@ _BLOCK_TAGS = {
     "table",
     "tr",
 }
-_SPACES = re.compile(r"[ \t\r\f\v]+")
+_SPACES = re.compile(r"[ \t\r\f\v\xa0]+")  # \xa0: &nbsp; is a space in prose
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 
 
@@ -58,6 +58,9 @@ class _PostHTMLParser(HTMLParser):
             self._code = []
         elif tag == "code" and not self._in_pre:
             self._text.append("`")
+        elif self._code is not None:
+            if tag in ("br", "hr"):  # `<br>` written without a slash inside code: a line break
+                self._code.append("\n")
         elif tag in _BLOCK_TAGS:
             self._text.append("\n")
             if tag == "li":
@@ -72,7 +75,7 @@ class _PostHTMLParser(HTMLParser):
             self._code = None
         elif tag == "code" and not self._in_pre:
             self._text.append("`")
-        elif tag in _BLOCK_TAGS:
+        elif tag in _BLOCK_TAGS and self._code is None:
             self._text.append("\n")
 
     def handle_startendtag(self, tag: str, attrs) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sobert_api import paths
+from sobert_api.spec import RunSpec
 from sobert_trainer.data.documents import DocumentStats, iter_documents
 from sobert_trainer.data.dump import RowStats
 from sobert_trainer.data.shards import read_documents_jsonl, write_documents_jsonl, write_shards
@@ -39,6 +40,20 @@ class PrepareConfig:
     tokenizer_train_docs: int = 200_000
     seed: int = 1234
     endpoint_url: str | None = None
+
+    @staticmethod
+    def from_spec(spec: RunSpec) -> PrepareConfig:
+        return PrepareConfig(
+            posts=list(spec.data.posts),
+            comments=list(spec.data.comments),
+            vocab_size=spec.model.vocab_size,
+            document_unit=spec.data.document_unit.value,
+            min_document_chars=spec.data.min_document_chars,
+            workers=spec.data.workers,
+            tokenizer_train_docs=spec.data.tokenizer_train_docs,
+            seed=spec.train.seed,
+            endpoint_url=spec.storage.endpoint_url,
+        )
 
     def dataset_id(self) -> str:
         """Content-derived id: same inputs + settings -> same id."""

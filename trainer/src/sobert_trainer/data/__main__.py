@@ -1,0 +1,40 @@
+"""`python -m sobert_trainer.data --spec spec.json --dataset-id ID`: the prepare stage of a run (cluster jobs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from sobert_api.loading import SpecError, build_spec
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sobert_trainer.data", description=__doc__)
+    parser.add_argument("--spec", required=True, type=Path, help="The run's spec.json.")
+    parser.add_argument("--dataset-id", required=True, help="Id to publish under <storage>/data/.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        spec = build_spec(json.loads(args.spec.read_text()), source=str(args.spec))
+    except (OSError, ValueError, SpecError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from sobert_trainer.data.dump import DumpFormatError
+    from sobert_trainer.data.prepare import PrepareConfig, prepare_dataset
+    from sobert_trainer.storage import Storage
+
+    try:
+        prepare_dataset(
+            PrepareConfig.from_spec(spec), Storage.open(spec.storage.uri, spec.storage.endpoint_url), args.dataset_id
+        )
+    except (DumpFormatError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
