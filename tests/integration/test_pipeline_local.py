@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from sobert_api import build_spec, paths
-from sobert_operator.local_executor import LocalExecutor, prepare_config
+from sobert_operator.local_executor import LocalExecutor
+from sobert_trainer.data.prepare import PrepareConfig
 from sobert_trainer.pretrain.checkpoint import checkpoint_name, complete_checkpoints
 from sobert_trainer.pretrain.progress import read_progress
 from sobert_trainer.storage import Storage
@@ -42,7 +43,7 @@ def test_prepare_real_sample_publishes_megatron_shards(tmp_path, so_dump):
 
     spec = tiny_spec("p", str(tmp_path / "store"), so_dump)
     storage = Storage.open(spec.storage.uri)
-    manifest = prepare_dataset(prepare_config(spec), storage)
+    manifest = prepare_dataset(PrepareConfig.from_spec(spec), storage)
     counts = manifest["counts"]
     assert counts["posts"]["rows"] == 326 + 2354 and counts["posts"]["bad_total"] == 0
     assert counts["comments"]["rows"] == 398
@@ -55,7 +56,7 @@ def test_prepare_real_sample_publishes_megatron_shards(tmp_path, so_dump):
     assert int(shard.sequence_lengths.sum()) == counts["tokens"]
     # Same inputs and settings: found, not rebuilt.
     started = time.monotonic()
-    assert prepare_dataset(prepare_config(spec), storage) == manifest
+    assert prepare_dataset(PrepareConfig.from_spec(spec), storage) == manifest
     assert time.monotonic() - started < 2
 
 

@@ -188,6 +188,15 @@ class StorageSpec(_Spec):
         return value.rstrip("/") or "/"
 
 
+class PlacementSpec(_Spec):
+    """Where the run's pods go on a cluster (ignored by the local backend)."""
+
+    node_pool: Annotated[
+        str | None, Field(description="Node pool (from the controller's cluster config); default pool if unset.")
+    ] = None
+    queue: Annotated[str | None, Field(description="Kueue LocalQueue or Volcano queue for gang scheduling.")] = None
+
+
 class RunSpec(_Spec):
     """One sobert run: prepare -> pretrain -> convert (-> finetune -> report in later stages)."""
 
@@ -199,6 +208,7 @@ class RunSpec(_Spec):
     train: TrainSpec
     data: DataSpec
     storage: StorageSpec
+    placement: PlacementSpec = PlacementSpec()
 
     @field_validator("name")
     @classmethod
@@ -206,6 +216,19 @@ class RunSpec(_Spec):
         if not _DNS_LABEL.fullmatch(value):
             raise ValueError(f"name: {value!r} must be a DNS-1123 label (lowercase letters, digits, '-', at most 63)")
         return value
+
+    @model_validator(mode="after")
+    def _check_cluster_inputs(self) -> RunSpec:
+        if self.backend == "kubernetes":
+            local = [
+                uri for uri in [self.storage.uri, *self.data.posts, *self.data.comments] if not uri.startswith("s3://")
+            ]
+            if local:
+                raise ValueError(
+                    f"backend kubernetes: storage.uri and data.posts/comments must be s3:// URIs that pods can read; "
+                    f"got {', '.join(local)}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _check_parallel_fit(self) -> RunSpec:

@@ -22,6 +22,7 @@ from sobert_api import paths
 from sobert_api.spec import RunSpec
 from sobert_operator.launch import convert_command, pretrain_command
 from sobert_operator.pipeline import Observed, Stage, next_stage
+from sobert_trainer.data.prepare import PrepareConfig
 from sobert_trainer.storage import Storage
 
 EXIT_PREEMPTED = 143
@@ -63,22 +64,6 @@ class RunSummary:
         }
 
 
-def prepare_config(spec: RunSpec):
-    from sobert_trainer.data.prepare import PrepareConfig
-
-    return PrepareConfig(
-        posts=list(spec.data.posts),
-        comments=list(spec.data.comments),
-        vocab_size=spec.model.vocab_size,
-        document_unit=spec.data.document_unit.value,
-        min_document_chars=spec.data.min_document_chars,
-        workers=spec.data.workers,
-        tokenizer_train_docs=spec.data.tokenizer_train_docs,
-        seed=spec.train.seed,
-        endpoint_url=spec.storage.endpoint_url,
-    )
-
-
 def observe(spec: RunSpec, storage: Storage, dataset_id: str) -> Observed:
     from sobert_trainer.pretrain.checkpoint import complete_checkpoints
 
@@ -113,7 +98,7 @@ class LocalExecutor:
         self.storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url)
         self.workdir = workdir / spec.name
         self.emit = emit
-        self.dataset_id = prepare_config(spec).dataset_id()
+        self.dataset_id = PrepareConfig.from_spec(spec).dataset_id()
 
     def run(self) -> RunSummary:
         """Run every stage whose output is missing, in order."""
@@ -154,7 +139,7 @@ class LocalExecutor:
     def _prepare(self) -> None:
         from sobert_trainer.data.prepare import prepare_dataset
 
-        manifest = prepare_dataset(prepare_config(self.spec), self.storage, self.dataset_id)
+        manifest = prepare_dataset(PrepareConfig.from_spec(self.spec), self.storage, self.dataset_id)
         counts = manifest["counts"]
         self.emit(
             f"    {counts['documents']:,} documents, {counts['tokens']:,} tokens, "

@@ -1,14 +1,17 @@
 """What runs next, given what has been observed: pure functions shared by both executors.
 
-The local executor observes its storage prefix; the Kubernetes controller observes its owned
-jobs and the same storage. Both ask `next_stage` and run what it names, so a run interrupted at
-any point continues from the first stage whose output is missing.
+Each executor reduces what it sees to one `StageState` per stage: the local executor from
+published manifests in storage, the Kubernetes controller from its owned jobs' conditions (and
+the same manifests). `decide` then says what to do. A run interrupted anywhere continues from
+the first stage that has not succeeded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
 from sobert_api.spec import RunSpec
 
@@ -22,26 +25,51 @@ class Stage(StrEnum):
 STAGE_ORDER = (Stage.prepare, Stage.pretrain, Stage.convert)
 
 
+class StageState(StrEnum):
+    missing = "missing"  # not started (no job, no output)
+    running = "running"  # a job exists and has not finished
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Literal["start", "wait", "done", "fail"]
+    stage: Stage | None = None
+
+
 @dataclass(frozen=True)
 class Observed:
-    """What exists for a run (each flag is read from a published manifest, never a partial file)."""
+    """What storage holds for a run (each flag read from a published manifest, never a partial file)."""
 
     dataset_published: bool = False
     checkpoint_step: int | None = None  # newest complete checkpoint
     hf_step: int | None = None  # step the published HF model was converted from
 
+    def stage_states(self, spec: RunSpec) -> dict[Stage, StageState]:
+        done = {
+            Stage.prepare: self.dataset_published,
+            Stage.pretrain: self.checkpoint_step is not None and self.checkpoint_step >= spec.train_iters,
+            Stage.convert: self.hf_step is not None and self.hf_step == self.checkpoint_step,
+        }
+        return {stage: StageState.succeeded if ok else StageState.missing for stage, ok in done.items()}
 
-def stage_done(stage: Stage, spec: RunSpec, observed: Observed) -> bool:
-    if stage is Stage.prepare:
-        return observed.dataset_published
-    if stage is Stage.pretrain:
-        return observed.checkpoint_step is not None and observed.checkpoint_step >= spec.train_iters
-    return observed.hf_step is not None and observed.hf_step == observed.checkpoint_step
+
+def decide(states: Mapping[Stage, StageState]) -> Decision:
+    """Start the first stage that has not succeeded, wait on a running one, stop on a failure."""
+    for stage in STAGE_ORDER:
+        state = states.get(stage, StageState.missing)
+        if state is StageState.succeeded:
+            continue
+        if state is StageState.failed:
+            return Decision("fail", stage)
+        if state is StageState.running:
+            return Decision("wait", stage)
+        return Decision("start", stage)
+    return Decision("done")
 
 
 def next_stage(spec: RunSpec, observed: Observed) -> Stage | None:
-    """The first stage whose output is missing; None when the run is complete."""
-    for stage in STAGE_ORDER:
-        if not stage_done(stage, spec, observed):
-            return stage
-    return None
+    """The local executor's view: the first stage whose output is missing."""
+    decision = decide(observed.stage_states(spec))
+    return decision.stage if decision.action == "start" else None
