@@ -1,0 +1,103 @@
+"""What the controller knows about its cluster: images, node pools, NCCL, scheduling.
+
+Loaded from the Helm chart's values (mounted as a ConfigMap into the controller) or a YAML file;
+validated like a RunSpec. Renderers take it as an argument: nothing reads the cluster config
+from globals.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sobert_api.loading import SpecError, format_validation_error
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class RdmaSpec(_Config):
+    """A NIC device-plugin resource for GPUDirect RDMA / EFA, and the Multus network to attach."""
+
+    resource: Annotated[str, Field(description="e.g. rdma/hca_shared_devices_a or vpc.amazonaws.com/efa.")]
+    count: Annotated[int, Field(ge=1, description="Devices per pod.")] = 1
+    network: Annotated[str | None, Field(description="Multus NetworkAttachmentDefinition (namespace/name).")] = None
+
+
+class NodePool(_Config):
+    """One GPU node pool: what a pod there can request and how to land on it."""
+
+    gpu_type: Annotated[str, Field(description="GPU model, e.g. h100, a100-80gb (for cost and MFU tables).")]
+    gpus_per_node: Annotated[int, Field(ge=0, description="Allocatable nvidia.com/gpu per node.")]
+    cpu: Annotated[str, Field(description="CPU request per pod.")] = "16"
+    memory: Annotated[str, Field(description="Memory request per pod.")] = "128Gi"
+    shm_size: Annotated[str, Field(description="Size limit of the /dev/shm memory volume.")] = "32Gi"
+    node_selector: dict[str, str] = {}
+    tolerations: list[dict] = []
+    affinity: dict | None = None
+    rdma: RdmaSpec | None = None
+    spot: Annotated[bool, Field(description="Preemptible capacity (checkpoint more often).")] = False
+
+
+class SchedulerKind(StrEnum):
+    none = "none"
+    kueue = "kueue"
+    volcano = "volcano"
+
+
+class PretrainTarget(StrEnum):
+    pytorchjob = "pytorchjob"  # Kubeflow Training Operator v1 (kubeflow.org/v1 PyTorchJob)
+    trainjob = "trainjob"  # Kubeflow Trainer v2 (trainer.kubeflow.org/v1alpha1 TrainJob)
+
+
+class ClusterConfig(_Config):
+    trainer_image: Annotated[str, Field(description="Image with the trainer (pinned tag or digest).")]
+    node_pools: Annotated[dict[str, NodePool], Field(min_length=1)]
+    default_node_pool: str
+    cpu_node_selector: Annotated[dict[str, str], Field(description="Where prepare/convert jobs run.")] = {}
+    storage_secret: Annotated[
+        str, Field(description="Default Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.")
+    ] = "sobert-s3"
+    nccl_env: Annotated[dict[str, str], Field(description="NCCL_* settings for pretraining pods.")] = {
+        "NCCL_DEBUG": "WARN",
+    }
+    scheduler: SchedulerKind = SchedulerKind.none
+    pretrain_target: PretrainTarget = PretrainTarget.pytorchjob
+    training_runtime: Annotated[str, Field(description="ClusterTrainingRuntime for TrainJob.")] = "torch-distributed"
+    termination_grace_seconds: Annotated[int, Field(ge=30, description="Time to checkpoint on SIGTERM.")] = 300
+    backoff_limit: Annotated[int, Field(ge=0)] = 3
+    ttl_seconds_after_finished: Annotated[int, Field(ge=0)] = 86_400
+
+    @model_validator(mode="after")
+    def _check_default_pool(self) -> ClusterConfig:
+        if self.default_node_pool not in self.node_pools:
+            raise ValueError(
+                f"default_node_pool {self.default_node_pool!r} is not in node_pools ({', '.join(self.node_pools)})"
+            )
+        return self
+
+    def pool(self, name: str | None) -> tuple[str, NodePool]:
+        name = name or self.default_node_pool
+        if name not in self.node_pools:
+            raise SpecError(
+                f"placement.node_pool: unknown node pool {name!r}; known: {', '.join(sorted(self.node_pools))}"
+            )
+        return name, self.node_pools[name]
+
+
+def load_cluster_config(path: str | Path) -> ClusterConfig:
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+        return ClusterConfig.model_validate(document)
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
+    except ValidationError as exc:
+        raise SpecError(
+            format_validation_error(str(path), exc).replace("invalid run spec", "invalid cluster config")
+        ) from None

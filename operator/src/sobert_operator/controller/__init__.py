@@ -1,0 +1,1 @@
+"""The kopf controller: `kopf run -m sobert_operator.controller.main`."""

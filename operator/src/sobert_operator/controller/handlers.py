@@ -1,0 +1,152 @@
+"""What each kopf handler does: fetch, plan (pure), apply. Thin, synchronous (kopf runs sync
+handlers in its thread pool, so the event loop never blocks)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+from typing import Any
+
+import kopf
+from kubernetes import config as k8s_config
+
+from sobert_api.crd import API_VERSION, KIND
+from sobert_api.loading import SpecError, build_spec
+from sobert_operator.cluster import ClusterConfig, load_cluster_config
+from sobert_operator.kube.client import KubeClient, PrerequisiteMissingError
+from sobert_operator.kube.plan import condition, is_terminal, plan, stage_kind
+from sobert_operator.pipeline import STAGE_ORDER
+from sobert_operator.preflight import preflight
+from sobert_operator.render.common import LABEL_RUN, object_name
+from sobert_trainer.data.prepare import PrepareConfig
+
+RESYNC_SECONDS = float(os.environ.get("SOBERT_RESYNC_SECONDS", "60"))
+_state: dict[str, Any] = {}
+_locks: dict[tuple[str, str], threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def startup(settings: kopf.OperatorSettings, logger) -> None:
+    settings.persistence.finalizer = "sobert.dev/cleanup"
+    settings.posting.level = 20  # INFO and above become Events
+    path = os.environ.get("SOBERT_CLUSTER_CONFIG", "/etc/sobert/cluster.yaml")
+    _state["cluster"] = load_cluster_config(path)
+    try:
+        k8s_config.load_incluster_config()
+    except k8s_config.ConfigException:
+        # Read KUBECONFIG now: the client library resolves its default path at import time.
+        k8s_config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+    client = KubeClient()
+    _state["client"] = client
+    missing = []
+    for stage in STAGE_ORDER:
+        api_version, kind = stage_kind(stage, _state["cluster"])
+        try:
+            client.require_kind(api_version, kind)
+        except PrerequisiteMissingError as exc:
+            missing.append(str(exc))
+    _state["missing"] = missing
+    for line in missing:
+        logger.error("prerequisite missing: %s; runs wait in phase Pending until it is installed", line)
+
+
+def login(**kwargs):
+    # Explicit kubeconfig login: with the kubernetes client configured first, kopf's own
+    # discovery can fail in one process (seen on the testbed).
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return kopf.login_with_service_account(**kwargs)
+    return kopf.login_with_kubeconfig(**kwargs)
+
+
+def is_done(status: dict[str, Any] | None) -> bool:
+    return is_terminal(status)
+
+
+def _lock(namespace: str, name: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault((namespace, name), threading.Lock())
+
+
+def reconcile(name: str, namespace: str, logger) -> None:
+    """Bring one SobertRun a step forward. Serialised per run; safe to call any number of times."""
+    with _lock(namespace, name):
+        _reconcile(name, namespace, logger)
+
+
+def _reconcile(name: str, namespace: str, logger) -> None:
+    client: KubeClient = _state["client"]
+    cluster: ClusterConfig = _state["cluster"]
+    run = client.get(API_VERSION, KIND, name, namespace)
+    if run is None or run["metadata"].get("deletionTimestamp"):
+        return
+    status = run.get("status") or {}
+    generation = run["metadata"].get("generation")
+    if is_terminal(status) and status.get("observedGeneration") == generation:
+        return
+
+    def set_status(**fields: Any) -> None:
+        client.patch_status(API_VERSION, KIND, name, namespace, {"observedGeneration": generation, **fields})
+
+    try:
+        spec = build_spec(
+            {**run.get("spec", {}), "name": name, "backend": "kubernetes"}, source=f"SobertRun {namespace}/{name}"
+        )
+        problems = preflight(spec, cluster)
+        if problems:
+            raise SpecError("; ".join(problems))
+    except SpecError as exc:
+        message = str(exc)
+        if status.get("message") != message:
+            kopf.warn(run, reason="InvalidSpec", message=message)
+        set_status(
+            phase="Invalid", message=message, conditions=[condition("Ready", False, "InvalidSpec", message, _now())]
+        )
+        return
+    if _state.get("missing"):
+        message = "; ".join(_state["missing"])
+        set_status(
+            phase="Pending",
+            message=f"prerequisites missing: {message}",
+            conditions=[condition("Ready", False, "PrerequisitesMissing", message, _now())],
+        )
+        return
+    secret = spec.storage.credentials_secret or cluster.storage_secret
+    if not client.secret_exists(secret, namespace):
+        message = f"storage Secret {namespace}/{secret} not found (needs AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
+        if status.get("message") != message:
+            kopf.warn(run, reason="SecretMissing", message=message)
+        set_status(
+            phase="Pending", message=message, conditions=[condition("Ready", False, "SecretMissing", message, _now())]
+        )
+        return
+
+    dataset_id = PrepareConfig.from_spec(spec).dataset_id()
+    jobs = {
+        stage: client.get(*stage_kind(stage, cluster), object_name(name, stage.value), namespace)
+        for stage in STAGE_ORDER
+    }
+    configmap = client.get("v1", "ConfigMap", object_name(name, "spec"), namespace)
+    result = plan(spec, cluster, dataset_id, jobs, _now(), configmap_exists=configmap is not None)
+    for obj in result.create:
+        kopf.adopt(obj, owner=run)
+        if client.create(obj, namespace):
+            logger.info("created %s %s", obj["kind"], obj["metadata"]["name"])
+    if result.event and result.status.get("phase") != status.get("phase"):
+        reason, message = result.event
+        (kopf.warn if reason == "StageFailed" else kopf.info)(run, reason=reason, message=message)
+    set_status(**{"message": None, **result.status})  # clear a stale message unless the plan sets one
+
+
+def cleanup(name: str, namespace: str, logger) -> None:
+    """Delete everything the run owns (garbage collection would too, where it runs)."""
+    client: KubeClient = _state["client"]
+    cluster: ClusterConfig = _state["cluster"]
+    selector = f"{LABEL_RUN}={name}"
+    kinds = {stage_kind(stage, cluster) for stage in STAGE_ORDER} | {("v1", "ConfigMap")}
+    deleted = sum(client.delete_labeled(api_version, kind, namespace, selector) for api_version, kind in sorted(kinds))
+    logger.info("deleted %d object(s) owned by %s", deleted, name)

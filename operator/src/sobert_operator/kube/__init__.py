@@ -1,0 +1,1 @@
+"""Kubernetes-side pure logic: reading job states, planning what to create."""

@@ -1,0 +1,1 @@
+"""Pure renderers: validated spec + cluster config -> plain Kubernetes manifests (dicts)."""

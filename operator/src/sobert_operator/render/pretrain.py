@@ -1,0 +1,178 @@
+"""Pretraining as a Kubeflow PyTorchJob (kubeflow.org/v1) or Trainer v2 TrainJob (v1alpha1).
+
+The torchrun command comes from `launch.pretrain_command`, the same function the local executor
+uses; on a PyTorchJob the training operator supplies the rendezvous (PET_NODE_RANK,
+PET_MASTER_ADDR, PET_MASTER_PORT), which torchrun reads from the environment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sobert_api.spec import RunSpec
+from sobert_operator.cluster import ClusterConfig, NodePool, SchedulerKind
+from sobert_operator.launch import pretrain_command
+from sobert_operator.render.common import (
+    SCRATCH,
+    SPEC_PATH,
+    container_security,
+    labels,
+    object_name,
+    scratch_volume,
+    spec_volume,
+    storage_env,
+)
+
+STAGE = "pretrain"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+MULTUS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"
+
+
+def _command(spec: RunSpec, dataset_id: str) -> list[str]:
+    command = pretrain_command(spec, SPEC_PATH, dataset_id, SCRATCH)
+    # On the cluster, rendezvous comes from the operator's PET_* variables, never --standalone.
+    return [arg for arg in command if arg != "--standalone"]
+
+
+def _env(spec: RunSpec, cluster: ClusterConfig) -> list[dict[str, Any]]:
+    env = [
+        # One hardware queue keeps TP communication ordered with compute (Megatron requirement).
+        {"name": "CUDA_DEVICE_MAX_CONNECTIONS", "value": "1"},
+        {"name": "TORCH_NCCL_ASYNC_ERROR_HANDLING", "value": "1"},
+        {"name": "OMP_NUM_THREADS", "value": "1"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "TMPDIR", "value": SCRATCH},
+    ]
+    env += [{"name": k, "value": v} for k, v in sorted(cluster.nccl_env.items())]
+    return env + storage_env(spec, cluster)
+
+
+def _resources(spec: RunSpec, pool: NodePool) -> dict[str, Any]:
+    gpus = str(spec.parallel.procs_per_node)
+    limits: dict[str, str] = {"nvidia.com/gpu": gpus}
+    if pool.rdma:
+        limits[pool.rdma.resource] = str(pool.rdma.count)
+    return {"requests": {"cpu": pool.cpu, "memory": pool.memory, **limits}, "limits": {"memory": pool.memory, **limits}}
+
+
+def pod_template(spec: RunSpec, cluster: ClusterConfig, dataset_id: str, container_name: str) -> dict[str, Any]:
+    _, pool = cluster.pool(spec.placement.node_pool)
+    spec_vol, spec_mount = spec_volume(spec)
+    scratch_vol, scratch_mount = scratch_volume()
+    annotations = {"sidecar.istio.io/inject": "false"}
+    if pool.rdma and pool.rdma.network:
+        annotations[MULTUS_ANNOTATION] = pool.rdma.network
+    pod_spec: dict[str, Any] = {
+        # Long enough to finish the step and write a checkpoint after SIGTERM.
+        "terminationGracePeriodSeconds": cluster.termination_grace_seconds,
+        "containers": [
+            {
+                "name": container_name,
+                "image": cluster.trainer_image,
+                "command": _command(spec, dataset_id),
+                "env": _env(spec, cluster),
+                "resources": _resources(spec, pool),
+                "volumeMounts": [spec_mount, scratch_mount, {"name": "dshm", "mountPath": "/dev/shm"}],
+                "securityContext": container_security(),
+            }
+        ],
+        "volumes": [
+            spec_vol,
+            scratch_vol,
+            # NCCL and dataloaders need more shared memory than the container default 64 MiB.
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": pool.shm_size}},
+        ],
+    }
+    if pool.node_selector:
+        pod_spec["nodeSelector"] = dict(pool.node_selector)
+    if pool.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in pool.tolerations]
+    if pool.affinity:
+        pod_spec["affinity"] = pool.affinity
+    if cluster.scheduler is SchedulerKind.volcano:
+        pod_spec["schedulerName"] = "volcano"
+    return {"metadata": {"labels": labels(spec, STAGE), "annotations": annotations}, "spec": pod_spec}
+
+
+def _job_labels(spec: RunSpec, cluster: ClusterConfig) -> dict[str, str]:
+    out = labels(spec, STAGE)
+    if cluster.scheduler is SchedulerKind.kueue and spec.placement.queue:
+        out[KUEUE_QUEUE_LABEL] = spec.placement.queue
+    return out
+
+
+def render_pytorchjob(
+    spec: RunSpec,
+    cluster: ClusterConfig,
+    dataset_id: str,
+    active_deadline_seconds: int | None = None,
+    suspend: bool = False,
+) -> dict[str, Any]:
+    """Master (+ Workers for nodes > 1), one pod per node with `procs_per_node` GPUs."""
+    template = pod_template(spec, cluster, dataset_id, container_name="pytorch")
+    # ExitCode: exit codes 128+ (SIGTERM after checkpoint = 143, OOM-kill = 137) are retried;
+    # 1-127 are permanent errors and fail the job instead of looping.
+    replica = {"restartPolicy": "ExitCode", "template": template}
+    replicas: dict[str, Any] = {"Master": {"replicas": 1, **replica}}
+    if spec.parallel.nodes > 1:
+        replicas["Worker"] = {"replicas": spec.parallel.nodes - 1, **replica}
+    run_policy: dict[str, Any] = {
+        "cleanPodPolicy": "Running",
+        "backoffLimit": cluster.backoff_limit,
+        "ttlSecondsAfterFinished": cluster.ttl_seconds_after_finished,
+        "suspend": suspend,
+    }
+    if active_deadline_seconds is not None:
+        run_policy["activeDeadlineSeconds"] = active_deadline_seconds
+    if cluster.scheduler is SchedulerKind.volcano:
+        run_policy["schedulingPolicy"] = {"minAvailable": spec.parallel.nodes}
+        if spec.placement.queue:
+            run_policy["schedulingPolicy"]["queue"] = spec.placement.queue
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": object_name(spec.name, STAGE), "labels": _job_labels(spec, cluster)},
+        "spec": {
+            "nprocPerNode": str(spec.parallel.procs_per_node),
+            "pytorchReplicaSpecs": replicas,
+            "runPolicy": run_policy,
+        },
+    }
+
+
+def render_trainjob(
+    spec: RunSpec,
+    cluster: ClusterConfig,
+    dataset_id: str,
+    active_deadline_seconds: int | None = None,
+    suspend: bool = False,
+) -> dict[str, Any]:
+    """The same pretraining for Kubeflow Trainer v2. Placement, volumes and shared memory come from
+    the ClusterTrainingRuntime (`cluster.training_runtime`), as Trainer v2 intends: platform admins
+    own the runtime, runs own the trainer."""
+    _, pool = cluster.pool(spec.placement.node_pool)
+    container = pod_template(spec, cluster, dataset_id, container_name="node")["spec"]["containers"][0]
+    job_spec: dict[str, Any] = {
+        "runtimeRef": {
+            "apiGroup": "trainer.kubeflow.org",
+            "kind": "ClusterTrainingRuntime",
+            "name": cluster.training_runtime,
+        },
+        "suspend": suspend,
+        "trainer": {
+            "image": cluster.trainer_image,
+            "command": container["command"],
+            "env": container["env"],
+            "numNodes": spec.parallel.nodes,
+            "numProcPerNode": spec.parallel.procs_per_node,
+            "resourcesPerNode": _resources(spec, pool),
+        },
+    }
+    if active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = active_deadline_seconds
+    return {
+        "apiVersion": "trainer.kubeflow.org/v1alpha1",
+        "kind": "TrainJob",
+        "metadata": {"name": object_name(spec.name, STAGE), "labels": _job_labels(spec, cluster)},
+        "spec": job_spec,
+    }

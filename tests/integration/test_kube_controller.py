@@ -1,0 +1,344 @@
+"""The control plane against a real kube-apiserver + etcd (built and started by the test harness).
+
+Nothing runs pods here: the tests play the Kubeflow / batch controllers by writing job status,
+and check that the sobert controller walks the run through its phases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sobert_api import build_spec
+from sobert_api.crd import API_VERSION, KIND, crd_yaml
+from sobert_operator.cluster import ClusterConfig
+from sobert_operator.kube.plan import render_all
+from sobert_operator.render.pretrain import render_pytorchjob, render_trainjob
+
+pytestmark = pytest.mark.integration
+SHARED_CRDS = Path(__file__).resolve().parents[3] / "shared" / "k8s" / "crds"
+
+CLUSTER = {
+    "trainer_image": "ghcr.io/sobert/trainer:0.1.0",
+    "default_node_pool": "h100",
+    "node_pools": {
+        "h100": {
+            "gpu_type": "h100",
+            "gpus_per_node": 8,
+            "node_selector": {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "rdma": {"resource": "rdma/hca_shared_devices_a", "count": 1, "network": "default/rdma-net"},
+        },
+        "l4": {"gpu_type": "l4", "gpus_per_node": 4},
+    },
+}
+
+
+def run_doc(name="large-1", **spec):
+    body = {
+        "preset": "large",
+        "data": {"posts": ["s3://dumps/stackoverflow.com-Posts.7z"]},
+        "storage": {"uri": "s3://bucket/sobert", "credentials_secret": "s3-creds"},
+        "parallel": {"nodes": 4, "procs_per_node": 8, "tensor_parallel": 2},
+    }
+    body.update(spec)
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": body}
+
+
+@pytest.fixture(scope="module")
+def kube(tmp_path_factory):
+    import kubetestbed
+    from conftest import SHARED
+
+    crds = sorted((SHARED / "k8s" / "crds").glob("*.yaml"))
+    if not crds:
+        if os.environ.get("CI") == "true":
+            pytest.fail("../shared/k8s/crds is missing under CI")
+        pytest.skip("../shared/k8s/crds not present")
+    testbed = kubetestbed.start(tmp_path_factory.mktemp("kube"))
+    try:
+        kubetestbed.install_crds(testbed, crds)
+        sobert_crd = testbed.workdir / "sobert-crd.yaml"
+        sobert_crd.write_text(crd_yaml())
+        testbed.kubectl("create", "-f", str(sobert_crd))
+        testbed.kubectl("wait", "--for=condition=Established", "crd/sobertruns.sobert.dev", "--timeout=60s")
+        yield testbed
+    finally:
+        testbed.stop()
+
+
+@pytest.fixture
+def api(kube, monkeypatch):
+    from kubernetes import config
+
+    from sobert_operator.kube.client import KubeClient
+
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
+    config.load_kube_config(str(kube.kubeconfig))
+    return KubeClient()
+
+
+@pytest.fixture
+def namespace(kube):
+    name = "t-" + secrets.token_hex(3)
+    kube.kubectl("create", "namespace", name)
+    return name
+
+
+def test_every_rendered_object_is_stored_as_sent(api, namespace):
+    from manifest_compare import missing_fields
+
+    cluster = ClusterConfig.model_validate({**CLUSTER, "scheduler": "volcano"})
+    spec = build_spec({**run_doc()["spec"], "name": "large-1", "backend": "kubernetes", "placement": {"queue": "gpu"}})
+    single = build_spec(
+        {**run_doc()["spec"], "name": "one-node", "backend": "kubernetes", "parallel": {"procs_per_node": 8}}
+    )
+    objects = render_all(spec, cluster, "so-abc")
+    objects.append(
+        render_pytorchjob(single, ClusterConfig.model_validate(CLUSTER), "so-abc", active_deadline_seconds=3600)
+    )
+    trainjob = render_trainjob(spec, cluster, "so-abc", active_deadline_seconds=7200)
+    trainjob["metadata"]["name"] += "-v2"
+    objects.append(trainjob)
+    kinds = set()
+    for obj in objects:
+        assert api.create(obj, namespace)
+        assert not api.create(obj, namespace)  # second create: already exists, no duplicate
+        stored = api.get(obj["apiVersion"], obj["kind"], obj["metadata"]["name"], namespace)
+        assert missing_fields(obj, stored) == [], obj["kind"]
+        kinds.add(obj["kind"])
+    assert kinds == {"ConfigMap", "Job", "PyTorchJob", "TrainJob"}
+    pytorchjob = api.get("kubeflow.org/v1", "PyTorchJob", "large-1-pretrain", namespace)
+    assert set(pytorchjob["spec"]["pytorchReplicaSpecs"]) == {"Master", "Worker"}
+    assert pytorchjob["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 3
+    container = pytorchjob["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    assert container["name"] == "pytorch"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert all("value" not in e for e in container["env"] if e["name"].startswith("AWS_SECRET"))
+
+
+# -- the controller -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def controller(kube, namespace, tmp_path, monkeypatch):
+    """Start (and restart) the kopf controller for one namespace, in this process."""
+    from kopf.testing import KopfRunner
+
+    config_path = tmp_path / "cluster.yaml"
+    config_path.write_text(yaml.safe_dump(CLUSTER))
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
+    monkeypatch.setenv("SOBERT_CLUSTER_CONFIG", str(config_path))
+    monkeypatch.setenv("SOBERT_RESYNC_SECONDS", "2")
+    runners = []
+
+    def start(config: dict | None = None):
+        if config is not None:
+            config_path.write_text(yaml.safe_dump(config))
+        runner = KopfRunner(
+            ["run", "--standalone", "--namespace", namespace, "-m", "sobert_operator.controller.main"],
+            timeout=60,
+        )
+        runner.__enter__()
+        runners.append(runner)
+        return runner
+
+    def stop(runner):
+        runner.__exit__(None, None, None)
+        runners.remove(runner)
+        return runner
+
+    yield start, stop
+    for runner in list(runners):
+        runner.__exit__(None, None, None)
+
+
+def wait_for(fn, timeout=45.0, interval=0.3):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out; last value: {last!r}")
+
+
+def run_status(api, namespace, name="large-1"):
+    return (api.get(API_VERSION, KIND, name, namespace) or {}).get("status") or {}
+
+
+def set_job_condition(kube, namespace, api_path: str, name: str, conditions: list[tuple[str, str]]):
+    """Play the batch/Kubeflow controller: write conditions to the job's status subresource."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    body = {
+        "status": {
+            "conditions": [
+                {"type": t, "status": "True", "reason": t, "lastTransitionTime": now, "lastUpdateTime": now}
+                | ({"message": m} if m else {})
+                for t, m in conditions
+            ]
+        }
+    }
+    kube.kubectl(
+        "patch", api_path, name, "-n", namespace, "--subresource=status", "--type=merge", "-p", json.dumps(body)
+    )
+
+
+def count(api, namespace, api_version, kind):
+    from sobert_operator.render.common import LABEL_RUN
+
+    resource = api.dynamic.resources.get(api_version=api_version, kind=kind)
+    return len(resource.get(namespace=namespace, label_selector=LABEL_RUN).items)
+
+
+def test_run_walks_every_phase_and_survives_a_controller_restart(kube, api, namespace, controller):
+    start, stop = controller
+    kube.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "s3-creds",
+        "-n",
+        namespace,
+        "--from-literal=AWS_ACCESS_KEY_ID=k",
+        "--from-literal=AWS_SECRET_ACCESS_KEY=s",
+    )
+    runner = start()
+    api.create(run_doc(), namespace)
+    wait_for(lambda: api.get("batch/v1", "Job", "large-1-prepare", namespace))
+    assert wait_for(lambda: run_status(api, namespace).get("phase") == "Preparing")
+    set_job_condition(kube, namespace, "jobs.batch", "large-1-prepare", [("Complete", "")])
+    wait_for(lambda: api.get("kubeflow.org/v1", "PyTorchJob", "large-1-pretrain", namespace))
+    assert wait_for(lambda: run_status(api, namespace).get("phase") == "Pretraining")
+
+    stop(runner)  # controller restart mid-run
+    set_job_condition(
+        kube, namespace, "pytorchjobs.kubeflow.org", "large-1-pretrain", [("Created", ""), ("Running", "")]
+    )
+    runner = start()
+    assert wait_for(
+        lambda: run_status(api, namespace).get("stages", {}).get("pretrain", {}).get("jobPhase") == "Running"
+    )
+    set_job_condition(
+        kube,
+        namespace,
+        "pytorchjobs.kubeflow.org",
+        "large-1-pretrain",
+        [("Created", ""), ("Restarting", "pod preempted")],
+    )
+    assert wait_for(lambda: run_status(api, namespace)["stages"]["pretrain"]["jobPhase"] == "Restarting")
+    assert run_status(api, namespace)["phase"] == "Pretraining"
+    set_job_condition(
+        kube,
+        namespace,
+        "pytorchjobs.kubeflow.org",
+        "large-1-pretrain",
+        [("Created", ""), ("Running", ""), ("Succeeded", "")],
+    )
+    wait_for(lambda: api.get("batch/v1", "Job", "large-1-convert", namespace))
+    set_job_condition(kube, namespace, "jobs.batch", "large-1-convert", [("Complete", "")])
+    status = wait_for(lambda: (s := run_status(api, namespace)).get("phase") == "Succeeded" and s)
+    assert status["conditions"][0]["type"] == "Ready" and status["conditions"][0]["status"] == "True"
+    # Restarts and repeated events never duplicated an owned object.
+    assert count(api, namespace, "batch/v1", "Job") == 2
+    assert count(api, namespace, "kubeflow.org/v1", "PyTorchJob") == 1
+    assert count(api, namespace, "v1", "ConfigMap") == 1
+    owner = api.get("kubeflow.org/v1", "PyTorchJob", "large-1-pretrain", namespace)["metadata"]["ownerReferences"][0]
+    assert owner["kind"] == KIND and owner["name"] == "large-1" and owner["controller"] is True
+
+    # Deleting the run deletes what it owns.
+    api.dynamic.resources.get(api_version=API_VERSION, kind=KIND).delete(name="large-1", namespace=namespace)
+    wait_for(lambda: api.get(API_VERSION, KIND, "large-1", namespace) is None)
+    assert wait_for(
+        lambda: (
+            count(api, namespace, "kubeflow.org/v1", "PyTorchJob") == 0
+            and count(api, namespace, "batch/v1", "Job") == 0
+            and count(api, namespace, "v1", "ConfigMap") == 0
+        )
+    )
+
+
+def test_failed_pretraining_fails_the_run_with_the_reason(kube, api, namespace, controller):
+    start, _ = controller
+    kube.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "s3-creds",
+        "-n",
+        namespace,
+        "--from-literal=AWS_ACCESS_KEY_ID=k",
+        "--from-literal=AWS_SECRET_ACCESS_KEY=s",
+    )
+    start()
+    api.create(run_doc(), namespace)
+    wait_for(lambda: api.get("batch/v1", "Job", "large-1-prepare", namespace))
+    set_job_condition(kube, namespace, "jobs.batch", "large-1-prepare", [("Complete", "")])
+    wait_for(lambda: api.get("kubeflow.org/v1", "PyTorchJob", "large-1-pretrain", namespace))
+    set_job_condition(
+        kube,
+        namespace,
+        "pytorchjobs.kubeflow.org",
+        "large-1-pretrain",
+        [("Created", ""), ("Failed", "pod large-1-pretrain-master-0 exited with code 1")],
+    )
+    status = wait_for(lambda: (s := run_status(api, namespace)).get("phase") == "Failed" and s)
+    assert "exited with code 1" in status["message"]
+    assert api.get("batch/v1", "Job", "large-1-convert", namespace) is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"parallel": {"nodes": 1, "procs_per_node": 8, "tensor_parallel": 3}}, "must divide the world size"),
+        ({"placement": {"node_pool": "tpu"}}, "unknown node pool 'tpu'"),
+        ({"placement": {"node_pool": "l4"}}, "exceeds the 4 GPUs per node of node pool 'l4'"),
+        ({"storage": {"uri": "/local/dir"}}, "must be s3:// URIs"),
+        ({"train": {"micro_batch_size": 32}, "parallel": {"procs_per_node": 8}}, "exceeds 90% of the 80 GiB"),
+    ],
+)
+def test_invalid_runs_get_a_condition_and_create_nothing(kube, api, namespace, controller, spec, message):
+    start, _ = controller
+    kube.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "s3-creds",
+        "-n",
+        namespace,
+        "--from-literal=AWS_ACCESS_KEY_ID=k",
+        "--from-literal=AWS_SECRET_ACCESS_KEY=s",
+    )
+    start()
+    api.create(run_doc(**spec), namespace)
+    status = wait_for(lambda: (s := run_status(api, namespace)).get("phase") == "Invalid" and s)
+    assert message in status["message"]
+    assert status["conditions"][0]["reason"] == "InvalidSpec"
+    assert count(api, namespace, "batch/v1", "Job") == 0 and count(api, namespace, "v1", "ConfigMap") == 0
+
+
+def test_missing_secret_waits_then_proceeds(kube, api, namespace, controller):
+    start, _ = controller
+    start()
+    api.create(run_doc(), namespace)
+    status = wait_for(lambda: (s := run_status(api, namespace)).get("phase") == "Pending" and s)
+    assert "s3-creds" in status["message"] and status["conditions"][0]["reason"] == "SecretMissing"
+    assert count(api, namespace, "batch/v1", "Job") == 0
+    kube.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "s3-creds",
+        "-n",
+        namespace,
+        "--from-literal=AWS_ACCESS_KEY_ID=k",
+        "--from-literal=AWS_SECRET_ACCESS_KEY=s",
+    )
+    wait_for(lambda: api.get("batch/v1", "Job", "large-1-prepare", namespace))

@@ -1,0 +1,274 @@
+"""A real kube-apiserver + etcd on 127.0.0.1 for integration tests (no scheduler, no kubelet).
+
+The apiserver binary is built from Debian's source package by scripts/testbed/build-kube-apiserver.sh
+(cached after the first build). This module makes a CA and serving cert with openssl, a token
+file with an admin token, service-account keys, starts etcd and the apiserver on free ports,
+writes a kubeconfig, and installs CRDs. Upstream CRDs are adapted to 1.20 the way
+../shared/k8s/README.md describes (CEL rules dropped, `default: ""` removed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD_SCRIPT = ROOT / "scripts" / "testbed" / "build-kube-apiserver.sh"
+TOOLS_SCRIPT = ROOT / "scripts" / "testbed" / "fetch-helm-kubectl.sh"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run(cmd: list[str], **kwargs) -> str:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kwargs).stdout.strip()
+
+
+def apiserver_binary() -> str:
+    return _run(["bash", str(BUILD_SCRIPT)], timeout=1800).splitlines()[-1]
+
+
+def tools_dir() -> Path:
+    import sys
+
+    return Path(
+        _run(["bash", str(TOOLS_SCRIPT)], env={**os.environ, "PYTHON": sys.executable}, timeout=600).splitlines()[-1]
+    )
+
+
+@dataclass
+class KubeTestbed:
+    workdir: Path
+    kubeconfig: Path
+    server: str
+    token: str
+    processes: list[subprocess.Popen]
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [str(tools_dir() / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+        return result
+
+    def user_kubeconfig(self, user: str, token: str) -> Path:
+        """A kubeconfig for another identity (token-file user) to check RBAC."""
+        doc = yaml.safe_load(self.kubeconfig.read_text())
+        doc["users"] = [{"name": user, "user": {"token": token}}]
+        doc["contexts"][0]["context"]["user"] = user
+        path = self.workdir / f"kubeconfig-{user}"
+        path.write_text(yaml.safe_dump(doc))
+        return path
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+def _certs(workdir: Path) -> None:
+    ssl = ["openssl"]
+    _run(
+        [
+            *ssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sobert-testbed-ca",
+            "-keyout",
+            str(workdir / "ca.key"),
+            "-out",
+            str(workdir / "ca.crt"),
+        ]
+    )
+    (workdir / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    _run(
+        [
+            *ssl,
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=kube-apiserver",
+            "-keyout",
+            str(workdir / "apiserver.key"),
+            "-out",
+            str(workdir / "apiserver.csr"),
+        ]
+    )
+    _run(
+        [
+            *ssl,
+            "x509",
+            "-req",
+            "-in",
+            str(workdir / "apiserver.csr"),
+            "-CA",
+            str(workdir / "ca.crt"),
+            "-CAkey",
+            str(workdir / "ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            str(workdir / "san.cnf"),
+            "-out",
+            str(workdir / "apiserver.crt"),
+        ]
+    )
+    _run([*ssl, "genrsa", "-out", str(workdir / "sa.key"), "2048"])
+    _run([*ssl, "rsa", "-in", str(workdir / "sa.key"), "-pubout", "-out", str(workdir / "sa.pub")])
+
+
+def start(workdir: Path, extra_tokens: dict[str, tuple[str, str]] | None = None, timeout: float = 60.0) -> KubeTestbed:
+    """Start etcd + kube-apiserver. `extra_tokens`: user -> (token, comma-separated groups)."""
+    binary = apiserver_binary()
+    workdir.mkdir(parents=True, exist_ok=True)
+    _certs(workdir)
+    admin_token = secrets.token_hex(16)
+    lines = [f'{admin_token},admin,admin,"system:masters"']
+    for user, (token, groups) in (extra_tokens or {}).items():
+        lines.append(f'{token},{user},{user},"{groups}"')
+    (workdir / "tokens.csv").write_text("\n".join(lines) + "\n")
+
+    etcd_client, etcd_peer, api_port = _free_port(), _free_port(), _free_port()
+    etcd = subprocess.Popen(
+        [
+            "etcd",
+            f"--data-dir={workdir / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{etcd_client}",
+            f"--advertise-client-urls=http://127.0.0.1:{etcd_client}",
+            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-cluster=default=http://127.0.0.1:{etcd_peer}",
+            "--unsafe-no-fsync=true",
+            "--log-level=error",
+        ],
+        stdout=open(workdir / "etcd.log", "wb"),  # noqa: SIM115 - owned by the child for its lifetime
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    apiserver = subprocess.Popen(
+        [
+            binary,
+            f"--etcd-servers=http://127.0.0.1:{etcd_client}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            "--insecure-port=0",
+            f"--secure-port={api_port}",
+            "--endpoint-reconciler-type=none",
+            f"--tls-cert-file={workdir / 'apiserver.crt'}",
+            f"--tls-private-key-file={workdir / 'apiserver.key'}",
+            f"--client-ca-file={workdir / 'ca.crt'}",
+            f"--token-auth-file={workdir / 'tokens.csv'}",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={workdir / 'sa.pub'}",
+            f"--service-account-signing-key-file={workdir / 'sa.key'}",
+            "--service-cluster-ip-range=10.96.0.0/24",
+            "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount",
+            "--disable-admission-plugins=StorageObjectInUseProtection",
+            # TTL-after-finished is GA since 1.23; 1.20 has it behind this (alpha) gate.
+            "--feature-gates=TTLAfterFinished=true",
+            "--logtostderr=true",
+            "--v=1",
+        ],
+        stdout=open(workdir / "apiserver.log", "wb"),  # noqa: SIM115 - owned by the child for its lifetime
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    server = f"https://127.0.0.1:{api_port}"
+    kubeconfig = workdir / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "testbed",
+                "clusters": [
+                    {"name": "testbed", "cluster": {"server": server, "certificate-authority": str(workdir / "ca.crt")}}
+                ],
+                "users": [{"name": "admin", "user": {"token": admin_token}}],
+                "contexts": [
+                    {"name": "testbed", "context": {"cluster": "testbed", "user": "admin", "namespace": "default"}}
+                ],
+            }
+        )
+    )
+    testbed = KubeTestbed(workdir, kubeconfig, server, admin_token, [etcd, apiserver])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if apiserver.poll() is not None or etcd.poll() is not None:
+            testbed.stop()
+            raise RuntimeError(f"testbed exited early; see {workdir}/apiserver.log and etcd.log")
+        probe = subprocess.run(
+            ["curl", "-sk", "-H", f"Authorization: Bearer {admin_token}", f"{server}/readyz"],
+            capture_output=True,
+            text=True,
+        )
+        if probe.stdout.strip() == "ok":
+            # The default namespace and its service account appear asynchronously in 1.20.
+            testbed.kubectl("get", "namespace", "default")
+            return testbed
+        time.sleep(0.3)
+    testbed.stop()
+    raise RuntimeError(f"kube-apiserver not ready in {timeout}s; see {workdir}/apiserver.log")
+
+
+def adapt_crd_for_1_20(crd: dict[str, Any]) -> dict[str, Any]:
+    """Drop CEL rules and `default: ""` (rejected by 1.20); list-map keys become required instead."""
+    crd = copy.deepcopy(crd)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            node.pop("x-kubernetes-validations", None)
+            if node.get("type") == "string" and node.get("default") == "":
+                node.pop("default")
+            keys = node.get("x-kubernetes-list-map-keys")
+            items = node.get("items")
+            if keys and isinstance(items, dict):
+                required = set(items.get("required", []))
+                items["required"] = sorted(required | set(keys))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(crd)
+    return crd
+
+
+def install_crds(testbed: KubeTestbed, paths: list[Path]) -> None:
+    for path in paths:
+        crd = adapt_crd_for_1_20(yaml.safe_load(path.read_text()))
+        testbed.kubectl("create", "--validate=false", "-f", "-", input=yaml.safe_dump(crd))
+    for path in paths:
+        name = yaml.safe_load(path.read_text())["metadata"]["name"]
+        testbed.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
