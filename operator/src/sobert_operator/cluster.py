@@ -13,12 +13,14 @@ from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
 
 from sobert_api.loading import SpecError, format_validation_error
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # camelCase keys as in the Helm chart's values (`nodePools`, `gpuType`), snake_case in Python.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, alias_generator=to_camel)
 
 
 class RdmaSpec(_Config):
@@ -88,6 +90,33 @@ class ClusterConfig(_Config):
                 f"placement.node_pool: unknown node pool {name!r}; known: {', '.join(sorted(self.node_pools))}"
             )
         return name, self.node_pools[name]
+
+
+# What `sobertctl submit --dry-run` renders with when no cluster config is given; the Helm
+# chart's `cluster:` values are the same document (a test keeps them equal).
+DEFAULT_CLUSTER_CONFIG = {
+    "trainerImage": "ghcr.io/sobert-dev/sobert-trainer:0.1.0",
+    "defaultNodePool": "h100",
+    "nodePools": {
+        "h100": {
+            "gpuType": "h100",
+            "gpusPerNode": 8,
+            "cpu": "96",
+            "memory": "1000Gi",
+            "shmSize": "64Gi",
+            "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        }
+    },
+    "storageSecret": "sobert-s3",
+    "ncclEnv": {"NCCL_DEBUG": "WARN"},
+    "scheduler": "none",
+    "pretrainTarget": "pytorchjob",
+}
+
+
+def default_cluster_config() -> ClusterConfig:
+    return ClusterConfig.model_validate(DEFAULT_CLUSTER_CONFIG)
 
 
 def load_cluster_config(path: str | Path) -> ClusterConfig:
