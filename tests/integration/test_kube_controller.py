@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -342,3 +344,124 @@ def test_missing_secret_waits_then_proceeds(kube, api, namespace, controller):
         "--from-literal=AWS_SECRET_ACCESS_KEY=s",
     )
     wait_for(lambda: api.get("batch/v1", "Job", "large-1-prepare", namespace))
+
+
+def test_status_shows_trainer_progress_from_s3_and_the_cli_reports_it(
+    kube, api, namespace, controller, s3_server, s3_bucket, monkeypatch
+):
+    from sobert_trainer.storage import Storage
+
+    start, _ = controller
+    kube.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "s3-creds",
+        "-n",
+        namespace,
+        f"--from-literal=AWS_ACCESS_KEY_ID={s3_server.access_key}",
+        f"--from-literal=AWS_SECRET_ACCESS_KEY={s3_server.secret_key}",
+    )
+    storage_uri = f"s3://{s3_bucket}/sobert"
+    record = {
+        "step": 120,
+        "train_iters": 51499,
+        "consumed_tokens": 120 * 524288,
+        "loss": 6.25,
+        "tokens_per_s": 412345.0,
+        "time": 1795395499.4,
+    }
+    Storage.open(storage_uri).write_bytes("runs/large-1/pretrain/progress.jsonl", (json.dumps(record) + "\n").encode())
+    # The controller must use the Secret's keys, not this process's environment.
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key)
+    start()
+    api.create(
+        run_doc(storage={"uri": storage_uri, "endpoint_url": s3_server.endpoint_url, "credentials_secret": "s3-creds"}),
+        namespace,
+    )
+    wait_for(lambda: api.get("batch/v1", "Job", "large-1-prepare", namespace))
+    set_job_condition(kube, namespace, "jobs.batch", "large-1-prepare", [("Complete", "")])
+    wait_for(lambda: api.get("kubeflow.org/v1", "PyTorchJob", "large-1-pretrain", namespace))
+    set_job_condition(
+        kube, namespace, "pytorchjobs.kubeflow.org", "large-1-pretrain", [("Created", ""), ("Running", "")]
+    )
+    status = wait_for(lambda: (s := run_status(api, namespace)).get("pretrain") and s)
+    assert status["pretrain"]["step"] == 120 and status["pretrain"]["loss"] == 6.25
+    assert s3_server.secret_key not in json.dumps(status)  # the secret never lands in status
+
+    # The CLI as users run it (a subprocess; kopf's in-process runner owns sys.stdout here).
+    def cli(*args):
+        env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig)}
+        return subprocess.run(
+            [sys.executable, "-m", "sobertctl.main", *args], capture_output=True, text=True, env=env, timeout=120
+        )
+
+    out = cli("status", "-n", namespace).stdout.splitlines()
+    assert out[0].split()[:5] == ["NAME", "PRESET", "PHASE", "STAGE", "STEP"]
+    assert out[1].split()[:5] == ["large-1", "large", "Pretraining", "pretrain", "120/51499"]
+    shown = json.loads(cli("status", "large-1", "-n", namespace, "-o", "json").stdout)
+    assert shown["status"]["pretrain"]["tokensPerSecond"] == 412345.0
+    assert "No pods yet for run large-1, stage pretrain" in cli("logs", "large-1", "-n", namespace).stderr
+    assert cli("cancel", "large-1", "-n", namespace).returncode == 0
+    wait_for(lambda: api.get(API_VERSION, KIND, "large-1", namespace) is None)
+    assert "No SobertRuns in namespace" in cli("status", "-n", namespace).stdout
+    missing = cli("status", "nope", "-n", namespace)
+    assert missing.returncode == 1 and "SobertRun" in missing.stderr and "not found" in missing.stderr
+
+
+def test_cli_submit_creates_the_run_and_prints_next_steps(kube, api, namespace, monkeypatch, capsys):
+    from sobertctl.main import main
+
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
+    argv = [
+        "submit",
+        "large",
+        "--backend",
+        "kubernetes",
+        "--name",
+        "cli-run",
+        "-n",
+        namespace,
+        "--posts",
+        "s3://dumps/stackoverflow.com-Posts.7z",
+        "--storage",
+        "s3://bucket/sobert",
+        "--nodes",
+        "2",
+        "--gpus-per-node",
+        "8",
+        "--tp",
+        "2",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"sobertctl status cli-run -n {namespace}" in out and "sobertctl cancel cli-run" in out
+    stored = api.get(API_VERSION, KIND, "cli-run", namespace)
+    assert stored["spec"]["parallel"] == {"nodes": 2, "procs_per_node": 8, "tensor_parallel": 2}
+    assert stored["spec"]["backend"] == "kubernetes"
+    assert main(argv) == 1  # a second submit of the same name is refused
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_missing_prerequisite_crd_is_reported_not_a_crash(kube, api, namespace, controller):
+    """Last in the module: removes the TrainJob CRD."""
+    start, _ = controller
+    kube.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "s3-creds",
+        "-n",
+        namespace,
+        "--from-literal=AWS_ACCESS_KEY_ID=k",
+        "--from-literal=AWS_SECRET_ACCESS_KEY=s",
+    )
+    kube.kubectl("delete", "crd", "trainjobs.trainer.kubeflow.org")
+    wait_for(lambda: kube.kubectl("get", "crd", "trainjobs.trainer.kubeflow.org", check=False).returncode != 0)
+    start({**CLUSTER, "pretrainTarget": "trainjob"})
+    api.create(run_doc(), namespace)
+    status = wait_for(lambda: (s := run_status(api, namespace)).get("phase") == "Pending" and s)
+    assert status["conditions"][0]["reason"] == "PrerequisitesMissing"
+    assert "TrainJob (trainer.kubeflow.org/v1alpha1) is not served" in status["message"]
+    assert count(api, namespace, "batch/v1", "Job") == 0

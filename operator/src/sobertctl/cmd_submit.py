@@ -15,9 +15,16 @@ def register(sub) -> None:
     add_spec_arguments(parser)
     parser.add_argument(
         "--backend",
-        choices=["local"],
+        choices=["local", "kubernetes"],
         default="local",
-        help="local: run here (torchrun on CPU/GPUs). The kubernetes backend comes with the controller.",
+        help="local: run here (torchrun on CPU/GPUs); kubernetes: create a SobertRun in the kube context.",
+    )
+    parser.add_argument("--node-pool", help="Node pool for pretraining (kubernetes backend).")
+    parser.add_argument("--queue", help="Kueue LocalQueue / Volcano queue (kubernetes backend).")
+    parser.add_argument("-n", "--namespace", help="Namespace (kubernetes backend; default: the context's).")
+    parser.add_argument("--context", help="kube context (kubernetes backend; default: current).")
+    parser.add_argument(
+        "--cluster-config", type=Path, help="Cluster config YAML for --dry-run renders (default: the chart's defaults)."
     )
     parser.add_argument(
         "--workdir", type=Path, default=Path(DEFAULT_STORAGE) / "work", help="Local scratch for stage processes."
@@ -27,6 +34,12 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.backend == "kubernetes":
+        args.sets = [*args.sets, "backend=kubernetes"]
+        for flag, path in (("node_pool", "placement.node_pool"), ("queue", "placement.queue")):
+            if getattr(args, flag):
+                args.sets.append(f"{path}={getattr(args, flag)}")
+        return submit_kubernetes(args, spec_from_args(args))
     from sobert_operator.launch import convert_command, pretrain_command
 
     spec = spec_from_args(args, default_storage=DEFAULT_STORAGE)
@@ -54,4 +67,42 @@ def run(args: argparse.Namespace) -> int:
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in summary["stage_seconds"].items()) or "nothing left to do"
     print(f"  TIME  {timings} (total {total:.1f}s)")
     print(f"\nload it:  MegatronBertForMaskedLM.from_pretrained({summary['artifacts']['hf_model']!r})")
+    return 0
+
+
+def submit_kubernetes(args: argparse.Namespace, spec) -> int:
+    """Create a SobertRun (or, with --dry-run, print every manifest the run will create)."""
+    import yaml
+
+    from sobert_operator.cluster import default_cluster_config, load_cluster_config
+    from sobert_operator.kube.plan import render_all
+    from sobert_operator.preflight import preflight
+    from sobert_trainer.data.prepare import PrepareConfig
+    from sobertctl.kube import run_object
+
+    cluster = load_cluster_config(args.cluster_config) if args.cluster_config else default_cluster_config()
+    problems = preflight(spec, cluster)
+    if problems:
+        raise ValueError("preflight: " + "; ".join(problems))
+    run = run_object(spec)
+    if args.dry_run:
+        documents = [run, *render_all(spec, cluster, PrepareConfig.from_spec(spec).dataset_id())]
+        print(yaml.safe_dump_all(documents, sort_keys=False), end="")
+        return 0
+    from sobertctl.kube import connect
+
+    client, namespace = connect(args.context)
+    namespace = args.namespace or namespace
+    if not client.create(run, namespace):
+        raise ValueError(f"SobertRun {namespace}/{spec.name} already exists (sobertctl status {spec.name})")
+    print(f"sobertrun {spec.name} created in namespace {namespace}")
+    print(
+        f"  {spec.model.parameter_count():,} parameters, {spec.train_iters:,} steps, "
+        f"{spec.parallel.nodes} node(s) x {spec.parallel.procs_per_node} GPU(s)"
+    )
+    print("\nnext:")
+    ns = f" -n {namespace}"
+    print(f"  sobertctl status {spec.name}{ns}        # phase, stage, step, loss")
+    print(f"  sobertctl logs {spec.name}{ns} -f       # current stage's logs")
+    print(f"  sobertctl cancel {spec.name}{ns}        # stop and delete its jobs")
     return 0

@@ -57,10 +57,11 @@ class Storage(ABC):
     root: str
 
     @staticmethod
-    def open(uri: str, endpoint_url: str | None = None) -> Storage:
-        """A Storage for a local path or s3:// URI."""
+    def open(uri: str, endpoint_url: str | None = None, credentials: tuple[str, str] | None = None) -> Storage:
+        """A Storage for a local path or s3:// URI. S3 credentials come from the standard AWS
+        environment unless given (access key id, secret key), e.g. read from a Secret."""
         if is_s3(uri):
-            return S3Storage(uri, endpoint_url=endpoint_url)
+            return S3Storage(uri, endpoint_url=endpoint_url, credentials=credentials)
         return LocalStorage(uri)
 
     def uri(self, key: str = "") -> str:
@@ -239,7 +240,7 @@ class LocalStorage(Storage):
 class S3Storage(Storage):
     """S3 via boto3: multipart uploads with SHA-256 checksums the server verifies."""
 
-    def __init__(self, uri: str, endpoint_url: str | None = None):
+    def __init__(self, uri: str, endpoint_url: str | None = None, credentials: tuple[str, str] | None = None):
         self.root = uri.rstrip("/")
         self.bucket, self.prefix = split_s3(uri)
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
@@ -248,7 +249,8 @@ class S3Storage(Storage):
 
         # A session of its own: boto3's default session caches credentials process-wide, so a
         # rotated secret (or another run's) would silently keep using the first one it saw.
-        self._client = boto3.session.Session().client("s3", endpoint_url=self.endpoint_url)
+        keys = {"aws_access_key_id": credentials[0], "aws_secret_access_key": credentials[1]} if credentials else {}
+        self._client = boto3.session.Session(**keys).client("s3", endpoint_url=self.endpoint_url)
         self._transfer = TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunksize=64 * 1024 * 1024)
 
     def _key(self, key: str) -> str:

@@ -16,7 +16,8 @@ from sobert_api.loading import SpecError, build_spec
 from sobert_operator.cluster import ClusterConfig, load_cluster_config
 from sobert_operator.kube.client import KubeClient, PrerequisiteMissingError
 from sobert_operator.kube.plan import condition, is_terminal, plan, stage_kind
-from sobert_operator.pipeline import STAGE_ORDER
+from sobert_operator.kube.progress import last_progress, storage_credentials
+from sobert_operator.pipeline import STAGE_ORDER, Stage
 from sobert_operator.preflight import preflight
 from sobert_operator.render.common import LABEL_RUN, object_name
 from sobert_trainer.data.prepare import PrepareConfig
@@ -42,6 +43,7 @@ def startup(settings: kopf.OperatorSettings, logger) -> None:
         # Read KUBECONFIG now: the client library resolves its default path at import time.
         k8s_config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     client = KubeClient()
+    client.refresh_discovery()  # prerequisites are checked against the cluster as it is now
     _state["client"] = client
     missing = []
     for stage in STAGE_ORDER:
@@ -132,6 +134,10 @@ def _reconcile(name: str, namespace: str, logger) -> None:
     }
     configmap = client.get("v1", "ConfigMap", object_name(name, "spec"), namespace)
     result = plan(spec, cluster, dataset_id, jobs, _now(), configmap_exists=configmap is not None)
+    if result.status["stages"][Stage.pretrain.value]["state"] in ("running", "succeeded"):
+        progress = _pretrain_progress(spec, client.get("v1", "Secret", secret, namespace), logger)
+        if progress:
+            result.status["pretrain"] = progress
     for obj in result.create:
         kopf.adopt(obj, owner=run)
         if client.create(obj, namespace):
@@ -140,6 +146,15 @@ def _reconcile(name: str, namespace: str, logger) -> None:
         reason, message = result.event
         (kopf.warn if reason == "StageFailed" else kopf.info)(run, reason=reason, message=message)
     set_status(**{"message": None, **result.status})  # clear a stale message unless the plan sets one
+
+
+def _pretrain_progress(spec, secret: dict[str, Any] | None, logger) -> dict[str, Any] | None:
+    """Best effort: storage being unreachable must not stall the run's state machine."""
+    try:
+        return last_progress(spec, storage_credentials(secret))
+    except Exception as exc:
+        logger.warning("progress of %s unavailable: %s", spec.name, type(exc).__name__)
+        return None
 
 
 def cleanup(name: str, namespace: str, logger) -> None:

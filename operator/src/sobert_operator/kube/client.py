@@ -62,3 +62,7 @@ class KubeClient:
 
     def require_kind(self, api_version: str, kind: str) -> None:
         self._resource(api_version, kind)
+
+    def refresh_discovery(self) -> None:
+        """Forget cached API discovery (it is kept in a file across processes)."""
+        self.dynamic.resources.invalidate_cache()

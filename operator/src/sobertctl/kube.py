@@ -1,0 +1,82 @@
+"""The CLI's Kubernetes side: SobertRun objects in the current kube context."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from sobert_api.crd import API_VERSION, KIND
+from sobert_api.spec import RunSpec
+
+
+def run_object(spec: RunSpec) -> dict[str, Any]:
+    """The SobertRun for a validated spec (`name` moves to metadata)."""
+    body = json.loads(spec.model_dump_json(exclude={"name"}))
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": spec.name}, "spec": body}
+
+
+def connect(context: str | None = None, kubeconfig: str | None = None):
+    """A KubeClient for the current (or named) context, and that context's namespace."""
+    import os
+
+    from kubernetes import config
+
+    from sobert_operator.kube.client import KubeClient
+
+    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG")
+    try:
+        config.load_kube_config(config_file=kubeconfig, context=context)
+        _, active = config.list_kube_config_contexts(config_file=kubeconfig)
+        namespace = (active or {}).get("context", {}).get("namespace") or "default"
+    except config.ConfigException:
+        config.load_incluster_config()
+        namespace = "default"
+    return KubeClient(), namespace
+
+
+def list_runs(client, namespace: str) -> list[dict[str, Any]]:
+    resource = client.dynamic.resources.get(api_version=API_VERSION, kind=KIND)
+    return [item.to_dict() for item in resource.get(namespace=namespace).items]
+
+
+def age(timestamp: str | None, now: dt.datetime | None = None) -> str:
+    if not timestamp:
+        return "-"
+    then = dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    seconds = int(((now or dt.datetime.now(dt.UTC)) - then).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+def run_row(run: dict[str, Any], now: dt.datetime | None = None) -> dict[str, str]:
+    """One table row; '-' for what is not known yet."""
+    status = run.get("status") or {}
+    pretrain = status.get("pretrain") or {}
+    step = f"{pretrain['step']}/{pretrain.get('trainIters', '?')}" if pretrain.get("step") is not None else "-"
+    loss = f"{pretrain['loss']:.3f}" if isinstance(pretrain.get("loss"), int | float) else "-"
+    tps = f"{pretrain['tokensPerSecond']:,.0f}" if isinstance(pretrain.get("tokensPerSecond"), int | float) else "-"
+    return {
+        "NAME": run["metadata"]["name"],
+        "PRESET": (run.get("spec") or {}).get("preset") or "-",
+        "PHASE": status.get("phase") or "Pending",
+        "STAGE": status.get("stage") or "-",
+        "STEP": step,
+        "LOSS": loss,
+        "TOK/S": tps,
+        "AGE": age(run["metadata"].get("creationTimestamp"), now),
+        "MESSAGE": (status.get("message") or "-")[:80],
+    }
+
+
+def table(rows: list[dict[str, str]], empty: str) -> str:
+    """Borderless table with UPPERCASE headers; an explicit line for the empty state."""
+    if not rows:
+        return empty
+    headers = list(rows[0])
+    widths = {h: max(len(h), *(len(r[h]) for r in rows)) for h in headers}
+    lines = ["  ".join(h.ljust(widths[h]) for h in headers).rstrip()]
+    lines += ["  ".join(r[h].ljust(widths[h]) for h in headers).rstrip() for r in rows]
+    return "\n".join(lines)
