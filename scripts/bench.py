@@ -23,6 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_controller import bench_controller  # noqa: E402
+
 SHARED_POSTS = ROOT.parent / "shared" / "data" / "stackoverflow_posts"
 
 
@@ -149,6 +152,27 @@ def bench_pretrain(procs: int, steps: int) -> dict:
     }
 
 
+def render_controller(c: dict) -> list[str]:
+    if "skipped" in c:
+        return ["", "## Controller", "", f"Skipped: {c['skipped']}."]
+    return [
+        "",
+        f"## Controller ({c['runs']} SobertRuns submitted at once)",
+        "",
+        "Real kube-apiserver 1.20 + etcd on 127.0.0.1 (the test harness's), controller as a `kopf run`",
+        "subprocess; the bench marks each prepare Job Complete as soon as it appears (playing the Job",
+        "controller), so the PyTorchJob latency includes one full stage transition.",
+        "",
+        "| from create call to | median s | p99 s |",
+        "| --- | --- | --- |",
+        f"| prepare Job created | {c['to_prepare_job_s']['median']} | {c['to_prepare_job_s']['p99']} |",
+        f"| PyTorchJob created | {c['to_pytorchjob_s']['median']} | {c['to_pytorchjob_s']['p99']} |",
+        "",
+        f"{c['pytorchjobs_created']}/{c['runs']} PyTorchJobs created; submitting took {c['submit_seconds']} s. "
+        f"Controller RSS: {c['controller_rss_mib']['idle']} MiB idle, {c['controller_rss_mib']['peak']} MiB peak.",
+    ]
+
+
 def render(results: dict) -> str:
     prep = results["prepare"]
     ceiling = results["tokenizer_ceiling"]
@@ -193,6 +217,7 @@ def render(results: dict) -> str:
             f"| {row['ranks']} | {row['steps_measured']} | {row['step_time_s_median']} "
             f"| {row['step_time_s_p90']} | {row['tokens_per_s']:,} |"
         )
+    lines += render_controller(results["controller"])
     lines += [
         "",
         "## GPU (base preset, seq 2048, bf16)",
@@ -215,6 +240,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--replicas", type=int, default=4, help="Times the sample's posts files are repeated.")
     parser.add_argument("--steps", type=int, default=40, help="Pretraining steps per measurement.")
+    parser.add_argument("--runs", type=int, default=200, help="SobertRuns submitted at once (controller bench).")
     args = parser.parse_args()
     import warnings
 
@@ -226,6 +252,7 @@ def main() -> int:
         "prepare": [bench_prepare(w, args.replicas) for w in (1, 2)],
         "tokenizer_ceiling": bench_tokenizer_ceiling(args.replicas),
         "pretrain": [bench_pretrain(p, args.steps) for p in (1, 2)],
+        "controller": bench_controller(args.runs),
     }
     args.out.write_text(render(results))
     print(render(results))

@@ -1,0 +1,202 @@
+"""Controller benchmark: N SobertRuns submitted at once against the testbed kube-apiserver.
+
+Measures, per run, the time from its create call to the creation of its prepare Job and of its
+PyTorchJob (the bench plays the batch controller: each prepare Job is marked Complete as soon as
+it appears), and samples the controller process's memory. The controller runs as a real
+`kopf run` subprocess, as in a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def bench_controller(runs: int = 200) -> dict:
+    import kubetestbed
+    import psutil
+    from kubernetes import client, config, watch
+
+    from sobert_api.crd import API_VERSION, KIND, crd_yaml
+    from sobert_operator.cluster import DEFAULT_CLUSTER_CONFIG
+
+    crds = sorted((ROOT.parent / "shared" / "k8s" / "crds").glob("*.yaml"))
+    if not crds:
+        return {"skipped": "../shared/k8s/crds not present"}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        testbed = kubetestbed.start(work / "kube")
+        controller = None
+        try:
+            kubetestbed.install_crds(testbed, crds)
+            (work / "crd.yaml").write_text(crd_yaml())
+            testbed.kubectl("create", "-f", str(work / "crd.yaml"))
+            testbed.kubectl("wait", "--for=condition=Established", "crd/sobertruns.sobert.dev", "--timeout=60s")
+            namespace = "bench"
+            testbed.kubectl("create", "namespace", namespace)
+            testbed.kubectl(
+                "create",
+                "secret",
+                "generic",
+                "sobert-s3",
+                "-n",
+                namespace,
+                "--from-literal=AWS_ACCESS_KEY_ID=k",
+                "--from-literal=AWS_SECRET_ACCESS_KEY=s",
+            )
+            (work / "cluster.yaml").write_text(yaml.safe_dump(DEFAULT_CLUSTER_CONFIG))
+            env = {
+                **os.environ,
+                "KUBECONFIG": str(testbed.kubeconfig),
+                "SOBERT_CLUSTER_CONFIG": str(work / "cluster.yaml"),
+            }
+            controller = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "kopf",
+                    "run",
+                    "--standalone",
+                    f"--namespace={namespace}",
+                    "--quiet",
+                    "-m",
+                    "sobert_operator.controller.main",
+                ],
+                env=env,
+                stdout=open(work / "controller.log", "wb"),
+                stderr=subprocess.STDOUT,  # noqa: SIM115
+            )
+            config.load_kube_config(str(testbed.kubeconfig))
+            batch, custom = client.BatchV1Api(), client.CustomObjectsApi()
+            time.sleep(5)  # let the controller start its watches
+            process = psutil.Process(controller.pid)
+            rss_idle = process.memory_info().rss
+
+            submitted: dict[str, float] = {}
+            prepare_seen: dict[str, float] = {}
+            pretrain_seen: dict[str, float] = {}
+            done = threading.Event()
+            peak = [rss_idle]
+
+            def sample_memory():
+                while not done.is_set():
+                    peak[0] = max(peak[0], process.memory_info().rss)
+                    time.sleep(0.2)
+
+            def until_done(fn):
+                def wrapped():
+                    try:
+                        fn()
+                    except Exception:  # the testbed going away ends the watches
+                        if not done.is_set():
+                            raise
+
+                return wrapped
+
+            @until_done
+            def complete_prepare_jobs():
+                for event in watch.Watch().stream(batch.list_namespaced_job, namespace, timeout_seconds=600):
+                    job = event["object"]
+                    name = job.metadata.name
+                    if event["type"] == "ADDED" and name.endswith("-prepare"):
+                        prepare_seen.setdefault(name.removesuffix("-prepare"), time.monotonic())
+                        batch.patch_namespaced_job_status(
+                            name, namespace, {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+                        )
+                    if done.is_set():
+                        return
+
+            @until_done
+            def watch_pytorchjobs():
+                stream = watch.Watch().stream(
+                    custom.list_namespaced_custom_object,
+                    "kubeflow.org",
+                    "v1",
+                    namespace,
+                    "pytorchjobs",
+                    timeout_seconds=600,
+                )
+                for event in stream:
+                    if event["type"] == "ADDED":
+                        pretrain_seen.setdefault(
+                            event["object"]["metadata"]["name"].removesuffix("-pretrain"), time.monotonic()
+                        )
+                    if len(pretrain_seen) >= runs or done.is_set():
+                        return
+
+            threads = [
+                threading.Thread(target=f, daemon=True)
+                for f in (sample_memory, complete_prepare_jobs, watch_pytorchjobs)
+            ]
+            for thread in threads:
+                thread.start()
+            time.sleep(1)
+
+            def submit(index: int):
+                name = f"bench-{index:03d}"
+                body = {
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "metadata": {"name": name},
+                    "spec": {
+                        "preset": "base",
+                        "data": {"posts": ["s3://dumps/Posts.xml"]},
+                        "storage": {"uri": "s3://bucket/sobert"},
+                        "parallel": {"procs_per_node": 8},
+                    },
+                }
+                submitted[name] = time.monotonic()
+                custom.create_namespaced_custom_object("sobert.dev", "v1alpha1", namespace, "sobertruns", body)
+
+            started = time.monotonic()
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(submit, range(runs)))
+            submit_seconds = time.monotonic() - started
+            deadline = time.monotonic() + 600
+            while len(pretrain_seen) < runs and time.monotonic() < deadline:
+                time.sleep(0.5)
+            done.set()
+            to_prepare = [prepare_seen[n] - submitted[n] for n in submitted if n in prepare_seen]
+            to_pretrain = [pretrain_seen[n] - submitted[n] for n in submitted if n in pretrain_seen]
+            return {
+                "runs": runs,
+                "submit_seconds": round(submit_seconds, 2),
+                "pytorchjobs_created": len(to_pretrain),
+                "to_prepare_job_s": {
+                    "median": round(statistics.median(to_prepare), 3),
+                    "p99": round(_percentile(to_prepare, 0.99), 3),
+                },
+                "to_pytorchjob_s": {
+                    "median": round(statistics.median(to_pretrain), 3),
+                    "p99": round(_percentile(to_pretrain, 0.99), 3),
+                    "max": round(max(to_pretrain), 3),
+                },
+                "controller_rss_mib": {"idle": round(rss_idle / 2**20, 1), "peak": round(peak[0] / 2**20, 1)},
+            }
+        finally:
+            if controller is not None:
+                controller.kill()
+                controller.wait()
+            testbed.stop()
+
+
+if __name__ == "__main__":
+    print(json.dumps(bench_controller(int(sys.argv[1]) if len(sys.argv) > 1 else 200), indent=2))
