@@ -31,10 +31,10 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def bench_controller(runs: int = 200) -> dict:
-    import kubetestbed
     import psutil
     from kubernetes import client, config, watch
 
+    import kubetestbed
     from sobert_api.crd import API_VERSION, KIND, crd_yaml
     from sobert_operator.cluster import DEFAULT_CLUSTER_CONFIG
 
@@ -81,8 +81,8 @@ def bench_controller(runs: int = 200) -> dict:
                     "sobert_operator.controller.main",
                 ],
                 env=env,
-                stdout=open(work / "controller.log", "wb"),
-                stderr=subprocess.STDOUT,  # noqa: SIM115
+                stdout=open(work / "controller.log", "wb"),  # noqa: SIM115 - the child owns it
+                stderr=subprocess.STDOUT,
             )
             config.load_kube_config(str(testbed.kubeconfig))
             batch, custom = client.BatchV1Api(), client.CustomObjectsApi()
