@@ -24,7 +24,11 @@ RUN_STORAGE ?= .sobert
 RUN_PROCS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-unit test-integration lint format typecheck bench clean clean-run all
+generate: setup  ## Regenerate the SobertRun CRD (chart crds/ and kustomize base) from the RunSpec model
+	for f in charts/sobert/crds/sobertruns.sobert.dev.yaml manifests/base/crds/sobertruns.sobert.dev.yaml; do \
+		$(BIN)/python -m sobert_api.crd > $$f.tmp && mv $$f.tmp $$f; done
+
+.PHONY: help setup generate run test test-unit test-integration lint format typecheck bench clean clean-run all
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'

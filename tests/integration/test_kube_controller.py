@@ -19,8 +19,10 @@ import yaml
 
 from sobert_api import build_spec
 from sobert_api.crd import API_VERSION, KIND, crd_yaml
+from sobert_api.spec import TaskName
 from sobert_operator.cluster import ClusterConfig
 from sobert_operator.kube.plan import render_all
+from sobert_operator.render.finetune import render_rayjob
 from sobert_operator.render.pretrain import render_pytorchjob, render_trainjob
 
 pytestmark = pytest.mark.integration
@@ -48,6 +50,12 @@ def run_doc(name="large-1", **spec):
         "data": {"posts": ["s3://dumps/stackoverflow.com-Posts.7z"]},
         "storage": {"uri": "s3://bucket/sobert", "credentials_secret": "s3-creds"},
         "parallel": {"nodes": 4, "procs_per_node": 8, "tensor_parallel": 2},
+        "finetune": {
+            "tasks": {
+                "quality": {"train": "s3://bucket/tasks/quality.jsonl"},
+                "ner": {"train": "s3://bucket/tasks/ner/train.txt", "validation": "s3://bucket/tasks/ner/dev.txt"},
+            }
+        },
     }
     body.update(spec)
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": body}
@@ -108,6 +116,15 @@ def test_every_rendered_object_is_stored_as_sent(api, namespace):
     trainjob = render_trainjob(spec, cluster, "so-abc", active_deadline_seconds=7200)
     trainjob["metadata"]["name"] += "-v2"
     objects.append(trainjob)
+    gpu_finetune = build_spec(
+        {
+            **run_doc()["spec"],
+            "name": "gpu-ft",
+            "backend": "kubernetes",
+            "finetune": {**run_doc()["spec"]["finetune"], "use_gpu": True},
+        }
+    )
+    objects.append(render_rayjob(gpu_finetune, cluster, TaskName.ner, active_deadline_seconds=600, suspend=True))
     kinds = set()
     for obj in objects:
         assert api.create(obj, namespace)
@@ -115,7 +132,14 @@ def test_every_rendered_object_is_stored_as_sent(api, namespace):
         stored = api.get(obj["apiVersion"], obj["kind"], obj["metadata"]["name"], namespace)
         assert missing_fields(obj, stored) == [], obj["kind"]
         kinds.add(obj["kind"])
-    assert kinds == {"ConfigMap", "Job", "PyTorchJob", "TrainJob"}
+    assert kinds == {"ConfigMap", "Job", "PyTorchJob", "TrainJob", "RayJob"}
+    rayjob = api.get("ray.io/v1", "RayJob", "large-1-finetune-ner", namespace)
+    assert rayjob["spec"]["entrypoint"].endswith("--task=ner")
+    assert rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == 2
+    gpu_worker = api.get("ray.io/v1", "RayJob", "gpu-ft-finetune-ner", namespace)["spec"]["rayClusterSpec"]
+    worker_pod = gpu_worker["workerGroupSpecs"][0]["template"]["spec"]
+    assert worker_pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert worker_pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     pytorchjob = api.get("kubeflow.org/v1", "PyTorchJob", "large-1-pretrain", namespace)
     assert set(pytorchjob["spec"]["pytorchReplicaSpecs"]) == {"Master", "Worker"}
     assert pytorchjob["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 3
@@ -246,10 +270,25 @@ def test_run_walks_every_phase_and_survives_a_controller_restart(kube, api, name
     )
     wait_for(lambda: api.get("batch/v1", "Job", "large-1-convert", namespace))
     set_job_condition(kube, namespace, "jobs.batch", "large-1-convert", [("Complete", "")])
+    # Finetuning: one RayJob per task, created together.
+    for task in ("quality", "ner"):
+        wait_for(lambda task=task: api.get("ray.io/v1", "RayJob", f"large-1-finetune-{task}", namespace))
+    assert wait_for(lambda: run_status(api, namespace).get("phase") == "Finetuning")
+    set_rayjob_status(kube, namespace, "large-1-finetune-quality", "Complete", "SUCCEEDED")
+    set_rayjob_status(kube, namespace, "large-1-finetune-ner", "Running", "RUNNING")
+    tasks = wait_for(
+        lambda: (
+            (t := run_status(api, namespace)["stages"]["finetune"]["tasks"])["quality"]["state"] == "succeeded" and t
+        )
+    )
+    assert tasks["ner"] == {"state": "running", "job": "large-1-finetune-ner", "jobPhase": "Running"}
+    assert run_status(api, namespace)["phase"] == "Finetuning"
+    set_rayjob_status(kube, namespace, "large-1-finetune-ner", "Complete", "SUCCEEDED")
     status = wait_for(lambda: (s := run_status(api, namespace)).get("phase") == "Succeeded" and s)
     assert status["conditions"][0]["type"] == "Ready" and status["conditions"][0]["status"] == "True"
     # Restarts and repeated events never duplicated an owned object.
     assert count(api, namespace, "batch/v1", "Job") == 2
+    assert count(api, namespace, "ray.io/v1", "RayJob") == 2
     assert count(api, namespace, "kubeflow.org/v1", "PyTorchJob") == 1
     assert count(api, namespace, "v1", "ConfigMap") == 1
     owner = api.get("kubeflow.org/v1", "PyTorchJob", "large-1-pretrain", namespace)["metadata"]["ownerReferences"][0]
@@ -261,9 +300,18 @@ def test_run_walks_every_phase_and_survives_a_controller_restart(kube, api, name
     assert wait_for(
         lambda: (
             count(api, namespace, "kubeflow.org/v1", "PyTorchJob") == 0
+            and count(api, namespace, "ray.io/v1", "RayJob") == 0
             and count(api, namespace, "batch/v1", "Job") == 0
             and count(api, namespace, "v1", "ConfigMap") == 0
         )
+    )
+
+
+def set_rayjob_status(kube, namespace, name: str, deployment: str, job: str, message: str = ""):
+    """Play KubeRay: write jobDeploymentStatus/jobStatus (RayJobs carry no conditions)."""
+    body = {"status": {"jobDeploymentStatus": deployment, "jobStatus": job} | ({"message": message} if message else {})}
+    kube.kubectl(
+        "patch", "rayjobs.ray.io", name, "-n", namespace, "--subresource=status", "--type=merge", "-p", json.dumps(body)
     )
 
 
@@ -294,6 +342,27 @@ def test_failed_pretraining_fails_the_run_with_the_reason(kube, api, namespace, 
     status = wait_for(lambda: (s := run_status(api, namespace)).get("phase") == "Failed" and s)
     assert "exited with code 1" in status["message"]
     assert api.get("batch/v1", "Job", "large-1-convert", namespace) is None
+
+
+def test_failed_finetune_task_fails_the_run_with_task_and_reason(kube, api, namespace, controller):
+    start, _ = controller
+    kube.kubectl(
+        "create", "secret", "generic", "s3-creds", "-n", namespace,
+        "--from-literal=AWS_ACCESS_KEY_ID=k", "--from-literal=AWS_SECRET_ACCESS_KEY=s",
+    )  # fmt: skip
+    start()
+    api.create(run_doc(), namespace)
+    wait_for(lambda: api.get("batch/v1", "Job", "large-1-prepare", namespace))
+    set_job_condition(kube, namespace, "jobs.batch", "large-1-prepare", [("Complete", "")])
+    wait_for(lambda: api.get("kubeflow.org/v1", "PyTorchJob", "large-1-pretrain", namespace))
+    set_job_condition(kube, namespace, "pytorchjobs.kubeflow.org", "large-1-pretrain", [("Succeeded", "")])
+    wait_for(lambda: api.get("batch/v1", "Job", "large-1-convert", namespace))
+    set_job_condition(kube, namespace, "jobs.batch", "large-1-convert", [("Complete", "")])
+    wait_for(lambda: api.get("ray.io/v1", "RayJob", "large-1-finetune-ner", namespace))
+    set_rayjob_status(kube, namespace, "large-1-finetune-ner", "Failed", "FAILED", "entrypoint exited with code 2")
+    status = wait_for(lambda: (s := run_status(api, namespace)).get("phase") == "Failed" and s)
+    assert "stage finetune (task ner) failed" in status["message"]
+    assert "exited with code 2" in status["message"]
 
 
 @pytest.mark.parametrize(

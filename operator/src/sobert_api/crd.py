@@ -33,8 +33,12 @@ def _inline(schema: Any, defs: dict[str, Any]) -> Any:
         return _inline({**target, **{k: v for k, v in schema.items() if k != "$ref"}}, defs)
     out: dict[str, Any] = {}
     for key, value in schema.items():
-        if key in ("title", "$defs", "required", "default", "additionalProperties"):
+        # propertyNames (a map's key enum, e.g. finetune.tasks) is not allowed in a CRD schema;
+        # the controller's RunSpec validation still rejects an unknown key, as Invalid.
+        if key in ("title", "$defs", "required", "default", "propertyNames"):
             continue
+        if key == "additionalProperties" and not isinstance(value, dict):
+            continue  # extra="forbid" on models: the API server prunes unknown fields anyway
         out[key] = _inline(value, defs)
     options = out.pop("anyOf", None)
     if options is not None:

@@ -33,3 +33,26 @@ def summary_key(run: str) -> str:
 
 def pretrain_prefix(run: str) -> str:
     return f"runs/{run}/pretrain"
+
+
+def finetune_prefix(run: str, task: str) -> str:
+    return f"runs/{run}/finetune/{task}"
+
+
+def finetune_metrics_key(run: str, task: str) -> str:
+    """Written last by a finetune job: its presence means the task is done."""
+    return f"{finetune_prefix(run, task)}/metrics.json"
+
+
+def finetune_checkpoint_prefix(run: str, task: str) -> str:
+    """The best checkpoint (a Hugging Face model directory), published with a manifest."""
+    return f"{finetune_prefix(run, task)}/checkpoint"
+
+
+def finetune_ray_prefix(run: str, task: str) -> str:
+    """Ray Train's RunConfig(storage_path=...) for the task: per-epoch checkpoints and results."""
+    return f"{finetune_prefix(run, task)}/ray"
+
+
+def finetune_eval_key(run: str, task: str, split: str) -> str:
+    return f"{finetune_prefix(run, task)}/eval-{split}.json"

@@ -182,9 +182,9 @@ class StorageSpec(_Spec):
         if value.startswith("s3://"):
             bucket = value[5:].split("/", 1)[0]
             if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
-                raise ValueError(f"storage.uri: {bucket!r} is not a valid S3 bucket name")
+                raise ValueError(f"{bucket!r} is not a valid S3 bucket name")
         elif "://" in value:
-            raise ValueError(f"storage.uri: expected a local path or s3://bucket/prefix, got {value!r}")
+            raise ValueError(f"expected a local path or s3://bucket/prefix, got {value!r}")
         return value.rstrip("/") or "/"
 
 
@@ -195,6 +195,67 @@ class PlacementSpec(_Spec):
         str | None, Field(description="Node pool (from the controller's cluster config); default pool if unset.")
     ] = None
     queue: Annotated[str | None, Field(description="Kueue LocalQueue or Volcano queue for gang scheduling.")] = None
+
+
+class TaskName(StrEnum):
+    """The four StackOverflow downstream tasks of the SOBert paper."""
+
+    quality = "quality"  # question quality: HQ / LQ_EDIT / LQ_CLOSE (60k SO questions, Kaggle)
+    closed = "closed"  # closed-question prediction: 5 OpenStatus classes (Kaggle 2012)
+    ner = "ner"  # StackOverflowNER, 20 merged entity types (Tabassum et al. 2020)
+    obsoletion = "obsoletion"  # is an answer obsolete? (weak labels from comments, or a labelled CSV)
+
+
+class FinetuneTaskSpec(_Spec):
+    """One downstream task: its data and its recipe (defaults: see docs/finetune.md)."""
+
+    train: Annotated[
+        str | None,
+        Field(
+            description="Training file (local or s3://). Obsoletion: a labelled CSV (post_id,text,label), or "
+            "unset to weak-label the run's data.posts + data.comments."
+        ),
+    ] = None
+    validation: Annotated[
+        str | None, Field(description="Validation file; unset: a deterministic slice of train (validation_fraction).")
+    ] = None
+    validation_fraction: Annotated[float, Field(gt=0, lt=1, description="Share of train held out for validation.")] = (
+        0.1
+    )
+    labels: Annotated[
+        list[str] | None,
+        Field(description="Override the task's label set (e.g. [HQ, LQ] for collapsed quality labels)."),
+    ] = None
+    encoding: Annotated[str, Field(description="Text encoding of the task files (e.g. cp1252).")] = "utf-8"
+    max_length: Annotated[
+        int | None, Field(gt=0, description="Tokens per example; unset: the model's max_position_embeddings.")
+    ] = None
+    epochs: Annotated[int, Field(gt=0, description="Passes over the training set.")] = 3
+    learning_rate: Annotated[float, Field(gt=0, description="AdamW peak learning rate (linear decay).")] = 2e-5
+    batch_size: Annotated[int, Field(gt=0, description="Examples per optimizer step, over all workers.")] = 16
+    weight_decay: Annotated[float, Field(ge=0, description="AdamW weight decay.")] = 0.01
+    warmup_fraction: Annotated[float, Field(ge=0, lt=1, description="Linear warmup share of the steps.")] = 0.1
+    max_train_examples: Annotated[
+        int | None, Field(gt=0, description="Cap on training examples (a deterministic sample); unset: all.")
+    ] = None
+    max_eval_examples: Annotated[int | None, Field(gt=0, description="Cap on validation examples.")] = None
+    workers: Annotated[
+        int | None, Field(ge=1, description="Ray Train workers for this task; unset: finetune.workers.")
+    ] = None
+
+
+class FinetuneSpec(_Spec):
+    """The finetune stage: one Ray Train job per listed task, from the run's converted model."""
+
+    workers: Annotated[int, Field(ge=1, description="Ray Train workers per task (RayJob worker replicas).")] = 2
+    use_gpu: Annotated[bool, Field(description="One GPU per worker (KubeRay worker pods request nvidia.com/gpu).")] = (
+        False
+    )
+    cpus_per_worker: Annotated[float, Field(gt=0, description="CPUs each Ray Train worker reserves.")] = 1
+    seed: Annotated[int, Field(ge=0, description="Seed for head init, data order and splits.")] = 1234
+    tasks: Annotated[
+        dict[TaskName, FinetuneTaskSpec], Field(description="Tasks to finetune; an absent task is not run.")
+    ] = {}
 
 
 class RunSpec(_Spec):
@@ -209,6 +270,7 @@ class RunSpec(_Spec):
     data: DataSpec
     storage: StorageSpec
     placement: PlacementSpec = PlacementSpec()
+    finetune: FinetuneSpec = FinetuneSpec()
 
     @field_validator("name")
     @classmethod
@@ -220,12 +282,13 @@ class RunSpec(_Spec):
     @model_validator(mode="after")
     def _check_cluster_inputs(self) -> RunSpec:
         if self.backend == "kubernetes":
-            local = [
-                uri for uri in [self.storage.uri, *self.data.posts, *self.data.comments] if not uri.startswith("s3://")
-            ]
+            task_files = [f for t in self.finetune.tasks.values() for f in (t.train, t.validation) if f]
+            inputs = [self.storage.uri, *self.data.posts, *self.data.comments, *task_files]
+            local = [uri for uri in inputs if not uri.startswith("s3://")]
             if local:
                 raise ValueError(
-                    f"backend kubernetes: storage.uri and data.posts/comments must be s3:// URIs that pods can read; "
+                    f"backend kubernetes: storage.uri, data.posts/comments and finetune task files must be s3:// URIs "
+                    "that pods can read; "
                     f"got {', '.join(local)}"
                 )
         return self
@@ -245,6 +308,18 @@ class RunSpec(_Spec):
                 f"train.global_batch_size ({t.global_batch_size}) must be divisible by "
                 f"train.micro_batch_size x data-parallel size ({t.micro_batch_size} x {dp})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_finetune_tasks(self) -> RunSpec:
+        for name, task in self.finetune.tasks.items():
+            if task.train is None and name is not TaskName.obsoletion:
+                raise ValueError(f"finetune.tasks.{name.value}.train: a training file is required")
+            if task.max_length is not None and task.max_length > self.model.max_position_embeddings:
+                raise ValueError(
+                    f"finetune.tasks.{name.value}.max_length ({task.max_length}) exceeds "
+                    f"model.max_position_embeddings ({self.model.max_position_embeddings})"
+                )
         return self
 
     @property

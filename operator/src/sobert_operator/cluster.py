@@ -57,6 +57,10 @@ class PretrainTarget(StrEnum):
     trainjob = "trainjob"  # Kubeflow Trainer v2 (trainer.kubeflow.org/v1alpha1 TrainJob)
 
 
+# The Ray release pinned in pyproject.toml's `finetune` extra (a test keeps them equal).
+RAY_VERSION = "2.60.0"
+
+
 class ClusterConfig(_Config):
     trainer_image: Annotated[str, Field(description="Image with the trainer (pinned tag or digest).")]
     node_pools: Annotated[dict[str, NodePool], Field(min_length=1)]
@@ -74,6 +78,9 @@ class ClusterConfig(_Config):
     termination_grace_seconds: Annotated[int, Field(ge=30, description="Time to checkpoint on SIGTERM.")] = 300
     backoff_limit: Annotated[int, Field(ge=0)] = 3
     ttl_seconds_after_finished: Annotated[int, Field(ge=0)] = 86_400
+    ray_version: Annotated[
+        str, Field(description="Ray version in the trainer image (RayJob rayClusterSpec.rayVersion).")
+    ] = RAY_VERSION
 
     @model_validator(mode="after")
     def _check_default_pool(self) -> ClusterConfig:

@@ -33,3 +33,8 @@ def pretrain_command(
 
 def convert_command(spec_path: str, dataset_id: str, python: str = "python") -> list[str]:
     return [python, "-m", "sobert_trainer.convert", f"--spec={spec_path}", f"--dataset-id={dataset_id}"]
+
+
+def finetune_command(spec_path: str, task: str, python: str = "python") -> list[str]:
+    """The driver of one task's Ray Train job (a RayJob entrypoint on Kubernetes)."""
+    return [python, "-m", "sobert_trainer.finetune", f"--spec={spec_path}", f"--task={task}"]

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from sobert_api import paths
 from sobert_api.spec import RunSpec
-from sobert_operator.launch import convert_command, pretrain_command
+from sobert_operator.launch import convert_command, finetune_command, pretrain_command
 from sobert_operator.pipeline import Observed, Stage, next_stage
+from sobert_operator.results import finetune_results
 from sobert_trainer.data.prepare import PrepareConfig
 from sobert_trainer.storage import Storage
 
@@ -46,6 +47,7 @@ class RunSummary:
     dataset_id: str
     stage_seconds: dict[str, float] = field(default_factory=dict)
     observed: Observed = field(default_factory=Observed)
+    finetune: dict[str, dict] = field(default_factory=dict)  # task -> headline of its metrics.json
 
     def as_dict(self) -> dict:
         return {
@@ -55,12 +57,18 @@ class RunSummary:
             "stage_seconds": {k: round(v, 2) for k, v in self.stage_seconds.items()},
             "checkpoint_step": self.observed.checkpoint_step,
             "hf_step": self.observed.hf_step,
+            "finetuned": sorted(self.observed.finetuned),
             "artifacts": {
                 "dataset": f"{self.storage}/{paths.dataset_prefix(self.dataset_id)}",
                 "checkpoints": f"{self.storage}/{paths.checkpoints_prefix(self.run)}",
                 "progress": f"{self.storage}/{paths.progress_key(self.run)}",
                 "hf_model": f"{self.storage}/{paths.hf_prefix(self.run)}",
+                **{
+                    f"finetune_{task}": f"{self.storage}/{paths.finetune_prefix(self.run, task)}"
+                    for task in sorted(self.finetune)
+                },
             },
+            "finetune": self.finetune,
         }
 
 
@@ -69,11 +77,23 @@ def observe(spec: RunSpec, storage: Storage, dataset_id: str) -> Observed:
 
     steps = complete_checkpoints(storage.child(paths.checkpoints_prefix(spec.name)))
     hf = storage.read_manifest(paths.hf_prefix(spec.name))
+    hf_step = hf.get("step") if hf else None
     return Observed(
         dataset_published=storage.read_manifest(paths.dataset_prefix(dataset_id)) is not None,
         checkpoint_step=steps[-1] if steps else None,
-        hf_step=hf.get("step") if hf else None,
+        hf_step=hf_step,
+        finetuned=finetuned_tasks(spec, storage, hf_step),
     )
+
+
+def finetuned_tasks(spec: RunSpec, storage: Storage, hf_step: int | None) -> frozenset[str]:
+    """Tasks whose metrics.json was produced from the current converted model."""
+    done = set()
+    for task in spec.finetune.tasks:
+        key = paths.finetune_metrics_key(spec.name, task.value)
+        if hf_step is not None and storage.exists(key) and storage.read_json(key).get("hf_step") == hf_step:
+            done.add(task.value)
+    return frozenset(done)
 
 
 def record_spec(spec: RunSpec, storage: Storage) -> None:
@@ -113,6 +133,7 @@ class LocalExecutor:
             if self.observe() == observed:
                 raise StageFailedError(stage, 1, ": it exited 0 but published nothing")
         summary.observed = observed
+        summary.finetune = finetune_results(self.spec, self.storage)
         self.storage.write_json(paths.summary_key(self.spec.name), summary.as_dict())
         return summary
 
@@ -132,9 +153,13 @@ class LocalExecutor:
             self._subprocess(
                 stage, pretrain_command(self.spec, str(spec_file), self.dataset_id, scratch, python=sys.executable)
             )
-        else:
+        elif stage is Stage.convert:
             command = convert_command(str(spec_file), self.dataset_id, python=sys.executable)
             self._subprocess(stage, command + ([f"--step={step}"] if step is not None else []))
+        else:
+            for task in self.observe().missing_tasks(self.spec):
+                self.emit(f"    task {task}")
+                self._subprocess(stage, finetune_command(str(spec_file), task, python=sys.executable))
 
     def _prepare(self) -> None:
         from sobert_trainer.data.prepare import prepare_dataset
@@ -167,7 +192,8 @@ class LocalExecutor:
                 line = line.rstrip()
                 tail = [*tail, line][-40:]
                 preempted = preempted or "SIGTERM received; checkpointed" in line
-                if verbose or line.startswith(("pretrain step", "pretrain:", "error:")) or "INFO sobert" in line:
+                shown = ("pretrain step", "pretrain:", "finetune ", "error:")
+                if verbose or line.startswith(shown) or "INFO sobert" in line:
                     self.emit("    " + _LOG_PREFIX.sub("", line))
             code = process.wait()
         finally:

@@ -20,9 +20,10 @@ class Stage(StrEnum):
     prepare = "prepare"
     pretrain = "pretrain"
     convert = "convert"
+    finetune = "finetune"  # one job per task listed in spec.finetune.tasks
 
 
-STAGE_ORDER = (Stage.prepare, Stage.pretrain, Stage.convert)
+STAGE_ORDER = (Stage.prepare, Stage.pretrain, Stage.convert, Stage.finetune)
 
 
 class StageState(StrEnum):
@@ -45,14 +46,31 @@ class Observed:
     dataset_published: bool = False
     checkpoint_step: int | None = None  # newest complete checkpoint
     hf_step: int | None = None  # step the published HF model was converted from
+    finetuned: frozenset[str] = frozenset()  # tasks whose metrics.json is for the current HF model
+
+    def missing_tasks(self, spec: RunSpec) -> list[str]:
+        """Tasks of the spec without results for the current converted model, in spec order."""
+        return [task.value for task in spec.finetune.tasks if task.value not in self.finetuned]
 
     def stage_states(self, spec: RunSpec) -> dict[Stage, StageState]:
         done = {
             Stage.prepare: self.dataset_published,
             Stage.pretrain: self.checkpoint_step is not None and self.checkpoint_step >= spec.train_iters,
             Stage.convert: self.hf_step is not None and self.hf_step == self.checkpoint_step,
+            Stage.finetune: not self.missing_tasks(spec),
         }
         return {stage: StageState.succeeded if ok else StageState.missing for stage, ok in done.items()}
+
+
+def combine(states: list[StageState]) -> StageState:
+    """One state for a stage made of several jobs (finetune: one per task)."""
+    if StageState.failed in states:
+        return StageState.failed
+    if StageState.running in states:
+        return StageState.running
+    if states and all(state is StageState.succeeded for state in states):
+        return StageState.succeeded
+    return StageState.missing
 
 
 def decide(states: Mapping[Stage, StageState]) -> Decision:

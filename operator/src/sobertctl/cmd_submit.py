@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     total = sum(summary["stage_seconds"].values())
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in summary["stage_seconds"].items()) or "nothing left to do"
     print(f"  TIME  {timings} (total {total:.1f}s)")
+    if summary["finetune"]:
+        print("\n" + results_table(summary["finetune"]))
     print(f"\nload it:  MegatronBertForMaskedLM.from_pretrained({summary['artifacts']['hf_model']!r})")
     return 0
 
@@ -106,3 +108,18 @@ def submit_kubernetes(args: argparse.Namespace, spec) -> int:
     print(f"  sobertctl logs {spec.name}{ns} -f       # current stage's logs")
     print(f"  sobertctl cancel {spec.name}{ns}        # stop and delete its jobs")
     return 0
+
+
+def results_table(results: dict[str, dict]) -> str:
+    """The finetune results of a run as a Markdown table (readable in a terminal too)."""
+    lines = [
+        "| task | metric | score | accuracy | train | validation | best epoch |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for task, r in results.items():
+        accuracy = f"{r['accuracy']:.4f}" if r.get("accuracy") is not None else "-"
+        lines.append(
+            f"| {task} | {r['metric']} | {r['score']:.4f} | {accuracy} | {r['train_examples']} | "
+            f"{r['validation_examples']} | {r['best_epoch']} |"
+        )
+    return "\n".join(lines)

@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 
 from sobert_api.loading import SpecError, build_spec, load_spec_file
-from sobert_api.presets import deep_merge, preset_names
-from sobert_api.spec import RunSpec
+from sobert_api.presets import deep_merge, preset_names, task_document
+from sobert_api.spec import RunSpec, TaskName
 
 
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +30,14 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         help="torchrun processes (GPUs) per node.",
     )
     parser.add_argument("--tensor-parallel", "--tp", dest="tensor_parallel", type=int, help="Tensor-parallel degree.")
+    parser.add_argument(
+        "--finetune",
+        action="append",
+        default=[],
+        metavar="TASK=TRAIN[,VALIDATION]",
+        help="Finetune on a task after conversion (quality, closed, ner, obsoletion), with the preset's recipe; "
+        "obsoletion with no file weak-labels the run's own posts and comments. Repeatable.",
+    )
     parser.add_argument(
         "--set",
         dest="sets",
@@ -69,6 +77,13 @@ def spec_from_args(args: argparse.Namespace, default_storage: str | None = None)
     for path, value in flag_values.items():
         if value is not None:
             overrides = _set_path(overrides, path, value)
+    for item in getattr(args, "finetune", []):
+        task, _, files = item.partition("=")
+        if task not in TaskName.__members__:
+            raise SpecError(f"--finetune {item!r}: task must be one of {', '.join(TaskName)}")
+        train, _, validation = files.partition(",")
+        entry = task_document(args.preset, train=train or None, validation=validation or None)
+        overrides = _set_path(overrides, f"finetune.tasks.{task}", entry)
     for assignment in args.sets:
         path, sep, raw = assignment.partition("=")
         if not sep or not path:

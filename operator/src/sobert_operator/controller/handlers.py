@@ -15,12 +15,14 @@ from sobert_api.crd import API_VERSION, KIND
 from sobert_api.loading import SpecError, build_spec
 from sobert_operator.cluster import ClusterConfig, load_cluster_config
 from sobert_operator.kube.client import KubeClient, PrerequisiteMissingError
-from sobert_operator.kube.plan import condition, is_terminal, plan, stage_kind
+from sobert_operator.kube.plan import condition, is_terminal, plan, stage_kind, stage_objects
 from sobert_operator.kube.progress import last_progress, storage_credentials
 from sobert_operator.pipeline import STAGE_ORDER, Stage
 from sobert_operator.preflight import preflight
 from sobert_operator.render.common import LABEL_RUN, object_name
+from sobert_operator.results import finetune_results
 from sobert_trainer.data.prepare import PrepareConfig
+from sobert_trainer.storage import Storage
 
 RESYNC_SECONDS = float(os.environ.get("SOBERT_RESYNC_SECONDS", "60"))
 _state: dict[str, Any] = {}
@@ -45,16 +47,16 @@ def startup(settings: kopf.OperatorSettings, logger) -> None:
     client = KubeClient()
     client.refresh_discovery()  # prerequisites are checked against the cluster as it is now
     _state["client"] = client
-    missing = []
+    missing: dict[str, str] = {}
     for stage in STAGE_ORDER:
         api_version, kind = stage_kind(stage, _state["cluster"])
         try:
             client.require_kind(api_version, kind)
         except PrerequisiteMissingError as exc:
-            missing.append(str(exc))
+            missing[kind] = str(exc)
     _state["missing"] = missing
-    for line in missing:
-        logger.error("prerequisite missing: %s; runs wait in phase Pending until it is installed", line)
+    for line in missing.values():
+        logger.error("prerequisite missing: %s; runs that need it wait in phase Pending", line)
 
 
 def login(**kwargs):
@@ -109,8 +111,10 @@ def _reconcile(name: str, namespace: str, logger) -> None:
             phase="Invalid", message=message, conditions=[condition("Ready", False, "InvalidSpec", message, _now())]
         )
         return
-    if _state.get("missing"):
-        message = "; ".join(_state["missing"])
+    objects = stage_objects(spec, cluster)
+    needed = [_state["missing"][o.kind] for o in objects if o.kind in _state.get("missing", {})]
+    if needed:
+        message = "; ".join(dict.fromkeys(needed))
         set_status(
             phase="Pending",
             message=f"prerequisites missing: {message}",
@@ -128,16 +132,18 @@ def _reconcile(name: str, namespace: str, logger) -> None:
         return
 
     dataset_id = PrepareConfig.from_spec(spec).dataset_id()
-    jobs = {
-        stage: client.get(*stage_kind(stage, cluster), object_name(name, stage.value), namespace)
-        for stage in STAGE_ORDER
-    }
+    jobs = {o.name: client.get(o.api_version, o.kind, o.name, namespace) for o in objects}
     configmap = client.get("v1", "ConfigMap", object_name(name, "spec"), namespace)
     result = plan(spec, cluster, dataset_id, jobs, _now(), configmap_exists=configmap is not None)
     if result.status["stages"][Stage.pretrain.value]["state"] in ("running", "succeeded"):
         progress = _pretrain_progress(spec, client.get("v1", "Secret", secret, namespace), logger)
         if progress:
             result.status["pretrain"] = progress
+    finetune_states = result.status["stages"][Stage.finetune.value].get("tasks", {})
+    if any(task["state"] == "succeeded" for task in finetune_states.values()):
+        results = _finetune_results(spec, client.get("v1", "Secret", secret, namespace), logger)
+        if results:
+            result.status["finetune"] = results
     for obj in result.create:
         kopf.adopt(obj, owner=run)
         if client.create(obj, namespace):
@@ -157,11 +163,26 @@ def _pretrain_progress(spec, secret: dict[str, Any] | None, logger) -> dict[str,
         return None
 
 
+def _finetune_results(spec, secret: dict[str, Any] | None, logger) -> dict[str, Any] | None:
+    """Each finished task's headline metrics from its metrics.json (best effort, like progress)."""
+    try:
+        storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url, storage_credentials(secret))
+        return finetune_results(spec, storage)
+    except Exception as exc:
+        logger.warning("finetune results of %s unavailable: %s", spec.name, type(exc).__name__)
+        return None
+
+
 def cleanup(name: str, namespace: str, logger) -> None:
     """Delete everything the run owns (garbage collection would too, where it runs)."""
     client: KubeClient = _state["client"]
     cluster: ClusterConfig = _state["cluster"]
     selector = f"{LABEL_RUN}={name}"
-    kinds = {stage_kind(stage, cluster) for stage in STAGE_ORDER} | {("v1", "ConfigMap")}
+    kinds = {
+        stage_kind(stage, cluster)
+        for stage in STAGE_ORDER
+        if stage_kind(stage, cluster)[1] not in _state.get("missing", {})
+    }
+    kinds |= {("v1", "ConfigMap")}
     deleted = sum(client.delete_labeled(api_version, kind, namespace, selector) for api_version, kind in sorted(kinds))
     logger.info("deleted %d object(s) owned by %s", deleted, name)

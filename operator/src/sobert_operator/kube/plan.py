@@ -1,7 +1,7 @@
 """Reconcile planning: from a SobertRun and its observed jobs to objects to create and a status.
 
 Pure: the controller handler fetches, calls `plan`, then applies. Names are deterministic
-(<run>-<stage>), so applying a plan twice never creates a duplicate.
+(<run>-<stage>, <run>-finetune-<task>), so applying a plan twice never creates a duplicate.
 """
 
 from __future__ import annotations
@@ -9,15 +9,47 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sobert_api.spec import RunSpec
+from sobert_api.spec import RunSpec, TaskName
 from sobert_operator.cluster import ClusterConfig, PretrainTarget
 from sobert_operator.kube.observe import failure_message, job_phase, job_state
-from sobert_operator.pipeline import STAGE_ORDER, Decision, Stage, StageState, decide
-from sobert_operator.render.common import spec_configmap
+from sobert_operator.pipeline import STAGE_ORDER, Decision, Stage, StageState, combine, decide
+from sobert_operator.render.common import object_name, spec_configmap
+from sobert_operator.render.finetune import finetune_object_name, render_rayjob
 from sobert_operator.render.jobs import render_stage_job
 from sobert_operator.render.pretrain import render_pytorchjob, render_trainjob
 
-PHASE_OF_STAGE = {Stage.prepare: "Preparing", Stage.pretrain: "Pretraining", Stage.convert: "Converting"}
+PHASE_OF_STAGE = {
+    Stage.prepare: "Preparing",
+    Stage.pretrain: "Pretraining",
+    Stage.convert: "Converting",
+    Stage.finetune: "Finetuning",
+}
+
+
+@dataclass(frozen=True)
+class StageObject:
+    """One object that runs (part of) a stage: a Job, PyTorchJob/TrainJob, or one task's RayJob."""
+
+    stage: Stage
+    name: str
+    api_version: str
+    kind: str
+    task: TaskName | None = None
+
+
+def stage_objects(spec: RunSpec, cluster: ClusterConfig) -> list[StageObject]:
+    """Every object the run's stages create, in pipeline order (finetune: one per task)."""
+    out = []
+    for stage in STAGE_ORDER:
+        api_version, kind = stage_kind(stage, cluster)
+        if stage is Stage.finetune:
+            out += [
+                StageObject(stage, finetune_object_name(spec.name, task), api_version, kind, task)
+                for task in spec.finetune.tasks
+            ]
+        else:
+            out.append(StageObject(stage, object_name(spec.name, stage.value), api_version, kind))
+    return out
 
 
 def stage_kind(stage: Stage, cluster: ClusterConfig) -> tuple[str, str]:
@@ -26,19 +58,25 @@ def stage_kind(stage: Stage, cluster: ClusterConfig) -> tuple[str, str]:
         if cluster.pretrain_target is PretrainTarget.trainjob:
             return "trainer.kubeflow.org/v1alpha1", "TrainJob"
         return "kubeflow.org/v1", "PyTorchJob"
+    if stage is Stage.finetune:
+        return "ray.io/v1", "RayJob"
     return "batch/v1", "Job"
 
 
-def render_stage(spec: RunSpec, cluster: ClusterConfig, stage: Stage, dataset_id: str) -> dict[str, Any]:
-    if stage is Stage.pretrain:
+def render_object(spec: RunSpec, cluster: ClusterConfig, obj: StageObject, dataset_id: str) -> dict[str, Any]:
+    if obj.stage is Stage.pretrain:
         render = render_trainjob if cluster.pretrain_target is PretrainTarget.trainjob else render_pytorchjob
         return render(spec, cluster, dataset_id)
-    return render_stage_job(spec, cluster, stage.value, dataset_id)
+    if obj.stage is Stage.finetune:
+        assert obj.task is not None
+        return render_rayjob(spec, cluster, obj.task)
+    return render_stage_job(spec, cluster, obj.stage.value, dataset_id)
 
 
 def render_all(spec: RunSpec, cluster: ClusterConfig, dataset_id: str) -> list[dict[str, Any]]:
     """Every object the run will create, in order (for `--dry-run`)."""
-    return [spec_configmap(spec)] + [render_stage(spec, cluster, stage, dataset_id) for stage in STAGE_ORDER]
+    objects = stage_objects(spec, cluster)
+    return [spec_configmap(spec)] + [render_object(spec, cluster, obj, dataset_id) for obj in objects]
 
 
 def condition(type_: str, status: bool, reason: str, message: str, now: str) -> dict[str, Any]:
@@ -63,29 +101,49 @@ def plan(
     spec: RunSpec,
     cluster: ClusterConfig,
     dataset_id: str,
-    jobs: dict[Stage, dict[str, Any] | None],
+    jobs: dict[str, dict[str, Any] | None],
     now: str,
     configmap_exists: bool,
 ) -> Plan:
-    states = {stage: job_state(jobs.get(stage)) for stage in STAGE_ORDER}
+    """`jobs` maps each of `stage_objects(spec, cluster)`'s names to the object found (or None)."""
+    objects = stage_objects(spec, cluster)
+    object_states = {obj.name: job_state(jobs.get(obj.name)) for obj in objects}
+    states = {
+        stage: combine([object_states[o.name] for o in objects if o.stage is stage])
+        if any(o.stage is stage for o in objects)
+        else StageState.succeeded  # a stage with nothing to run (finetune without tasks)
+        for stage in STAGE_ORDER
+    }
     decision = decide(states)
     result = Plan(decision)
     if not configmap_exists:
         result.create.append(spec_configmap(spec))
-    stage_status = {
-        stage.value: {
-            "state": states[stage].value,
-            "job": (jobs.get(stage) or {}).get("metadata", {}).get("name"),
-            "jobPhase": job_phase(jobs.get(stage)),
-        }
-        for stage in STAGE_ORDER
-    }
+    stage_status: dict[str, Any] = {}
+    for stage in STAGE_ORDER:
+        mine = [o for o in objects if o.stage is stage]
+        entry: dict[str, Any] = {"state": states[stage].value}
+        if stage is Stage.finetune:
+            entry["tasks"] = {
+                str(o.task): {
+                    "state": object_states[o.name].value,
+                    "job": o.name if jobs.get(o.name) else None,
+                    "jobPhase": job_phase(jobs.get(o.name)),
+                }
+                for o in mine
+            }
+        else:
+            found = jobs.get(mine[0].name)
+            entry |= {"job": mine[0].name if found else None, "jobPhase": job_phase(found)}
+        stage_status[stage.value] = entry
     status: dict[str, Any] = {"datasetId": dataset_id, "stages": stage_status}
     if decision.action == "start":
         assert decision.stage is not None
-        result.create.append(render_stage(spec, cluster, decision.stage, dataset_id))
+        # A stage's missing objects (several finetune RayJobs start together: each is its own cluster).
+        starting = [o for o in objects if o.stage is decision.stage and jobs.get(o.name) is None]
+        result.create += [render_object(spec, cluster, o, dataset_id) for o in starting]
         status.update(phase=PHASE_OF_STAGE[decision.stage], stage=decision.stage.value)
-        result.event = ("StageStarted", f"creating {stage_kind(decision.stage, cluster)[1]} for stage {decision.stage}")
+        kind = stage_kind(decision.stage, cluster)[1]
+        result.event = ("StageStarted", f"creating {len(starting)} {kind}(s) for stage {decision.stage}")
         status["conditions"] = [condition("Ready", False, "StageStarted", f"{decision.stage} starting", now)]
     elif decision.action == "wait":
         assert decision.stage is not None
@@ -93,7 +151,9 @@ def plan(
         status["conditions"] = [condition("Ready", False, "StageRunning", f"{decision.stage} running", now)]
     elif decision.action == "fail":
         assert decision.stage is not None
-        message = f"stage {decision.stage} failed: {failure_message(jobs[decision.stage] or {})}"
+        failed = [o for o in objects if o.stage is decision.stage and object_states[o.name] is StageState.failed]
+        where = f" (task {failed[0].task})" if failed[0].task else ""
+        message = f"stage {decision.stage}{where} failed: {failure_message(jobs[failed[0].name] or {})}"
         status.update(phase="Failed", stage=decision.stage.value, message=message)
         status["conditions"] = [
             condition("Ready", False, "StageFailed", message, now),
@@ -112,4 +172,4 @@ def is_terminal(status: dict[str, Any] | None) -> bool:
     return (status or {}).get("phase") in ("Succeeded", "Failed", "Invalid")
 
 
-__all__ = ["Plan", "StageState", "plan", "render_all", "stage_kind"]
+__all__ = ["Plan", "StageObject", "StageState", "plan", "render_all", "stage_kind", "stage_objects"]

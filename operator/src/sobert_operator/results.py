@@ -1,0 +1,27 @@
+"""A run's finetune results as status and summaries show them (read from each task's metrics.json)."""
+
+from __future__ import annotations
+
+from sobert_api import paths
+from sobert_api.spec import RunSpec
+from sobert_trainer.storage import Storage
+
+
+def finetune_results(spec: RunSpec, storage: Storage) -> dict[str, dict]:
+    """Headline figures of each finished task (from its metrics.json), for summaries and status."""
+    results = {}
+    for task in spec.finetune.tasks:
+        key = paths.finetune_metrics_key(spec.name, task.value)
+        if storage.exists(key):
+            m = storage.read_json(key)
+            scores = m["validation"]
+            results[task.value] = {
+                "metric": m["primary_metric"],
+                "score": round(m["score"], 4),
+                "accuracy": round(scores["accuracy"], 4) if "accuracy" in scores else None,
+                "train_examples": m["train_examples"],
+                "validation_examples": m["validation_examples"],
+                "best_epoch": m["best_epoch"],
+                "hf_step": m["hf_step"],
+            }
+    return results
