@@ -1,0 +1,1 @@
+"""Finetuning on the four StackOverflow tasks with Ray Train."""

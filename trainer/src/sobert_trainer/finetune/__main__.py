@@ -1,0 +1,51 @@
+"""`python -m sobert_trainer.finetune --spec spec.json --task TASK`: one Ray Train finetune job.
+
+The entrypoint of a KubeRay RayJob and of the embedded executor's finetune stage. Exit codes:
+0 done, 1 the job failed, 2 bad spec or task data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from sobert_api.loading import SpecError, build_spec
+from sobert_api.spec import TaskName
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sobert_trainer.finetune", description=__doc__)
+    parser.add_argument("--spec", required=True, type=Path, help="The run's spec.json.")
+    parser.add_argument("--task", required=True, choices=[t.value for t in TaskName], help="Task to finetune.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        spec = build_spec(json.loads(args.spec.read_text()), source=str(args.spec))
+    except (OSError, ValueError, SpecError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    task = TaskName(args.task)
+    if task not in spec.finetune.tasks:
+        print(f"error: {args.spec}: finetune.tasks has no {task.value!r} entry", file=sys.stderr)
+        return 2
+    from sobert_trainer.finetune.examples import TaskDataError
+    from sobert_trainer.finetune.job import TaskDataMissingError, run_task
+
+    try:
+        metrics = run_task(spec, task)
+    except (TaskDataError, TaskDataMissingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    score = f"{metrics['primary_metric']}={metrics['score']:.4f}"
+    print(f"finetune {task.value}: {score} (best epoch {metrics['best_epoch']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

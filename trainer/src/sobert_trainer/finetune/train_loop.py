@@ -1,0 +1,182 @@
+"""The Ray Train worker loop: HF MegatronBert head from the run's converted model, AdamW, eval per epoch.
+
+Runs once per Ray Train worker (`TorchTrainer(train_loop_per_worker=train_func)`). Ray sets up the
+process group (gloo on CPU, nccl on GPU); `prepare_model` wraps the model in DDP and
+`prepare_data_loader` shards the training set. Validation is sharded by hand (rank::world) and
+the predictions gathered, so every example is scored exactly once (a DistributedSampler pads).
+Each epoch reports its metrics; rank 0 attaches a checkpoint (an HF model directory) and Ray's
+CheckpointConfig keeps the best one by the task's primary metric. A restarted job resumes from
+the latest reported checkpoint (`ray.train.get_checkpoint()`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from sobert_trainer.finetune.encode import Encoded, collate, word_predictions
+from sobert_trainer.finetune.metrics import classification_metrics, entity_metrics
+
+STATE_FILE = "sobert_finetune_state.json"  # epoch + history inside each Ray checkpoint
+
+
+def _load_model(model_dir: str, kind: str, labels: list[str]):
+    from transformers import MegatronBertForSequenceClassification, MegatronBertForTokenClassification
+
+    cls = MegatronBertForTokenClassification if kind == "token" else MegatronBertForSequenceClassification
+    return cls.from_pretrained(
+        model_dir,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+
+
+def _predict(model, items: list[Encoded], pad_id: int, batch_size: int, device) -> list[list[int]]:
+    """Argmax predictions, one list per item (one entry for sequence, one per token for NER)."""
+    model.eval()
+    out: list[list[int]] = []
+    with torch.no_grad():
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items() if k != "labels"}
+            logits = model(**batch).logits.argmax(-1).cpu()
+            for row, item in enumerate(chunk):
+                out.append(logits[row, : len(item.input_ids)].tolist() if logits.dim() == 2 else [int(logits[row])])
+    return out
+
+
+def evaluate(model, items: list[Encoded], gold: list, kind: str, labels: list[str], pad_id: int, batch_size: int):
+    """Score `items` across all workers: each predicts its rank::world shard, rank order restores."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    device = next(model.parameters()).device
+    mine = list(range(rank, len(items), world))
+    predictions = _predict(model, [items[i] for i in mine], pad_id, batch_size, device)
+    shards: list[Any] = [None] * world
+    if world > 1:
+        dist.all_gather_object(shards, list(zip(mine, predictions, strict=True)))
+    else:
+        shards = [list(zip(mine, predictions, strict=True))]
+    by_index = dict(pair for shard in shards for pair in shard)
+    ordered = [by_index[i] for i in range(len(items))]
+    if kind == "token":
+        predicted = [
+            word_predictions(item, tokens, len(tags), labels)
+            for item, tokens, tags in zip(items, ordered, gold, strict=True)
+        ]
+        return entity_metrics(gold, predicted)
+    return classification_metrics(gold, [labels[p[0]] for p in ordered], labels)
+
+
+def train_func(config: dict[str, Any]) -> None:
+    """Per-worker entry point. `config` is built by `sobert_trainer.finetune.job` (plain data only)."""
+    import transformers
+    from transformers import PreTrainedTokenizerFast, get_linear_schedule_with_warmup
+
+    from sobert_trainer.finetune.encode import encode_texts, encode_tokens
+    from sobert_trainer.finetune.examples import TextExample, TokenExample
+    from sobert_trainer.storage import Storage
+
+    torch.manual_seed(config["seed"])
+    # The head (classifier, pooler) is new and the LM head unused: that load report is expected.
+    transformers.logging.set_verbosity_error()
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    kind, labels, recipe = config["kind"], config["labels"], config["recipe"]
+
+    with tempfile.TemporaryDirectory(prefix="sobert-ft-") as scratch:
+        model_dir = Path(scratch) / "model"
+        Storage.open(config["storage_uri"], config["endpoint_url"]).fetch_tree(config["hf_prefix"], model_dir)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
+        if kind == "token":
+            train = [TokenExample(e["id"], tuple(e["tokens"]), tuple(e["tags"])) for e in config["train"]]
+            valid = [TokenExample(e["id"], tuple(e["tokens"]), tuple(e["tags"])) for e in config["validation"]]
+            train_items = encode_tokens(tokenizer, train, labels, recipe["max_length"])
+            valid_items = encode_tokens(tokenizer, valid, labels, recipe["max_length"])
+            gold: list = [list(e.tags) for e in valid]
+        else:
+            train = [TextExample(e["id"], e["text"], e["label"]) for e in config["train"]]
+            valid = [TextExample(e["id"], e["text"], e["label"]) for e in config["validation"]]
+            train_items = encode_texts(tokenizer, train, labels, recipe["max_length"])
+            valid_items = encode_texts(tokenizer, valid, labels, recipe["max_length"])
+            gold = [e.label for e in valid]
+
+        model = _load_model(str(model_dir), kind, labels)
+        start_epoch, history = 0, []
+        resumed = ray.train.get_checkpoint()
+        if resumed is not None:
+            with resumed.as_directory() as ckpt_dir:
+                state = json.loads((Path(ckpt_dir) / STATE_FILE).read_text())
+                model = _load_model(ckpt_dir, kind, labels)
+            start_epoch, history = state["epoch"] + 1, state["history"]
+        model = ray.train.torch.prepare_model(model)
+
+        world = context.get_world_size()
+        per_worker = max(1, recipe["batch_size"] // world)
+        loader = ray.train.torch.prepare_data_loader(
+            DataLoader(
+                train_items,  # type: ignore[arg-type]
+                batch_size=per_worker,
+                shuffle=True,
+                collate_fn=lambda items: collate(items, tokenizer.pad_token_id),
+            )
+        )
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=recipe["learning_rate"], weight_decay=recipe["weight_decay"]
+        )
+        total_steps = recipe["epochs"] * len(loader)
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, math.ceil(recipe["warmup_fraction"] * total_steps), total_steps
+        )
+        for _ in range(start_epoch * len(loader)):
+            scheduler.step()  # resume the schedule where the checkpointed epoch left it
+
+        for epoch in range(start_epoch, recipe["epochs"]):
+            if world > 1:
+                loader.sampler.set_epoch(epoch)  # type: ignore[union-attr]
+            model.train()
+            started, seen, loss_sum, steps = time.monotonic(), 0, 0.0, 0
+            for batch in loader:
+                loss = model(**batch).loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                seen += batch["input_ids"].shape[0]
+                loss_sum += loss.item()
+                steps += 1
+            train_seconds = time.monotonic() - started
+            scores = evaluate(model, valid_items, gold, kind, labels, tokenizer.pad_token_id, per_worker * 2)
+            seen_all = torch.tensor([seen], dtype=torch.long)
+            if dist.is_initialized():
+                dist.all_reduce(seen_all)
+            metrics = {
+                "epoch": epoch,
+                "train_loss": loss_sum / max(1, steps),
+                "train_examples_per_second": int(seen_all) / train_seconds if train_seconds else 0.0,
+                "score": scores[config["primary_metric"]],
+                "validation": scores,
+            }
+            history.append({k: v for k, v in metrics.items() if k != "validation"})
+            metrics["history"] = list(history)  # the last report carries every epoch (Result.metrics)
+            with tempfile.TemporaryDirectory(prefix="sobert-ckpt-") as ckpt:
+                checkpoint = None
+                if rank == 0:
+                    unwrapped = model.module if hasattr(model, "module") else model
+                    unwrapped.save_pretrained(ckpt)
+                    tokenizer.save_pretrained(ckpt)
+                    state = {"epoch": epoch, "history": history, "validation": scores}
+                    (Path(ckpt) / STATE_FILE).write_text(json.dumps(state))
+                    checkpoint = ray.train.Checkpoint.from_directory(ckpt)
+                ray.train.report(metrics, checkpoint=checkpoint)
