@@ -472,6 +472,25 @@ def test_status_shows_trainer_progress_from_s3_and_the_cli_reports_it(
     shown = json.loads(cli("status", "large-1", "-n", namespace, "-o", "json").stdout)
     assert shown["status"]["pretrain"]["tokensPerSecond"] == 412345.0
     assert "No pods yet for run large-1, stage pretrain" in cli("logs", "large-1", "-n", namespace).stderr
+
+    # On to finetuning: a finished task's metrics.json (as the RayJob's driver writes it) reaches status.
+    set_job_condition(kube, namespace, "pytorchjobs.kubeflow.org", "large-1-pretrain", [("Succeeded", "")])
+    wait_for(lambda: api.get("batch/v1", "Job", "large-1-convert", namespace))
+    set_job_condition(kube, namespace, "jobs.batch", "large-1-convert", [("Complete", "")])
+    wait_for(lambda: api.get("ray.io/v1", "RayJob", "large-1-finetune-ner", namespace))
+    metrics = {
+        "task": "ner", "primary_metric": "f1", "score": 0.5123, "hf_step": 51499, "best_epoch": 2,
+        "train_examples": 11269, "validation_examples": 3535, "validation": {"f1": 0.5123, "precision": 0.5},
+    }  # fmt: skip
+    Storage.open(storage_uri, s3_server.endpoint_url, (s3_server.access_key, s3_server.secret_key)).write_json(
+        "runs/large-1/finetune/ner/metrics.json", metrics
+    )
+    set_rayjob_status(kube, namespace, "large-1-finetune-ner", "Complete", "SUCCEEDED")
+    status = wait_for(lambda: (s := run_status(api, namespace)).get("finetune") and s)
+    assert status["finetune"]["ner"]["score"] == 0.5123 and status["finetune"]["ner"]["metric"] == "f1"
+    row = cli("status", "-n", namespace).stdout.splitlines()[1]
+    assert "1/2 ner 0.512" in row
+    assert "No pods yet for run large-1, stage finetune" in cli("logs", "large-1", "-n", namespace).stderr
     assert cli("cancel", "large-1", "-n", namespace).returncode == 0
     wait_for(lambda: api.get(API_VERSION, KIND, "large-1", namespace) is None)
     assert "No SobertRuns in namespace" in cli("status", "-n", namespace).stdout

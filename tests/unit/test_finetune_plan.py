@@ -121,3 +121,12 @@ def test_plan_starts_every_task_together_then_waits_then_fails_with_the_task():
     assert failed.status["phase"] == "Failed" and "(task ner)" in failed.status["message"]
     assert "OOM" in failed.status["message"]
     assert [o["kind"] for o in render_all(s, cluster, "so-1")].count("RayJob") == 2
+
+
+def test_status_table_shows_finetune_progress_and_scores():
+    from sobertctl.kube import finetune_cell
+
+    stages = {"finetune": {"tasks": {"quality": {"state": "succeeded"}, "ner": {"state": "running"}}}}
+    status = {"stages": stages, "finetune": {"quality": {"score": 0.61234, "metric": "macro_f1"}}}
+    assert finetune_cell(status) == "1/2 quality 0.612"
+    assert finetune_cell({"stages": {"finetune": {"state": "succeeded"}}}) == "-"

@@ -25,7 +25,10 @@ def register(sub) -> None:
 
     logs = sub.add_parser("logs", help="Logs of a run's current (or given) stage.")
     logs.add_argument("run")
-    logs.add_argument("--stage", choices=["prepare", "pretrain", "convert"], help="Default: the run's current stage.")
+    logs.add_argument(
+        "--stage", choices=["prepare", "pretrain", "convert", "finetune"], help="Default: the run's current stage."
+    )
+    logs.add_argument("--task", help="Finetune task (default: the first of the run's tasks).")
     logs.add_argument("-f", "--follow", action="store_true", help="Stream new lines.")
     logs.add_argument("--tail", type=int, default=200, help="Lines from the end (default 200).")
     _cluster_args(logs)
@@ -74,13 +77,19 @@ def run_logs(args: argparse.Namespace) -> int:
     if run is None:
         raise FileNotFoundError(f"SobertRun {namespace}/{args.run} not found")
     stage = args.stage or (run.get("status") or {}).get("stage") or "prepare"
+    selector = f"{LABEL_RUN}={args.run},{LABEL_STAGE}={stage}"
+    if stage == "finetune":
+        from sobert_operator.render.finetune import LABEL_RAY_NODE, LABEL_TASK
+
+        task = args.task or next(iter(((run.get("spec") or {}).get("finetune") or {}).get("tasks") or {}), None)
+        selector += f",{LABEL_RAY_NODE}=submitter" + (f",{LABEL_TASK}={task}" if task else "")
     core = k8s.CoreV1Api()
-    pods = core.list_namespaced_pod(namespace, label_selector=f"{LABEL_RUN}={args.run},{LABEL_STAGE}={stage}").items
+    pods = core.list_namespaced_pod(namespace, label_selector=selector).items
     if not pods:
         phase = (run.get("status") or {}).get("phase", "Pending")
         print(f"No pods yet for run {args.run}, stage {stage} (phase {phase}).", file=sys.stderr)
         return 0
-    # The first pod (PyTorchJob master / the Job's pod) carries rank 0's progress lines.
+    # The first pod (PyTorchJob master / the Job's pod / a RayJob's submitter) carries the driver's lines.
     pod = sorted(pods, key=lambda p: p.metadata.name)[0]
     if args.follow:
         stream = core.read_namespaced_pod_log(

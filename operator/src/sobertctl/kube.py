@@ -66,9 +66,20 @@ def run_row(run: dict[str, Any], now: dt.datetime | None = None) -> dict[str, st
         "STEP": step,
         "LOSS": loss,
         "TOK/S": tps,
+        "FINETUNE": finetune_cell(status),
         "AGE": age(run["metadata"].get("creationTimestamp"), now),
         "MESSAGE": (status.get("message") or "-")[:80],
     }
+
+
+def finetune_cell(status: dict[str, Any]) -> str:
+    """Tasks done / listed, and each finished task's score: `2/4 quality 0.612 ner 0.401`."""
+    tasks = ((status.get("stages") or {}).get("finetune") or {}).get("tasks") or {}
+    if not tasks:
+        return "-"
+    done = sum(t.get("state") == "succeeded" for t in tasks.values())
+    scores = " ".join(f"{task} {r['score']:.3f}" for task, r in (status.get("finetune") or {}).items())
+    return f"{done}/{len(tasks)}" + (f" {scores}" if scores else "")
 
 
 def table(rows: list[dict[str, str]], empty: str) -> str:

@@ -28,6 +28,8 @@ from sobert_operator.render.common import (
 
 STAGE = "finetune"
 LABEL_TASK = "sobert.dev/task"
+LABEL_RAY_NODE = "sobert.dev/ray-node"  # head | worker | submitter (the submitter's log is the driver's)
+SUBMITTER_RESOURCES = {"requests": {"cpu": "200m", "memory": "512Mi"}, "limits": {"memory": "512Mi"}}
 HEAD_RESOURCES = {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "8Gi"}}
 WORKER_MEMORY = "16Gi"
 WORKER_MEMORY_GPU = "64Gi"
@@ -61,7 +63,9 @@ def _container(name: str, spec: RunSpec, cluster: ClusterConfig, resources: dict
     }
 
 
-def _pod(spec: RunSpec, cluster: ClusterConfig, task: TaskName, container: dict[str, Any], gpu: bool) -> dict[str, Any]:
+def _pod(
+    spec: RunSpec, cluster: ClusterConfig, task: TaskName, container: dict[str, Any], gpu: bool, node: str
+) -> dict[str, Any]:
     spec_vol, _ = spec_volume(spec)
     scratch_vol, _ = scratch_volume()
     pod_spec: dict[str, Any] = {
@@ -81,8 +85,28 @@ def _pod(spec: RunSpec, cluster: ClusterConfig, task: TaskName, container: dict[
     if cluster.scheduler is SchedulerKind.volcano:
         pod_spec["schedulerName"] = "volcano"
     return {
-        "metadata": {"labels": _task_labels(spec, task), "annotations": {"sidecar.istio.io/inject": "false"}},
+        "metadata": {
+            "labels": {**_task_labels(spec, task), LABEL_RAY_NODE: node},
+            "annotations": {"sidecar.istio.io/inject": "false"},
+        },
         "spec": pod_spec,
+    }
+
+
+def _submitter_pod(spec: RunSpec, cluster: ClusterConfig, task: TaskName) -> dict[str, Any]:
+    """The pod KubeRay runs `ray job submit` in; it tails the driver, so its log is the task's log."""
+    container = {
+        "name": "ray-job-submitter",
+        "image": cluster.trainer_image,
+        "resources": SUBMITTER_RESOURCES,
+        "securityContext": container_security(),
+    }
+    return {
+        "metadata": {
+            "labels": {**_task_labels(spec, task), LABEL_RAY_NODE: "submitter"},
+            "annotations": {"sidecar.istio.io/inject": "false"},
+        },
+        "spec": {"restartPolicy": "Never", "containers": [container]},
     }
 
 
@@ -109,13 +133,14 @@ def render_rayjob(
         "ttlSecondsAfterFinished": cluster.ttl_seconds_after_finished,
         "backoffLimit": cluster.backoff_limit,
         "submissionMode": "K8sJobMode",
+        "submitterPodTemplate": _submitter_pod(spec, cluster, task),
         "suspend": suspend,
         "rayClusterSpec": {
             "rayVersion": cluster.ray_version,
             "headGroupSpec": {
                 # The head runs the driver only; Ray Train workers go to the worker group.
                 "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
-                "template": _pod(spec, cluster, task, head, gpu=False),
+                "template": _pod(spec, cluster, task, head, gpu=False, node="head"),
             },
             "workerGroupSpecs": [
                 {
@@ -124,7 +149,7 @@ def render_rayjob(
                     "minReplicas": workers,
                     "maxReplicas": workers,
                     "rayStartParams": {},
-                    "template": _pod(spec, cluster, task, worker, gpu=spec.finetune.use_gpu),
+                    "template": _pod(spec, cluster, task, worker, gpu=spec.finetune.use_gpu, node="worker"),
                 }
             ],
         },
