@@ -1,5 +1,5 @@
 # sobert — two commands on a fresh Debian machine with Python 3.11:
-#   make run    the embedded end-to-end smoke run (prepare -> pretrain on CPU -> convert)
+#   make run    the embedded end-to-end smoke run (prepare -> pretrain on CPU -> convert -> finetune)
 #   make test   everything, including starting the test servers
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
@@ -18,6 +18,19 @@ RUN_COMMENTS ?= $(SHARED_POSTS)/stackoverflow.com-Comments.sample.xml
 else
 RUN_POSTS ?= tests/fixtures/dump/example.stackexchange.com-Posts.xml
 RUN_COMMENTS ?= tests/fixtures/dump/example.stackexchange.com-Comments.xml
+endif
+# Finetune tasks: the real training samples of ../shared/data when present. Obsoletion uses the
+# project's own hand-labelled CSV: no comment in the shared sample is on an answer it contains,
+# so weak labels from it would be empty.
+SHARED_DATA := ../shared/data
+OBSOLETION_CSV := tests/fixtures/finetune/obsoletion-labelled.csv
+ifneq ($(wildcard $(SHARED_DATA)/ner/train.txt),)
+RUN_FINETUNE ?= --finetune quality=$(SHARED_DATA)/question_quality/processed_valid_sample.jsonl \
+	--finetune closed=$(SHARED_DATA)/closed_questions/sample_2000.csv \
+	--finetune ner=$(SHARED_DATA)/ner/train.txt,$(SHARED_DATA)/ner/dev.txt \
+	--finetune obsoletion=$(OBSOLETION_CSV)
+else
+RUN_FINETUNE ?= --finetune obsoletion=$(OBSOLETION_CSV)
 endif
 RUN_NAME ?= smoke
 RUN_STORAGE ?= .sobert
@@ -41,9 +54,9 @@ $(STAMP):
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[all,test,lint]"
 	rm -f $(VENV)/.installed-* && touch $@
 
-run: setup  ## Embedded end-to-end run of the tiny preset on CPU (resumes if interrupted)
+run: setup  ## Embedded end-to-end run of the tiny preset on CPU, ending with the finetunes (resumes if interrupted)
 	$(BIN)/sobertctl submit tiny --name $(RUN_NAME) --storage $(RUN_STORAGE) \
-		--posts $(RUN_POSTS) --comments $(RUN_COMMENTS) --procs-per-node $(RUN_PROCS)
+		--posts $(RUN_POSTS) --comments $(RUN_COMMENTS) --procs-per-node $(RUN_PROCS) $(RUN_FINETUNE)
 
 test: setup  ## All tests: unit, then integration (starts a real S3 server, runs torchrun)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -152,6 +152,73 @@ def bench_pretrain(procs: int, steps: int) -> dict:
     }
 
 
+def finetune_flags(shared: Path) -> list[str]:
+    """The four tasks on the real training samples (never ../shared/eval)."""
+    data = shared / "data"
+    return [
+        "--finetune",
+        f"quality={data / 'question_quality' / 'processed_valid_sample.jsonl'}",
+        "--finetune",
+        f"closed={data / 'closed_questions' / 'sample_2000.csv'}",
+        "--finetune",
+        f"ner={data / 'ner' / 'train.txt'},{data / 'ner' / 'dev.txt'}",
+        "--finetune",
+        "obsoletion",
+    ]
+
+
+def bench_finetune(examples: int) -> list[dict]:
+    """Ray Train finetune throughput per task (2 CPU workers, tiny model, seq <= 128)."""
+    posts, comments = sources(1)
+    tasks = ("quality", "closed", "ner", "obsoletion")
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-m", "sobertctl.main", "submit", "tiny", "--name", "bench-ft"]
+        command += ["--storage", f"{tmp}/store", "--workdir", f"{tmp}/work", "--procs-per-node", "2"]
+        command += ["--posts", *posts, "--comments", *comments, *finetune_flags(ROOT.parent / "shared")]
+        for task in tasks:
+            command += ["--set", f"finetune.tasks.{task}.max_train_examples={examples}"]
+            command += ["--set", f"finetune.tasks.{task}.epochs=3"]
+        subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        rows = []
+        for task in tasks:
+            metrics = json.loads(Path(f"{tmp}/store/runs/bench-ft/finetune/{task}/metrics.json").read_text())
+            steady = [h["train_examples_per_second"] for h in metrics["history"][1:]]  # epoch 0 warms up
+            rows.append(
+                {
+                    "task": task,
+                    "train_examples": metrics["train_examples"],
+                    "workers": metrics["workers"],
+                    "max_length": metrics["recipe"]["max_length"],
+                    "epochs": len(metrics["history"]),
+                    "train_examples_per_s": round(statistics.median(steady), 1),
+                    "job_seconds": metrics["seconds"],
+                    "score": {metrics["primary_metric"]: round(metrics["score"], 4)},
+                }
+            )
+    return rows
+
+
+def render_finetune(rows: list[dict]) -> list[str]:
+    lines = [
+        "",
+        "## Finetuning (Ray Train TorchTrainer on CPU, tiny model)",
+        "",
+        "Each task as `make run` runs it: a local Ray instance, 2 Ray Train workers (gloo DDP), batch 8,",
+        "sequences up to 128 tokens, 3 epochs; throughput is the median over epochs after the first.",
+        "The job time includes starting Ray, loading data and the per-epoch validation and checkpoint.",
+        "",
+        "| task | train examples | workers | examples/s | job s | validation score |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        score = ", ".join(f"{k} {v}" for k, v in r["score"].items())
+        lines.append(
+            f"| {r['task']} | {r['train_examples']} | {r['workers']} | {r['train_examples_per_s']} "
+            f"| {r['job_seconds']} | {score} |"
+        )
+    return lines
+
+
 def render_controller(c: dict) -> list[str]:
     if "skipped" in c:
         return ["", "## Controller", "", f"Skipped: {c['skipped']}."]
@@ -217,6 +284,7 @@ def render(results: dict) -> str:
             f"| {row['ranks']} | {row['steps_measured']} | {row['step_time_s_median']} "
             f"| {row['step_time_s_p90']} | {row['tokens_per_s']:,} |"
         )
+    lines += render_finetune(results["finetune"])
     lines += render_controller(results["controller"])
     lines += [
         "",
@@ -240,6 +308,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--replicas", type=int, default=4, help="Times the sample's posts files are repeated.")
     parser.add_argument("--steps", type=int, default=40, help="Pretraining steps per measurement.")
+    parser.add_argument("--finetune-examples", type=int, default=192, help="Training examples per task.")
     parser.add_argument("--runs", type=int, default=200, help="SobertRuns submitted at once (controller bench).")
     args = parser.parse_args()
     import warnings
@@ -252,6 +321,7 @@ def main() -> int:
         "prepare": [bench_prepare(w, args.replicas) for w in (1, 2)],
         "tokenizer_ceiling": bench_tokenizer_ceiling(args.replicas),
         "pretrain": [bench_pretrain(p, args.steps) for p in (1, 2)],
+        "finetune": bench_finetune(args.finetune_examples),
         "controller": bench_controller(args.runs),
     }
     args.out.write_text(render(results))

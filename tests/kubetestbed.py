@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -272,3 +273,24 @@ def install_crds(testbed: KubeTestbed, paths: list[Path]) -> None:
     for path in paths:
         name = yaml.safe_load(path.read_text())["metadata"]["name"]
         testbed.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+
+
+@contextlib.contextmanager
+def with_upstream_crds(workdir: Path) -> Iterator[KubeTestbed]:
+    """A started testbed with the upstream Kubeflow/KubeRay CRDs of ../shared/k8s/crds installed.
+
+    Skips when ../shared is absent; under CI=true it must be there, so the test fails instead.
+    """
+    import pytest
+
+    crds = sorted((Path(__file__).resolve().parents[2] / "shared" / "k8s" / "crds").glob("*.yaml"))
+    if not crds:
+        if os.environ.get("CI") == "true":
+            pytest.fail("../shared/k8s/crds is missing under CI")
+        pytest.skip("../shared/k8s/crds not present")
+    testbed = start(workdir)
+    try:
+        install_crds(testbed, crds)
+        yield testbed
+    finally:
+        testbed.stop()

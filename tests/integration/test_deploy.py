@@ -248,19 +248,9 @@ def test_kustomize_matches_the_chart(tools, helm_env):
 @pytest.fixture(scope="module")
 def kube(tmp_path_factory):
     import kubetestbed
-    from conftest import SHARED
 
-    crds = sorted((SHARED / "k8s" / "crds").glob("*.yaml"))
-    if not crds:
-        if os.environ.get("CI") == "true":
-            pytest.fail("../shared/k8s/crds is missing under CI")
-        pytest.skip("../shared/k8s/crds not present")
-    testbed = kubetestbed.start(tmp_path_factory.mktemp("kube"))
-    try:
-        kubetestbed.install_crds(testbed, crds)
+    with kubetestbed.with_upstream_crds(tmp_path_factory.mktemp("kube")) as testbed:
         yield testbed
-    finally:
-        testbed.stop()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ import pytest
 
 from conftest import shared_path
 from sobert_api import build_spec, paths
-from sobert_operator.local_executor import LocalExecutor, record_spec
+from sobert_operator.local_executor import LocalExecutor, observe, record_spec
+from sobert_operator.pipeline import Stage
 from sobert_trainer.storage import Storage
 
 pytestmark = pytest.mark.integration
@@ -75,9 +76,7 @@ def test_quality_two_workers_checkpoints_to_s3(s3_server, s3_bucket, converted, 
 
     train = shared_path("question_quality", "processed_valid_sample.jsonl")
     task = {"train": str(train), "max_train_examples": 96, "max_eval_examples": 48, **RECIPE}
-    _, storage, spec_file = s3_run(
-        s3_bucket, s3_server.endpoint_url, converted, so_dump, tmp_path, {"quality": task}
-    )
+    _, storage, spec_file = s3_run(s3_bucket, s3_server.endpoint_url, converted, so_dump, tmp_path, {"quality": task})
     result = finetune(spec_file, "quality")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "finetune quality: macro_f1=" in result.stdout
@@ -134,3 +133,32 @@ def test_task_data_errors_exit_2_with_the_file(s3_server, s3_bucket, converted, 
     assert result.returncode == 2
     assert str(bad) in result.stderr and "MAYBE" in result.stderr
     assert not storage.exists(paths.finetune_metrics_key("ft", "quality"))
+
+
+def test_local_executor_finetunes_from_a_relative_prefix_and_skips_done_tasks(
+    converted, so_dump, tmp_path, monkeypatch
+):
+    """The embedded backend's finetune stage (as `make run` runs it), storage given as a relative path."""
+    monkeypatch.chdir(tmp_path)
+    labelled = Path(__file__).resolve().parents[1] / "fixtures" / "finetune" / "obsoletion-labelled.csv"
+    spec = build_spec(
+        {
+            "preset": "tiny",
+            "name": "rel",
+            "data": {"posts": so_dump["posts"], "comments": so_dump["comments"]},
+            "storage": {"uri": "store"},
+            "finetune": {"workers": 2, "tasks": {"obsoletion": {"train": str(labelled), **RECIPE}}},
+        }
+    )
+    storage = Storage.open("store")
+    storage.publish_tree(converted, paths.hf_prefix("rel"), extra={"step": 40})
+    record_spec(spec, storage)
+    executor = LocalExecutor(spec, tmp_path / "work", emit=lambda _line: None)
+    assert executor.observe().missing_tasks(spec) == ["obsoletion"]
+    executor.run_stage(Stage.finetune)
+    metrics = storage.read_json(paths.finetune_metrics_key("rel", "obsoletion"))
+    assert (
+        metrics["labels"] == ["current", "obsolete"]
+        and metrics["train_examples"] + metrics["validation_examples"] == 48
+    )
+    assert observe(spec, storage, executor.dataset_id).finetuned == frozenset({"obsoletion"})

@@ -12,7 +12,6 @@ import secrets
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -26,7 +25,6 @@ from sobert_operator.render.finetune import render_rayjob
 from sobert_operator.render.pretrain import render_pytorchjob, render_trainjob
 
 pytestmark = pytest.mark.integration
-SHARED_CRDS = Path(__file__).resolve().parents[3] / "shared" / "k8s" / "crds"
 
 CLUSTER = {
     "trainer_image": "ghcr.io/sobert/trainer:0.1.0",
@@ -64,23 +62,13 @@ def run_doc(name="large-1", **spec):
 @pytest.fixture(scope="module")
 def kube(tmp_path_factory):
     import kubetestbed
-    from conftest import SHARED
 
-    crds = sorted((SHARED / "k8s" / "crds").glob("*.yaml"))
-    if not crds:
-        if os.environ.get("CI") == "true":
-            pytest.fail("../shared/k8s/crds is missing under CI")
-        pytest.skip("../shared/k8s/crds not present")
-    testbed = kubetestbed.start(tmp_path_factory.mktemp("kube"))
-    try:
-        kubetestbed.install_crds(testbed, crds)
+    with kubetestbed.with_upstream_crds(tmp_path_factory.mktemp("kube")) as testbed:
         sobert_crd = testbed.workdir / "sobert-crd.yaml"
         sobert_crd.write_text(crd_yaml())
         testbed.kubectl("create", "-f", str(sobert_crd))
         testbed.kubectl("wait", "--for=condition=Established", "crd/sobertruns.sobert.dev", "--timeout=60s")
         yield testbed
-    finally:
-        testbed.stop()
 
 
 @pytest.fixture

@@ -72,7 +72,7 @@ def test_rayjob_state_from_kuberay_status():
 
 def test_rayjob_render():
     cluster = default_cluster_config()
-    job = render_rayjob(spec(), cluster, next(iter(spec().finetune.tasks)))
+    job = render_rayjob(spec(use_gpu=False), cluster, TaskName.quality)  # base finetunes on GPUs by default
     assert job["apiVersion"] == "ray.io/v1" and job["metadata"]["name"] == "r1-finetune-quality"
     assert job["metadata"]["labels"]["sobert.dev/task"] == "quality"
     body = job["spec"]

@@ -16,8 +16,8 @@ class SpecError(ValueError):
     """A spec that cannot be valid; the message names the source and every offending field."""
 
 
-def format_validation_error(source: str, error: ValidationError) -> str:
-    lines = [f"{source}: invalid run spec"]
+def format_validation_error(source: str, error: ValidationError, what: str = "run spec") -> str:
+    lines = [f"{source}: invalid {what}"]
     for item in error.errors():
         path = ".".join(str(part) for part in item["loc"]) or "(spec)"
         message = item["msg"].removeprefix("Value error, ")

@@ -45,6 +45,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "vocab_size": 50_000,
         },
         "train": {**_PAPER_TRAIN, "micro_batch_size": 8, "lr": 2e-4, "min_lr": 2e-5},
+        "finetune": {"use_gpu": True},
     },
     "large": {
         "model": {
@@ -57,6 +58,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "vocab_size": 50_000,
         },
         "train": {**_PAPER_TRAIN, "micro_batch_size": 4, "lr": 1e-4, "min_lr": 1e-5},
+        "finetune": {"use_gpu": True},
     },
 }
 
@@ -73,6 +75,7 @@ TASK_RECIPES: dict[str, dict[str, Any]] = {
         "max_length": 128,
         "max_train_examples": 96,
         "max_eval_examples": 48,
+        "validation_fraction": 0.25,  # small task files still get a validation set worth scoring
     },
     "base": {**_PAPER_FINETUNE, "max_length": 2048},
     "large": {**_PAPER_FINETUNE, "max_length": 2048, "learning_rate": 1e-5},

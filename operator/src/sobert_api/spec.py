@@ -258,6 +258,27 @@ class FinetuneSpec(_Spec):
     ] = {}
 
 
+class BudgetSpec(_Spec):
+    """The run's dollar budget and how it is enforced (see docs/cost.md)."""
+
+    usd: Annotated[float | None, Field(gt=0, description="Budget in US dollars; unset: no limit.")] = None
+    warn_fraction: Annotated[float, Field(gt=0, lt=1, description="Warn (event + condition) at this share.")] = 0.8
+    checkpoint_fraction: Annotated[float, Field(gt=0, lt=1, description="Ask the trainer to checkpoint here.")] = 0.95
+    allow_over_forecast: Annotated[
+        bool, Field(description="Submitted although the forecast exceeded the budget (recorded in the report).")
+    ] = False
+    spot: Annotated[bool, Field(description="Price GPUs at the catalog's spot rate.")] = False
+
+    @model_validator(mode="after")
+    def _check_order(self) -> BudgetSpec:
+        if self.checkpoint_fraction <= self.warn_fraction:
+            raise ValueError(
+                f"budget.checkpoint_fraction ({self.checkpoint_fraction}) must exceed "
+                f"budget.warn_fraction ({self.warn_fraction})"
+            )
+        return self
+
+
 class RunSpec(_Spec):
     """One sobert run: prepare -> pretrain -> convert (-> finetune -> report in later stages)."""
 
@@ -271,6 +292,7 @@ class RunSpec(_Spec):
     storage: StorageSpec
     placement: PlacementSpec = PlacementSpec()
     finetune: FinetuneSpec = FinetuneSpec()
+    budget: BudgetSpec = BudgetSpec()
 
     @field_validator("name")
     @classmethod

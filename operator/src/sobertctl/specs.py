@@ -38,6 +38,13 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         help="Finetune on a task after conversion (quality, closed, ner, obsoletion), with the preset's recipe; "
         "obsoletion with no file weak-labels the run's own posts and comments. Repeatable.",
     )
+    parser.add_argument("--budget", type=float, metavar="USD", help="Dollar budget: refuse if the forecast exceeds it.")
+    parser.add_argument(
+        "--over-budget",
+        action="store_true",
+        help="Submit even when the forecast exceeds --budget (recorded in the run and its report).",
+    )
+    parser.add_argument("--spot", action="store_true", help="Price GPUs at spot rates.")
     parser.add_argument(
         "--set",
         dest="sets",
@@ -73,6 +80,9 @@ def spec_from_args(args: argparse.Namespace, default_storage: str | None = None)
         "parallel.nodes": args.nodes,
         "parallel.procs_per_node": args.procs_per_node,
         "parallel.tensor_parallel": args.tensor_parallel,
+        "budget.usd": getattr(args, "budget", None),
+        "budget.allow_over_forecast": True if getattr(args, "over_budget", False) else None,
+        "budget.spot": True if getattr(args, "spot", False) else None,
     }
     for path, value in flag_values.items():
         if value is not None:

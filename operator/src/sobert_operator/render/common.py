@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from sobert_api.spec import RunSpec
-from sobert_operator.cluster import ClusterConfig
+from sobert_operator.cluster import ClusterConfig, NodePool, SchedulerKind
 
 SPEC_MOUNT = "/etc/sobert"
 SPEC_PATH = f"{SPEC_MOUNT}/spec.json"
@@ -70,3 +70,16 @@ def scratch_volume(size: str | None = None) -> tuple[dict[str, Any], dict[str, A
 
 def container_security() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def place_on_pool(pod_spec: dict[str, Any], pool: NodePool, cluster: ClusterConfig) -> dict[str, Any]:
+    """Node selector, tolerations and affinity of a GPU pool, and the gang scheduler's name."""
+    if pool.node_selector:
+        pod_spec["nodeSelector"] = dict(pool.node_selector)
+    if pool.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in pool.tolerations]
+    if pool.affinity:
+        pod_spec["affinity"] = pool.affinity
+    if cluster.scheduler is SchedulerKind.volcano:
+        pod_spec["schedulerName"] = "volcano"
+    return pod_spec

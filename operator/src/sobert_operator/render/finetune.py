@@ -21,6 +21,7 @@ from sobert_operator.render.common import (
     container_security,
     labels,
     object_name,
+    place_on_pool,
     scratch_volume,
     spec_volume,
     storage_env,
@@ -73,17 +74,12 @@ def _pod(
         "volumes": [spec_vol, scratch_vol, {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}],
     }
     if gpu:
-        _, pool = cluster.pool(spec.placement.node_pool)
-        if pool.node_selector:
-            pod_spec["nodeSelector"] = dict(pool.node_selector)
-        if pool.tolerations:
-            pod_spec["tolerations"] = [dict(t) for t in pool.tolerations]
-        if pool.affinity:
-            pod_spec["affinity"] = pool.affinity
-    elif cluster.cpu_node_selector:
-        pod_spec["nodeSelector"] = dict(cluster.cpu_node_selector)
-    if cluster.scheduler is SchedulerKind.volcano:
-        pod_spec["schedulerName"] = "volcano"
+        place_on_pool(pod_spec, cluster.pool(spec.placement.node_pool)[1], cluster)
+    else:
+        if cluster.cpu_node_selector:
+            pod_spec["nodeSelector"] = dict(cluster.cpu_node_selector)
+        if cluster.scheduler is SchedulerKind.volcano:
+            pod_spec["schedulerName"] = "volcano"
     return {
         "metadata": {
             "labels": {**_task_labels(spec, task), LABEL_RAY_NODE: node},

@@ -18,6 +18,7 @@ from sobert_operator.render.common import (
     container_security,
     labels,
     object_name,
+    place_on_pool,
     scratch_volume,
     spec_volume,
     storage_env,
@@ -83,14 +84,7 @@ def pod_template(spec: RunSpec, cluster: ClusterConfig, dataset_id: str, contain
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": pool.shm_size}},
         ],
     }
-    if pool.node_selector:
-        pod_spec["nodeSelector"] = dict(pool.node_selector)
-    if pool.tolerations:
-        pod_spec["tolerations"] = [dict(t) for t in pool.tolerations]
-    if pool.affinity:
-        pod_spec["affinity"] = pool.affinity
-    if cluster.scheduler is SchedulerKind.volcano:
-        pod_spec["schedulerName"] = "volcano"
+    place_on_pool(pod_spec, pool, cluster)
     return {"metadata": {"labels": labels(spec, STAGE), "annotations": annotations}, "spec": pod_spec}
 
 

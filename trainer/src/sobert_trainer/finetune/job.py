@@ -133,7 +133,8 @@ def run_task(spec: RunSpec, name: TaskName) -> dict[str, Any]:
             "primary_metric": info.primary_metric,
             "recipe": recipe(spec, task),
             "seed": spec.finetune.seed,
-            "storage_uri": spec.storage.uri,
+            # Ray workers run in their own working directory: a relative local prefix would not resolve.
+            "storage_uri": spec.storage.uri if is_s3(spec.storage.uri) else str(Path(spec.storage.uri).resolve()),
             "endpoint_url": spec.storage.endpoint_url,
             "hf_prefix": paths.hf_prefix(spec.name),
             "train": [dataclasses.asdict(e) for e in train],

@@ -1,0 +1,48 @@
+"""Which priced devices a run uses: its node pool's GPUs on a cluster, CPU cores on this machine."""
+
+from __future__ import annotations
+
+from sobert_api.spec import RunSpec
+from sobert_operator.cluster import ClusterConfig
+from sobert_operator.cost.catalog import PriceCatalog
+from sobert_operator.cost.forecast import PREPARE_CORES, Device, Forecast, cpu_device, forecast_run, gpu_device
+
+
+def run_devices(
+    spec: RunSpec,
+    catalog: PriceCatalog,
+    cluster: ClusterConfig | None = None,
+    gpu: str | None = None,
+    price: float | None = None,
+    mfu: float | None = None,
+) -> tuple[Device, Device]:
+    """(training device, CPU device). `gpu` overrides the pool; "cpu" (or the local backend) trains on cores."""
+    world = spec.parallel.world_size
+    if gpu is None and cluster is not None and spec.backend == "kubernetes":
+        pool = cluster.pool(spec.placement.node_pool)[1]
+        gpu = pool.gpu_type
+        spot = spec.budget.spot or pool.spot
+    else:
+        spot = spec.budget.spot
+    if gpu is None or gpu == "cpu":
+        cores = cpu_device(catalog, world, mfu)
+        if price is not None:
+            cores = Device(**{**cores.__dict__, "usd_per_hour": price, "price_source": "given (--price)"})
+        return cores, cpu_device(catalog, world if spec.backend == "local" else PREPARE_CORES)
+    return gpu_device(catalog, gpu, world, spot=spot, price=price, mfu=mfu), cpu_device(catalog, PREPARE_CORES)
+
+
+def forecast_for(spec: RunSpec, catalog: PriceCatalog, cluster: ClusterConfig | None = None, **device) -> Forecast:
+    train, cpu = run_devices(spec, catalog, cluster, **device)
+    return forecast_run(spec, train, cpu)
+
+
+def budget_problem(spec: RunSpec, forecast: Forecast) -> str | None:
+    """Why a submit is refused (the forecast exceeds the budget), or None."""
+    budget = spec.budget.usd
+    if budget is None or forecast.usd <= budget or spec.budget.allow_over_forecast:
+        return None
+    return (
+        f"forecast ${forecast.usd:,.2f} (band ${forecast.usd_low:,.2f}-${forecast.usd_high:,.2f}) exceeds the budget "
+        f"${budget:,.2f}; raise --budget, shrink the run, or pass --over-budget to submit anyway"
+    )

@@ -1,0 +1,193 @@
+"""Forecast a run's cost before launch, per phase, with a low/high band and its assumptions.
+
+Pretraining and finetuning: FLOPs (flops.py) / (devices x peak x MFU) = seconds; x devices x
+$/device-hour = dollars. The band spans MFU x 0.75 (high cost) to x 1.25 (low cost) before
+calibration, +-10% once a measured tokens/s replaces the MFU guess. Data preparation and
+conversion are CPU pods priced per core-hour from measured rates (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sobert_api.spec import RunSpec, TaskName
+from sobert_operator.cost.catalog import PriceCatalog
+from sobert_operator.cost.flops import flops_per_token, forward_flops_per_token
+
+PREPARE_TOKENS_PER_CORE_S = 200_000  # measured: BENCHMARKS.md, data preparation per core
+PREPARE_CORES = 4  # the prepare Job's CPU request (render/jobs.py)
+CONVERT_CORES = 2
+CONVERT_BYTES_PER_S = 200e6  # reading a checkpoint and writing safetensors
+MFU_BAND = (0.75, 1.25)
+CALIBRATED_BAND = (0.9, 1.1)
+# Training-set sizes of the tasks' public datasets, used when a spec does not cap them.
+TASK_EXAMPLES = {TaskName.quality: 45_000, TaskName.closed: 140_272, TaskName.ner: 9_263, TaskName.obsoletion: 10_000}
+MEAN_EXAMPLE_TOKENS = 400  # StackOverflow posts: the mean is far below a 2,048 cap (padded per batch)
+
+
+@dataclass(frozen=True)
+class Device:
+    """What a phase runs on: `count` GPUs of a type, or CPU cores."""
+
+    kind: str  # a GPU type, or "cpu"
+    count: int
+    usd_per_hour: float  # per device
+    flops_per_s: float  # peak per device
+    mfu: float
+    price_source: str
+    price_date: str
+    mfu_source: str
+
+
+@dataclass
+class PhaseForecast:
+    phase: str
+    device: str
+    devices: int
+    seconds: float
+    usd: float
+    usd_low: float
+    usd_high: float
+    tokens: int = 0
+    flops: float = 0.0
+    note: str = ""
+
+
+@dataclass
+class Forecast:
+    phases: list[PhaseForecast] = field(default_factory=list)
+    assumptions: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def usd(self) -> float:
+        return sum(p.usd for p in self.phases)
+
+    @property
+    def usd_low(self) -> float:
+        return sum(p.usd_low for p in self.phases)
+
+    @property
+    def usd_high(self) -> float:
+        return sum(p.usd_high for p in self.phases)
+
+    @property
+    def gpu_hours(self) -> float:
+        return sum(p.seconds * p.devices for p in self.phases if p.device != "cpu") / 3600
+
+    @property
+    def seconds(self) -> float:
+        return sum(p.seconds for p in self.phases)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "usd": round(self.usd, 4),
+            "usd_low": round(self.usd_low, 4),
+            "usd_high": round(self.usd_high, 4),
+            "gpu_hours": round(self.gpu_hours, 3),
+            "seconds": round(self.seconds, 1),
+            "phases": [asdict(p) for p in self.phases],
+            "assumptions": self.assumptions,
+        }
+
+
+def gpu_device(catalog: PriceCatalog, gpu: str, count: int, *, spot: bool = False, price: float | None = None,
+               mfu: float | None = None) -> Device:  # fmt: skip
+    model = catalog.gpu(gpu)
+    if price is None:
+        listed = catalog.price(gpu, "spot" if spot else "on_demand")
+        price, source, date = listed.usd_per_gpu_hour, f"{listed.provider}: {listed.source}", listed.date
+    else:
+        source, date = "given on the command line (--price)", "-"
+    return Device(
+        kind=gpu.lower(),
+        count=count,
+        usd_per_hour=price,
+        flops_per_s=model.peak_tflops * 1e12,
+        mfu=mfu if mfu is not None else model.expected_mfu,
+        price_source=source,
+        price_date=date,
+        mfu_source="given (--mfu)" if mfu is not None else f"catalog default for {gpu} ({model.source})",
+    )
+
+
+def cpu_device(catalog: PriceCatalog, cores: int, mfu: float | None = None) -> Device:
+    cpu = catalog.cpu
+    return Device(
+        kind="cpu",
+        count=cores,
+        usd_per_hour=cpu.usd_per_core_hour,
+        flops_per_s=cpu.peak_gflops_per_core * 1e9,
+        mfu=mfu if mfu is not None else cpu.expected_mfu,
+        price_source=cpu.source,
+        price_date=cpu.date,
+        mfu_source="given (--mfu)" if mfu is not None else "catalog default for CPU cores",
+    )
+
+
+def _priced(phase: str, device: Device, seconds: float, band: tuple[float, float], **extra) -> PhaseForecast:
+    usd = seconds * device.count * device.usd_per_hour / 3600
+    return PhaseForecast(
+        phase=phase,
+        device=device.kind,
+        devices=device.count,
+        seconds=seconds,
+        usd=usd,
+        usd_low=usd / band[1],
+        usd_high=usd / band[0],
+        **extra,
+    )
+
+
+def pretrain_tokens(spec: RunSpec) -> int:
+    return spec.train_iters * spec.train.global_batch_size * spec.model.seq_length
+
+
+def forecast_run(
+    spec: RunSpec,
+    train_device: Device,
+    cpu: Device,
+    calibrated_tokens_per_s: float | None = None,
+) -> Forecast:
+    """Every phase of `spec` priced on `train_device` (pretraining, GPU finetunes) and `cpu`."""
+    result = Forecast()
+    tokens = pretrain_tokens(spec)
+    prepare_s = tokens / (PREPARE_TOKENS_PER_CORE_S * cpu.count)
+    result.phases.append(_priced("prepare", cpu, prepare_s, (1.0, 1.0), tokens=tokens,
+                                 note="corpus assumed the size of one pass of the token budget"))  # fmt: skip
+
+    flops = flops_per_token(spec.model) * tokens
+    if calibrated_tokens_per_s:
+        seconds, band, note = tokens / calibrated_tokens_per_s, CALIBRATED_BAND, "calibrated from progress.jsonl"
+    else:
+        rate = train_device.count * train_device.flops_per_s * train_device.mfu
+        seconds, band, note = flops / rate, MFU_BAND, f"MFU {train_device.mfu:.2f}"
+    result.phases.append(_priced("pretrain", train_device, seconds, band, tokens=tokens, flops=flops, note=note))
+
+    checkpoint_bytes = spec.model.parameter_count() * 18
+    convert_s = 60 + checkpoint_bytes / CONVERT_BYTES_PER_S
+    result.phases.append(_priced("convert", cpu, convert_s, (1.0, 1.0)))
+
+    for name, task in spec.finetune.tasks.items():
+        examples = task.max_train_examples or TASK_EXAMPLES[name]
+        length = min(task.max_length or spec.model.max_position_embeddings, MEAN_EXAMPLE_TOKENS)
+        train_tokens = examples * task.epochs * length
+        eval_tokens = round(examples * task.validation_fraction) * task.epochs * length
+        task_flops = flops_per_token(spec.model, length) * train_tokens
+        task_flops += forward_flops_per_token(spec.model, length) * eval_tokens
+        workers = task.workers or spec.finetune.workers
+        device = train_device if spec.finetune.use_gpu else cpu
+        device = Device(**{**asdict(device), "count": workers})
+        seconds = task_flops / (device.count * device.flops_per_s * device.mfu)
+        result.phases.append(_priced(f"finetune/{name.value}", device, seconds, MFU_BAND, tokens=train_tokens,
+                                     flops=task_flops, note=f"{examples} examples x {task.epochs} epochs"))  # fmt: skip
+
+    result.assumptions = {
+        "train_device": asdict(train_device),
+        "cpu": asdict(cpu),
+        "flops_per_token": flops_per_token(spec.model),
+        "prepare_tokens_per_core_s": PREPARE_TOKENS_PER_CORE_S,
+        "mfu_band": list(CALIBRATED_BAND if calibrated_tokens_per_s else MFU_BAND),
+        "mean_finetune_example_tokens": MEAN_EXAMPLE_TOKENS,
+    }
+    return result
