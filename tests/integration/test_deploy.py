@@ -349,6 +349,7 @@ def can_i(kube, *args: str) -> bool:
         ("get", "secrets", "-n", NAMESPACE),
         ("create", "events", "-n", NAMESPACE),
         ("create", "events.events.k8s.io", "-n", NAMESPACE),
+        ("list", "pods", "-n", NAMESPACE),
     ],
 )
 def test_controller_can(kube, install, args):
@@ -372,6 +373,8 @@ def test_controller_can(kube, install, args):
         ("*", "*"),
         ("*", "*", "-n", NAMESPACE),
         ("create", "pods", "-n", NAMESPACE),
+        ("delete", "pods", "-n", NAMESPACE),
+        ("list", "pods", "-n", "default"),
         ("create", "pods/exec", "-n", NAMESPACE),
         ("delete", "sobertruns.sobert.dev", "-n", NAMESPACE),
         ("create", "customresourcedefinitions.apiextensions.k8s.io"),

@@ -25,6 +25,7 @@ from sobert_operator.render.finetune import render_rayjob
 from sobert_operator.render.pretrain import render_pytorchjob, render_trainjob
 
 pytestmark = pytest.mark.integration
+METRICS_PORT = 19000 + os.getpid() % 1000  # one /metrics server per test process (kopf restarts share it)
 
 CLUSTER = {
     "trainer_image": "ghcr.io/sobert/trainer:0.1.0",
@@ -150,6 +151,7 @@ def controller(kube, namespace, tmp_path, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
     monkeypatch.setenv("SOBERT_CLUSTER_CONFIG", str(config_path))
     monkeypatch.setenv("SOBERT_RESYNC_SECONDS", "2")
+    monkeypatch.setenv("SOBERT_METRICS_PORT", str(METRICS_PORT))
     runners = []
 
     def start(config: dict | None = None):
@@ -541,3 +543,94 @@ def test_missing_prerequisite_crd_is_reported_not_a_crash(kube, api, namespace, 
     assert status["conditions"][0]["reason"] == "PrerequisitesMissing"
     assert "TrainJob (trainer.kubeflow.org/v1alpha1) is not served" in status["message"]
     assert count(api, namespace, "batch/v1", "Job") == 0
+
+
+def test_budget_warns_checkpoints_and_suspends_in_order_then_resumes_after_a_raise(
+    kube, api, namespace, controller, s3_server, s3_bucket
+):
+    """Spend simulated by a pod's start time: 85% warns, 96% asks for a checkpoint, 101% suspends."""
+    from sobert_operator.cost.catalog import load_catalog
+    from sobert_trainer.storage import Storage
+
+    start, _ = controller
+    kube.kubectl(
+        "create", "secret", "generic", "s3-creds", "-n", namespace,
+        f"--from-literal=AWS_ACCESS_KEY_ID={s3_server.access_key}",
+        f"--from-literal=AWS_SECRET_ACCESS_KEY={s3_server.secret_key}",
+    )  # fmt: skip
+    kube.kubectl("create", "serviceaccount", "default", "-n", namespace)  # no controller-manager makes it here
+    storage_uri = f"s3://{s3_bucket}/sobert"
+    start()
+    storage = {"uri": storage_uri, "endpoint_url": s3_server.endpoint_url, "credentials_secret": "s3-creds"}
+    api.create(run_doc(storage=storage, budget={"usd": 100}), namespace)
+    wait_for(lambda: api.get("batch/v1", "Job", "large-1-prepare", namespace))
+    set_job_condition(kube, namespace, "jobs.batch", "large-1-prepare", [("Complete", "")])
+    job = wait_for(lambda: api.get("kubeflow.org/v1", "PyTorchJob", "large-1-pretrain", namespace))
+    burn = 32 * load_catalog().price("h100").usd_per_gpu_hour  # 4 nodes x 8 GPUs of the h100 pool
+    # activeDeadlineSeconds: what $100 buys at the job's burn rate.
+    assert job["spec"]["runPolicy"]["activeDeadlineSeconds"] == pytest.approx(100 / burn * 3600, abs=2)
+    set_job_condition(kube, namespace, "pytorchjobs.kubeflow.org", "large-1-pretrain", [("Running", "")])
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "large-1-pretrain-master-0",
+                     "labels": {"sobert.dev/run": "large-1", "sobert.dev/stage": "pretrain"}},
+        # No token controller on the testbed: a pod that mounts no token needs none.
+        "spec": {"automountServiceAccountToken": False, "containers": [{"name": "pytorch", "image": "trainer:1",
+                 "resources": {"requests": {"nvidia.com/gpu": "32"}, "limits": {"nvidia.com/gpu": "32"}}}]},
+    }  # fmt: skip
+    assert api.create(pod, namespace)
+
+    def spend_to(share: float) -> None:
+        started = time.time() - share * 100 / burn * 3600
+        body = {"status": {"phase": "Running", "startTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}}
+        kube.kubectl("patch", "pod", pod["metadata"]["name"], "-n", namespace, "--subresource=status",
+                     "--type=merge", "-p", json.dumps(body))  # fmt: skip
+
+    def cost():
+        return run_status(api, namespace).get("cost") or {}
+
+    spend_to(0.85)
+    assert wait_for(lambda: cost().get("action") == "warn")
+    conditions = {c["type"]: c for c in run_status(api, namespace)["conditions"]}
+    assert conditions["BudgetWarning"]["status"] == "True" and "of $100.00" in conditions["BudgetWarning"]["message"]
+    request_key = "runs/large-1/control/checkpoint-request.json"
+    s3 = Storage.open(storage_uri, s3_server.endpoint_url, (s3_server.access_key, s3_server.secret_key))
+    assert not s3.exists(request_key)
+
+    spend_to(0.96)
+    assert wait_for(lambda: cost().get("action") == "checkpoint")
+    assert wait_for(lambda: s3.exists(request_key))
+    first_request = s3.read_json(request_key)["id"]
+    assert (
+        api.get("kubeflow.org/v1", "PyTorchJob", "large-1-pretrain", namespace)["spec"]["runPolicy"]["suspend"] is False
+    )
+
+    spend_to(1.01)
+    status = wait_for(lambda: (s := run_status(api, namespace)).get("phase") == "BudgetStopped" and s)
+    assert "budget spent" in status["message"] and status["cost"]["spentUsd"] >= 100
+    suspended = api.get("kubeflow.org/v1", "PyTorchJob", "large-1-pretrain", namespace)
+    assert suspended["spec"]["runPolicy"]["suspend"] is True
+    assert s3.read_json(request_key)["id"] == first_request  # asked once, not on every resync
+    events = kube.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    reasons = [
+        e["reason"] for e in sorted(json.loads(events)["items"], key=lambda e: e["metadata"]["creationTimestamp"])
+    ]
+    budget_reasons = [r for r in reasons if r.startswith("Budget")]
+    assert budget_reasons[:3] == ["BudgetWarning", "BudgetCheckpoint", "BudgetExceeded"]
+
+    # Raise the budget: the job resumes and the run is back to pretraining.
+    resource = api.dynamic.resources.get(api_version=API_VERSION, kind=KIND)
+    resource.patch(name="large-1", namespace=namespace, body={"spec": {"budget": {"usd": 1000}}},
+                   content_type="application/merge-patch+json")  # fmt: skip
+    assert wait_for(lambda: run_status(api, namespace).get("phase") == "Pretraining")
+    resumed = api.get("kubeflow.org/v1", "PyTorchJob", "large-1-pretrain", namespace)
+    assert resumed["spec"]["runPolicy"]["suspend"] is False
+    assert cost()["action"] == "ok" and cost()["budgetUsd"] == 1000
+    # Prometheus metrics carry the same figures.
+    import urllib.request
+
+    scraped = urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).read().decode()
+    assert 'sobert_run_budget_usd{run="large-1"} 1000.0' in scraped
+    assert 'sobert_run_phase{phase="Pretraining",run="large-1"} 1.0' in scraped
+    assert "sobert_run_spend_usd" in scraped and "sobert_run_forecast_usd" in scraped

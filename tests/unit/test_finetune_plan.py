@@ -130,3 +130,11 @@ def test_status_table_shows_finetune_progress_and_scores():
     status = {"stages": stages, "finetune": {"quality": {"score": 0.61234, "metric": "macro_f1"}}}
     assert finetune_cell(status) == "1/2 quality 0.612"
     assert finetune_cell({"stages": {"finetune": {"state": "succeeded"}}}) == "-"
+
+
+def test_status_table_shows_spend_against_budget():
+    from sobertctl.kube import spent_cell
+
+    assert spent_cell({"cost": {"spentUsd": 12.4, "budgetUsd": 800}}) == "$12.40/$800.00"
+    assert spent_cell({"cost": {"spentUsd": 0.5}}) == "$0.500000"
+    assert spent_cell({}) == "-"

@@ -56,3 +56,20 @@ def finetune_ray_prefix(run: str, task: str) -> str:
 
 def finetune_eval_key(run: str, task: str, split: str) -> str:
     return f"{finetune_prefix(run, task)}/eval-{split}.json"
+
+
+def checkpoint_request_key(run: str) -> str:
+    """Written (with a new id) to ask a running pretraining to checkpoint now; polled by rank 0."""
+    return f"runs/{run}/control/checkpoint-request.json"
+
+
+def cost_prefix(run: str) -> str:
+    return f"runs/{run}/cost"
+
+
+def ledger_key(run: str) -> str:
+    return f"{cost_prefix(run)}/ledger.jsonl"
+
+
+def forecast_key(run: str) -> str:
+    return f"{cost_prefix(run)}/forecast.json"

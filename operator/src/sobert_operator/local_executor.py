@@ -20,8 +20,13 @@ from pathlib import Path
 
 from sobert_api import paths
 from sobert_api.spec import RunSpec
+from sobert_operator.cost.catalog import load_catalog
+from sobert_operator.cost.devices import forecast_for
+from sobert_operator.cost.forecast import Forecast
 from sobert_operator.launch import convert_command, finetune_command, pretrain_command
+from sobert_operator.local_meter import BudgetStoppedError, LocalMeter
 from sobert_operator.pipeline import Observed, Stage, next_stage
+from sobert_operator.report import write_report
 from sobert_operator.results import finetune_results
 from sobert_trainer.data.prepare import PrepareConfig
 from sobert_trainer.storage import Storage
@@ -48,6 +53,7 @@ class RunSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     observed: Observed = field(default_factory=Observed)
     finetune: dict[str, dict] = field(default_factory=dict)  # task -> headline of its metrics.json
+    spent_usd: float = 0.0
 
     def as_dict(self) -> dict:
         return {
@@ -63,12 +69,14 @@ class RunSummary:
                 "checkpoints": f"{self.storage}/{paths.checkpoints_prefix(self.run)}",
                 "progress": f"{self.storage}/{paths.progress_key(self.run)}",
                 "hf_model": f"{self.storage}/{paths.hf_prefix(self.run)}",
+                "report": f"{self.storage}/{paths.cost_prefix(self.run)}/report.html",
                 **{
                     f"finetune_{task}": f"{self.storage}/{paths.finetune_prefix(self.run, task)}"
                     for task in sorted(self.finetune)
                 },
             },
             "finetune": self.finetune,
+            "spent_usd": round(self.spent_usd, 6),
         }
 
 
@@ -104,6 +112,9 @@ def record_spec(spec: RunSpec, storage: Storage) -> None:
         existing = storage.read_json(key)
         if existing != document:
             changed = sorted(k for k in set(existing) | set(document) if existing.get(k) != document.get(k))
+            if changed == ["budget"]:  # raising (or lowering) the budget is how a budget-stopped run resumes
+                storage.write_json(key, document)
+                return
             raise RunConflictError(
                 f"run {spec.name!r} already exists at {storage.uri(key)} with a different spec "
                 f"(differs in: {', '.join(changed)}); choose another --name or delete that run"
@@ -119,14 +130,21 @@ class LocalExecutor:
         self.workdir = workdir / spec.name
         self.emit = emit
         self.dataset_id = PrepareConfig.from_spec(spec).dataset_id()
+        self.meter = LocalMeter(spec, self.storage, load_catalog(), emit)
 
     def run(self) -> RunSummary:
         """Run every stage whose output is missing, in order."""
         record_spec(self.spec, self.storage)
+        self.storage.write_json(paths.forecast_key(self.spec.name), self.forecast().as_dict())
         summary = RunSummary(self.spec.name, self.storage.uri(), self.dataset_id)
         while (stage := next_stage(self.spec, observed := self.observe())) is not None:
             started = time.monotonic()
-            self.run_stage(stage)
+            try:
+                self.meter.check()
+                self.run_stage(stage)
+            except BudgetStoppedError:
+                write_report(self.spec, self.storage)
+                raise
             summary.stage_seconds[stage.value] = (
                 summary.stage_seconds.get(stage.value, 0.0) + time.monotonic() - started
             )
@@ -134,8 +152,14 @@ class LocalExecutor:
                 raise StageFailedError(stage, 1, ": it exited 0 but published nothing")
         summary.observed = observed
         summary.finetune = finetune_results(self.spec, self.storage)
+        summary.spent_usd = self.meter.spent()
         self.storage.write_json(paths.summary_key(self.spec.name), summary.as_dict())
+        write_report(self.spec, self.storage)
         return summary
+
+    def forecast(self) -> Forecast:
+        """This machine's forecast: every phase on CPU cores at the catalog's core-hour price."""
+        return forecast_for(self.spec, self.meter.catalog)
 
     def observe(self) -> Observed:
         return observe(self.spec, self.storage, self.dataset_id)
@@ -159,20 +183,25 @@ class LocalExecutor:
         else:
             for task in self.observe().missing_tasks(self.spec):
                 self.emit(f"    task {task}")
-                self._subprocess(stage, finetune_command(str(spec_file), task, python=sys.executable))
+                command = finetune_command(str(spec_file), task, python=sys.executable)
+                self._subprocess(stage, command, phase=f"finetune/{task}")
 
     def _prepare(self) -> None:
         from sobert_trainer.data.prepare import prepare_dataset
 
-        manifest = prepare_dataset(PrepareConfig.from_spec(self.spec), self.storage, self.dataset_id)
+        metered = self.meter.start("prepare")
+        try:
+            manifest = prepare_dataset(PrepareConfig.from_spec(self.spec), self.storage, self.dataset_id)
+        finally:
+            self.meter.finish(metered, "Completed")
         counts = manifest["counts"]
         self.emit(
             f"    {counts['documents']:,} documents, {counts['tokens']:,} tokens, "
             f"{counts['posts']['bad_total']} bad post rows, vocab {manifest['tokenizer']['vocab_size']:,}"
         )
 
-    def _subprocess(self, stage: Stage, command: list[str]) -> None:
-        """Run a stage as a child process group; forward SIGINT/SIGTERM so it can checkpoint."""
+    def _subprocess(self, stage: Stage, command: list[str], phase: str | None = None) -> None:
+        """Run a stage as a child process group, metered; forward SIGINT/SIGTERM so it can checkpoint."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         verbose = os.environ.get("SOBERT_VERBOSE") == "1"
         process = subprocess.Popen(
@@ -180,6 +209,7 @@ class LocalExecutor:
         )
         tail: list[str] = []
         preempted = False
+        metered = self.meter.start(phase or stage.value, process.pid)
 
         def forward(signum, _frame):
             self.emit(f"    {signal.Signals(signum).name}: asking {stage.value} to checkpoint and stop")
@@ -199,6 +229,13 @@ class LocalExecutor:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            code = process.wait()
+            self.meter.finish(metered, "Completed" if code == 0 else "Preempted" if preempted else "Failed")
+        if metered.stopped_by_budget:
+            raise BudgetStoppedError(
+                f"run {self.spec.name} stopped at its budget of ${self.spec.budget.usd} after checkpointing; "
+                "submit again with a higher --budget to resume"
+            )
         if code == 0:
             return
         if preempted or code == EXIT_PREEMPTED:

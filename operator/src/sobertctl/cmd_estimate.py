@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from sobert_api.spec import TaskName
+from sobert_operator.cost.money import usd
 from sobertctl.specs import add_spec_arguments, spec_from_args
 
 PLACEHOLDER = "<not read by estimate>"
@@ -50,11 +51,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def usd(value: float) -> str:
-    """Dollars with cents, or four decimals below a dollar (a CPU smoke run costs fractions of a cent)."""
-    return f"{value:,.2f}" if value >= 1 else f"{value:.4f}"
-
-
 def _hours(seconds: float) -> str:
     return f"{seconds / 3600:,.1f} h" if seconds >= 360 else f"{seconds:,.0f} s"
 
@@ -78,11 +74,11 @@ def render_forecast(spec, forecast) -> str:
         f"| {usd(forecast.usd_low)}-{usd(forecast.usd_high)} | {forecast.gpu_hours:,.1f} GPU-hours |",
         "",
         "assumed:",
-        f"  {train['kind']}: ${train['usd_per_hour']:.4f}/device-hour ({train['price_source']}, {train['price_date']})",
+        f"  {train['kind']}: {usd(train['usd_per_hour'])}/device-hour ({train['price_source']}, {train['price_date']})",
         f"  MFU {train['mfu']:.2f}: {train['mfu_source']}",
-        f"  CPU: ${cpu['usd_per_hour']:.4f}/core-hour ({cpu['price_source']}, {cpu['price_date']})",
+        f"  CPU: {usd(cpu['usd_per_hour'])}/core-hour ({cpu['price_source']}, {cpu['price_date']})",
         f"  training FLOPs/token: {forecast.assumptions['flops_per_token']:.3e} (6N + 12·L·h·s)",
     ]
     if spec.budget.usd is not None:
-        lines.append(f"  budget: ${spec.budget.usd:,.2f}")
+        lines.append(f"  budget: {usd(spec.budget.usd)}")
     return "\n".join(lines)

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from sobert_operator.local_executor import LocalExecutor
 
+    check_budget(spec)
     print(
         f"run {spec.name}: preset {spec.preset or '-'}, {spec.model.parameter_count():,} parameters, "
         f"{spec.train_iters:,} steps x {spec.train.global_batch_size} x {spec.model.seq_length} tokens, "
@@ -72,6 +73,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_budget(spec, cluster=None) -> None:
+    """Refuse a run whose forecast exceeds its budget (unless --over-budget); say what it will cost."""
+    from sobert_api.loading import SpecError
+    from sobert_operator.cost.catalog import load_catalog
+    from sobert_operator.cost.devices import budget_problem, forecast_for
+    from sobert_operator.cost.money import usd
+
+    forecast = forecast_for(spec, load_catalog(), cluster)
+    problem = budget_problem(spec, forecast)
+    if problem:
+        raise SpecError(f"budget: {problem}")
+    budget = f" of a {usd(spec.budget.usd)} budget" if spec.budget.usd is not None else ""
+    over = " (over budget: submitted with --over-budget)" if spec.budget.allow_over_forecast and budget else ""
+    print(f"forecast: {usd(forecast.usd)} ({usd(forecast.usd_low)}-{usd(forecast.usd_high)}){budget}{over}")
+
+
 def submit_kubernetes(args: argparse.Namespace, spec) -> int:
     """Create a SobertRun (or, with --dry-run, print every manifest the run will create)."""
     import yaml
@@ -86,6 +103,7 @@ def submit_kubernetes(args: argparse.Namespace, spec) -> int:
     problems = preflight(spec, cluster)
     if problems:
         raise ValueError("preflight: " + "; ".join(problems))
+    check_budget(spec, cluster)
     run = run_object(spec)
     if args.dry_run:
         documents = [run, *render_all(spec, cluster, PrepareConfig.from_spec(spec).dataset_id())]

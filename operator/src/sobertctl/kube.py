@@ -67,9 +67,21 @@ def run_row(run: dict[str, Any], now: dt.datetime | None = None) -> dict[str, st
         "LOSS": loss,
         "TOK/S": tps,
         "FINETUNE": finetune_cell(status),
+        "SPENT": spent_cell(status),
         "AGE": age(run["metadata"].get("creationTimestamp"), now),
         "MESSAGE": (status.get("message") or "-")[:80],
     }
+
+
+def spent_cell(status: dict[str, Any]) -> str:
+    """`$12.40/$800.00` (or just the spend without a budget)."""
+    from sobert_operator.cost.money import usd
+
+    cost = status.get("cost") or {}
+    if cost.get("spentUsd") is None:
+        return "-"
+    budget = cost.get("budgetUsd")
+    return usd(cost["spentUsd"]) + (f"/{usd(budget)}" if budget is not None else "")
 
 
 def finetune_cell(status: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ import sys
 import warnings
 
 from sobert_api.loading import SpecError
-from sobertctl import cmd_data, cmd_estimate, cmd_eval, cmd_runs, cmd_stages, cmd_submit
+from sobertctl import cmd_data, cmd_estimate, cmd_eval, cmd_report, cmd_runs, cmd_stages, cmd_submit
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sobertctl", description="Train StackOverflow BERT models within a budget.")
     parser.add_argument("-v", "--verbose", action="store_true", help="Show every log line of every stage.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (cmd_submit, cmd_estimate, cmd_runs, cmd_data, cmd_stages, cmd_eval):
+    for module in (cmd_submit, cmd_estimate, cmd_runs, cmd_data, cmd_stages, cmd_eval, cmd_report):
         module.register(sub)
     return parser
 

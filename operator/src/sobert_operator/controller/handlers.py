@@ -4,20 +4,32 @@ handlers in its thread pool, so the event loop never blocks)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import threading
+import time
 from typing import Any
 
 import kopf
 from kubernetes import config as k8s_config
 
+from sobert_api import paths
 from sobert_api.crd import API_VERSION, KIND
 from sobert_api.loading import SpecError, build_spec
 from sobert_operator.cluster import ClusterConfig, load_cluster_config
+from sobert_operator.controller import metrics
+from sobert_operator.cost.catalog import PriceCatalog, load_catalog
+from sobert_operator.cost.control import request_checkpoint
+from sobert_operator.cost.devices import forecast_for
+from sobert_operator.cost.ledger import summarize
+from sobert_operator.cost.policy import BudgetAction
+from sobert_operator.kube.budget import SUSPEND_PATCH, BudgetStep, budget_step, gpu_price, merge_ledger, pod_allocations
 from sobert_operator.kube.client import KubeClient, PrerequisiteMissingError
+from sobert_operator.kube.observe import job_state
 from sobert_operator.kube.plan import condition, is_terminal, plan, stage_kind, stage_objects
 from sobert_operator.kube.progress import last_progress, storage_credentials
-from sobert_operator.pipeline import STAGE_ORDER, Stage
+from sobert_operator.local_meter import read_ledger
+from sobert_operator.pipeline import STAGE_ORDER, Stage, StageState
 from sobert_operator.preflight import preflight
 from sobert_operator.render.common import LABEL_RUN, object_name
 from sobert_operator.results import finetune_results
@@ -39,6 +51,8 @@ def startup(settings: kopf.OperatorSettings, logger) -> None:
     settings.posting.level = 20  # INFO and above become Events
     path = os.environ.get("SOBERT_CLUSTER_CONFIG", "/etc/sobert/cluster.yaml")
     _state["cluster"] = load_cluster_config(path)
+    _state["catalog"] = load_catalog(os.environ.get("SOBERT_PRICE_CATALOG") or None)
+    metrics.serve(int(os.environ.get("SOBERT_METRICS_PORT", "9090")))
     try:
         k8s_config.load_incluster_config()
     except k8s_config.ConfigException:
@@ -134,7 +148,12 @@ def _reconcile(name: str, namespace: str, logger) -> None:
     dataset_id = PrepareConfig.from_spec(spec).dataset_id()
     jobs = {o.name: client.get(o.api_version, o.kind, o.name, namespace) for o in objects}
     configmap = client.get("v1", "ConfigMap", object_name(name, "spec"), namespace)
-    result = plan(spec, cluster, dataset_id, jobs, _now(), configmap_exists=configmap is not None)
+    secret_obj = client.get("v1", "Secret", secret, namespace)
+    metered = _meter(spec, cluster, client, namespace, secret_obj, status.get("cost") or {}, logger)
+    deadline = metered[0].cost_status["secondsLeft"] if metered else None
+    result = plan(spec, cluster, dataset_id, jobs, _now(), configmap is not None, deadline_seconds=deadline)
+    if metered is not None:
+        _apply_budget(run, spec, *metered, result, jobs, objects, client, namespace, logger)
     if result.status["stages"][Stage.pretrain.value]["state"] in ("running", "succeeded"):
         progress = _pretrain_progress(spec, client.get("v1", "Secret", secret, namespace), logger)
         if progress:
@@ -151,7 +170,57 @@ def _reconcile(name: str, namespace: str, logger) -> None:
     if result.event and result.status.get("phase") != status.get("phase"):
         reason, message = result.event
         (kopf.warn if reason == "StageFailed" else kopf.info)(run, reason=reason, message=message)
+    metrics.observe(spec.name, result.status)
     set_status(**{"message": None, **result.status})  # clear a stale message unless the plan sets one
+
+
+def _meter(spec, cluster, client, namespace, secret, previous, logger) -> tuple[BudgetStep, Storage] | None:
+    """The run's ledger (its pods, plus what storage already holds) and the policy's next step."""
+    catalog: PriceCatalog = _state["catalog"]
+    try:
+        storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url, storage_credentials(secret))
+        pods = client.list("v1", "Pod", namespace, f"{LABEL_RUN}={spec.name}")
+        ledger, ended = merge_ledger(read_ledger(storage, spec.name), pod_allocations(pods, spec, cluster, catalog))
+        for allocation in ended:
+            storage.append_line(paths.ledger_key(spec.name), json.dumps(allocation.as_dict()))
+    except Exception as exc:  # storage or pods unreachable: keep the state machine going
+        logger.warning("cost of %s unavailable: %s", spec.name, type(exc).__name__)
+        return None
+    now = time.time()
+    spent = summarize(ledger, now)["usd"]
+    burn = sum(a.devices * a.usd_per_hour for a in ledger if a.end is None)
+    if not burn:  # nothing running yet: what the pretraining job will burn
+        burn = spec.parallel.world_size * gpu_price(spec, cluster, catalog)[1]
+    forecast = previous.get("forecastUsd")
+    if forecast is None:
+        forecast = forecast_for(spec, catalog, cluster).usd
+    step = budget_step(spec, spent, forecast, burn, previous)
+    return step, storage
+
+
+def _apply_budget(run, spec, step: BudgetStep, storage, result, jobs, objects, client, namespace, logger) -> None:
+    """Record spend in status; warn, ask for a checkpoint, suspend or resume as the policy says."""
+    now = _now()
+    result.status["cost"] = step.cost_status
+    result.status.setdefault("conditions", [])
+    result.status["conditions"] += [
+        condition(t, ok, reason, message, now) for t, ok, reason, message in step.conditions
+    ]
+    if step.request_checkpoint:
+        request_checkpoint(storage, spec.name, f"budget: {step.cost_status['action']}")
+    if step.event:
+        reason, message = step.event
+        (kopf.warn if reason in ("BudgetExceeded", "BudgetWarning") else kopf.info)(run, reason=reason, message=message)
+    if step.suspend is not None:
+        for obj in objects:
+            job = jobs.get(obj.name)
+            if job is not None and obj.kind in SUSPEND_PATCH and job_state(job) is StageState.running:
+                client.patch(obj.api_version, obj.kind, obj.name, namespace, SUSPEND_PATCH[obj.kind](step.suspend))
+                logger.info("%s %s %s", "suspended" if step.suspend else "resumed", obj.kind, obj.name)
+    if step.action is BudgetAction.stop:
+        result.create = [o for o in result.create if o["kind"] == "ConfigMap"]  # start nothing new
+        result.status.update(phase="BudgetStopped", message=f"budget spent: {step.conditions[-1][3]}")
+        result.event = None
 
 
 def _pretrain_progress(spec, secret: dict[str, Any] | None, logger) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ from sobert_api.spec import RunSpec
 from sobert_operator.cluster import ClusterConfig
 from sobert_operator.cost.catalog import PriceCatalog
 from sobert_operator.cost.forecast import PREPARE_CORES, Device, Forecast, cpu_device, forecast_run, gpu_device
+from sobert_operator.cost.money import usd
 
 
 def run_devices(
@@ -43,6 +44,6 @@ def budget_problem(spec: RunSpec, forecast: Forecast) -> str | None:
     if budget is None or forecast.usd <= budget or spec.budget.allow_over_forecast:
         return None
     return (
-        f"forecast ${forecast.usd:,.2f} (band ${forecast.usd_low:,.2f}-${forecast.usd_high:,.2f}) exceeds the budget "
-        f"${budget:,.2f}; raise --budget, shrink the run, or pass --over-budget to submit anyway"
+        f"forecast {usd(forecast.usd)} (band {usd(forecast.usd_low)}-{usd(forecast.usd_high)}) exceeds the budget "
+        f"{usd(budget)}; raise --budget, shrink the run, or pass --over-budget to submit anyway"
     )

@@ -191,3 +191,14 @@ def forecast_run(
         "mean_finetune_example_tokens": MEAN_EXAMPLE_TOKENS,
     }
     return result
+
+
+def calibrated_tokens_per_s(records: list[dict[str, Any]], window_steps: int = 10) -> float | None:
+    """Measured pretraining throughput after a calibration window: tokens/s over the steps after the
+    first `window_steps` (which include compilation, allocator and data-loader warm-up), or None
+    while fewer than `window_steps` + 2 records exist."""
+    steady = [r for r in records if r.get("step", 0) > window_steps and r.get("tokens_per_s")]
+    if len(steady) < 2:
+        return None
+    ordered = sorted(r["tokens_per_s"] for r in steady)
+    return float(ordered[len(ordered) // 2])  # the median resists a stray slow step (a checkpoint save)

@@ -46,6 +46,17 @@ class KubeClient:
             name=name, namespace=namespace, body={"status": status}, content_type="application/merge-patch+json"
         )
 
+    def patch(self, api_version: str, kind: str, name: str, namespace: str, body: dict[str, Any]) -> None:
+        self._resource(api_version, kind).patch(
+            name=name, namespace=namespace, body=body, content_type="application/merge-patch+json"
+        )
+
+    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return [
+            item.to_dict()
+            for item in self._resource(api_version, kind).get(namespace=namespace, label_selector=selector).items
+        ]
+
     def delete_labeled(self, api_version: str, kind: str, namespace: str, selector: str) -> int:
         try:
             resource = self._resource(api_version, kind)

@@ -63,13 +63,15 @@ def stage_kind(stage: Stage, cluster: ClusterConfig) -> tuple[str, str]:
     return "batch/v1", "Job"
 
 
-def render_object(spec: RunSpec, cluster: ClusterConfig, obj: StageObject, dataset_id: str) -> dict[str, Any]:
+def render_object(
+    spec: RunSpec, cluster: ClusterConfig, obj: StageObject, dataset_id: str, deadline_seconds: int | None = None
+) -> dict[str, Any]:
     if obj.stage is Stage.pretrain:
         render = render_trainjob if cluster.pretrain_target is PretrainTarget.trainjob else render_pytorchjob
-        return render(spec, cluster, dataset_id)
+        return render(spec, cluster, dataset_id, active_deadline_seconds=deadline_seconds)
     if obj.stage is Stage.finetune:
         assert obj.task is not None
-        return render_rayjob(spec, cluster, obj.task)
+        return render_rayjob(spec, cluster, obj.task, active_deadline_seconds=deadline_seconds)
     return render_stage_job(spec, cluster, obj.stage.value, dataset_id)
 
 
@@ -104,8 +106,10 @@ def plan(
     jobs: dict[str, dict[str, Any] | None],
     now: str,
     configmap_exists: bool,
+    deadline_seconds: int | None = None,
 ) -> Plan:
-    """`jobs` maps each of `stage_objects(spec, cluster)`'s names to the object found (or None)."""
+    """`jobs` maps each of `stage_objects(spec, cluster)`'s names to the object found (or None).
+    `deadline_seconds` (what the budget leaves) becomes the new GPU jobs' activeDeadlineSeconds."""
     objects = stage_objects(spec, cluster)
     object_states = {obj.name: job_state(jobs.get(obj.name)) for obj in objects}
     states = {
@@ -140,7 +144,7 @@ def plan(
         assert decision.stage is not None
         # A stage's missing objects (several finetune RayJobs start together: each is its own cluster).
         starting = [o for o in objects if o.stage is decision.stage and jobs.get(o.name) is None]
-        result.create += [render_object(spec, cluster, o, dataset_id) for o in starting]
+        result.create += [render_object(spec, cluster, o, dataset_id, deadline_seconds) for o in starting]
         status.update(phase=PHASE_OF_STAGE[decision.stage], stage=decision.stage.value)
         kind = stage_kind(decision.stage, cluster)[1]
         result.event = ("StageStarted", f"creating {len(starting)} {kind}(s) for stage {decision.stage}")

@@ -49,19 +49,33 @@ class RankInfo:
 
 
 class _StopFlag:
-    """Set by SIGTERM; checked between steps so a step is never cut in half."""
+    """SIGTERM: checkpoint and exit. A new request object in storage (written by the budget policy of
+    either executor, polled every log interval by rank 0): checkpoint now and go on. Both are
+    checked between steps and agreed across ranks, so a step is never cut in half."""
 
-    def __init__(self) -> None:
+    def __init__(self, requests: Storage | None = None, request_key: str = "") -> None:
         self.requested = False
+        self.checkpoint = False
+        self.requests, self.request_key, self.handled = requests, request_key, None
         signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, _signum, _frame) -> None:
         self.requested = True
 
-    def agreed(self) -> bool:
-        flag = torch.tensor([1.0 if self.requested else 0.0], device=_device())
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+    def poll_storage(self) -> None:
+        """A new checkpoint request in storage (its id differs from the last one handled)."""
+        if self.requests is None or not self.requests.exists(self.request_key):
+            return
+        request = self.requests.read_json(self.request_key).get("id")
+        if request != self.handled:
+            self.handled, self.checkpoint = request, True
+
+    def agreed(self) -> tuple[bool, bool]:
+        """(stop, checkpoint now), the same on every rank."""
+        flags = torch.tensor([float(self.requested), float(self.checkpoint)], device=_device())
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        self.checkpoint = False
+        return bool(flags[0].item()), bool(flags[1].item())
 
 
 def _device() -> torch.device:
@@ -209,6 +223,10 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path) -> int:
         data_dir, data_manifest, seq, num_samples=iters * gbs, mask_prob=spec.train.mask_prob, seed=spec.train.seed
     )
     progress = ProgressLog(run_storage, "progress.jsonl", workdir / "progress.jsonl") if ranks.rank == 0 else None
+    if ranks.rank == 0:
+        stop.requests, stop.request_key = storage, paths.checkpoint_request_key(spec.name)
+        if storage.exists(stop.request_key):  # a request from before this (re)start is already satisfied
+            stop.handled = storage.read_json(stop.request_key).get("id")
     forward_backward = get_forward_backward_func()
     dp_rank = parallel_state.get_data_parallel_rank()
     accumulation = gbs // (mbs * dp)
@@ -264,14 +282,15 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path) -> int:
                 "world_size": dist.get_world_size(),
             }
             if progress:
+                stop.poll_storage()
                 progress.write(**record)
                 print(
                     f"pretrain step {step}/{iters} loss {record['loss']:.4f} "
                     f"{record['tokens_per_s']:,.0f} tok/s lr {record['lr']:.2e}",
                     flush=True,
                 )
-        preempted = stop.agreed()
-        if step % spec.train.checkpoint_interval == 0 or step == iters or preempted:
+        preempted, asked = stop.agreed()
+        if step % spec.train.checkpoint_interval == 0 or step == iters or preempted or asked:
             save(step)
             if ranks.rank == 0:
                 log.info("pretrain: checkpoint at step %d", step)

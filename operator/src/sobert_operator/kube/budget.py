@@ -1,0 +1,117 @@
+"""The controller's side of the budget: a ledger from the run's pods, and what the policy does.
+
+Pure functions; the handler fetches pods and storage, calls them, applies the result. Pods are
+priced as OpenCost does (requested GPUs, or CPU cores for CPU pods, x running time x the pool's
+price); ended pods are appended to the run's ledger in storage, because pods do not outlive their
+jobs' TTL but the money they cost does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sobert_api.spec import RunSpec
+from sobert_operator.cluster import ClusterConfig
+from sobert_operator.cost.catalog import PriceCatalog
+from sobert_operator.cost.ledger import Allocation, allocation_from_pod
+from sobert_operator.cost.policy import BudgetAction, budget_action, seconds_left
+from sobert_operator.render.common import LABEL_STAGE
+from sobert_operator.render.finetune import LABEL_TASK
+
+# Where each kind keeps its suspend switch (Kubeflow v1 runPolicy; Trainer v2 and KubeRay spec).
+SUSPEND_PATCH = {
+    "PyTorchJob": lambda on: {"spec": {"runPolicy": {"suspend": on}}},
+    "TrainJob": lambda on: {"spec": {"suspend": on}},
+    "RayJob": lambda on: {"spec": {"suspend": on}},
+}
+
+
+def pod_phase(pod: dict[str, Any]) -> str:
+    labels = pod["metadata"].get("labels") or {}
+    stage = labels.get(LABEL_STAGE, "unknown")
+    return f"{stage}/{labels[LABEL_TASK]}" if stage == "finetune" and LABEL_TASK in labels else stage
+
+
+def gpu_price(spec: RunSpec, cluster: ClusterConfig, catalog: PriceCatalog) -> tuple[str, float]:
+    pool = cluster.pool(spec.placement.node_pool)[1]
+    kind = "spot" if spec.budget.spot or pool.spot else "on_demand"
+    return pool.gpu_type.lower(), catalog.price(pool.gpu_type, kind).usd_per_gpu_hour
+
+
+def pod_allocations(
+    pods: list[dict[str, Any]], spec: RunSpec, cluster: ClusterConfig, catalog: PriceCatalog
+) -> list[Allocation]:
+    """Each started pod as an allocation: GPU pods at the pool's GPU price, others per core."""
+    gpu, price = gpu_price(spec, cluster, catalog)
+    out = []
+    for pod in pods:
+        requests = [
+            (c.get("resources") or {}).get("requests") or {} for c in (pod.get("spec") or {}).get("containers") or []
+        ]
+        uses_gpu = any(float(r.get("nvidia.com/gpu", 0)) > 0 for r in requests)
+        allocation = (
+            allocation_from_pod(pod, gpu, price, pod_phase(pod))
+            if uses_gpu
+            else allocation_from_pod(pod, "cpu", catalog.cpu.usd_per_core_hour, pod_phase(pod))
+        )
+        if allocation is not None:
+            out.append(allocation)
+    return out
+
+
+def merge_ledger(stored: list[Allocation], live: list[Allocation]) -> tuple[list[Allocation], list[Allocation]]:
+    """(every allocation, the ended ones not yet stored). Stored entries win: pods go away, money stays."""
+    known = {a.name for a in stored}
+    newly_ended = [a for a in live if a.end is not None and a.name not in known]
+    running = [a for a in live if a.end is None and a.name not in known]
+    return [*stored, *newly_ended, *running], newly_ended
+
+
+@dataclass
+class BudgetStep:
+    action: BudgetAction
+    cost_status: dict[str, Any]
+    conditions: list[tuple[str, bool, str, str]] = field(default_factory=list)  # type, status, reason, message
+    event: tuple[str, str] | None = None
+    request_checkpoint: bool = False
+    suspend: bool | None = None  # True: suspend the running jobs; False: resume them; None: leave
+
+
+def budget_step(
+    spec: RunSpec, spent: float, forecast_usd: float | None, burn_usd_per_hour: float, previous: dict[str, Any]
+) -> BudgetStep:
+    """What to do now, given the spend; `previous` is the run's last `status.cost`."""
+    action = budget_action(spent, spec.budget)
+    was = BudgetAction(previous.get("action", "ok"))
+    budget = spec.budget.usd
+    cost = {
+        "spentUsd": round(spent, 6),
+        "budgetUsd": budget,
+        "forecastUsd": None if forecast_usd is None else round(forecast_usd, 4),
+        "burnUsdPerHour": round(burn_usd_per_hour, 4),
+        "secondsLeft": seconds_left(spent, spec.budget, burn_usd_per_hour),
+        "action": action.value,
+        "checkpointRequested": previous.get("checkpointRequested", False) and action is not BudgetAction.ok,
+    }
+    step = BudgetStep(action, cost)
+    if budget is None:
+        return step
+    share = f"${spent:,.2f} of ${budget:,.2f} ({spent / budget:.0%})"
+    if action is BudgetAction.ok:
+        if was is BudgetAction.stop:
+            step.suspend = False
+            step.event = ("BudgetRaised", f"budget raised: {share}; resuming")
+        return step
+    step.conditions.append(("BudgetWarning", True, "BudgetThreshold", f"spent {share}"))
+    if action is BudgetAction.warn and was is BudgetAction.ok:
+        step.event = ("BudgetWarning", f"spent {share}")
+    if action in (BudgetAction.checkpoint, BudgetAction.stop) and not cost["checkpointRequested"]:
+        step.request_checkpoint, cost["checkpointRequested"] = True, True
+        step.event = ("BudgetCheckpoint", f"spent {share}; asked pretraining to checkpoint")
+    if action is BudgetAction.stop:
+        step.suspend = True
+        step.conditions.append(("BudgetExceeded", True, "BudgetExceeded", f"spent {share}; jobs suspended"))
+        if was is not BudgetAction.stop:
+            step.event = ("BudgetExceeded", f"spent {share}; suspending the run's jobs")
+    return step

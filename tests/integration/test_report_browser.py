@@ -1,0 +1,71 @@
+"""The budget report's HTML in a real headless Chromium: it renders its plots offline, with no
+console errors (Chromium is Debian's, installed by scripts/testbed/install-chromium.sh)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sobert_api import build_spec, paths
+from sobert_operator.cost.catalog import load_catalog
+from sobert_operator.cost.devices import forecast_for
+from sobert_operator.cost.ledger import Allocation
+from sobert_operator.report import write_report
+from sobert_trainer.storage import Storage
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "testbed" / "install-chromium.sh")], capture_output=True, text=True, timeout=900
+    )
+    if result.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot install chromium: {result.stderr[-2000:]}")
+        pytest.skip("chromium not installable here (needs root or sudo for apt-get)")
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_report_html_renders_offline_without_console_errors(chromium, tmp_path):
+    document = {"preset": "tiny", "name": "rep", "data": {"posts": ["p"]}, "budget": {"usd": 0.01}}
+    spec = build_spec({**document, "storage": {"uri": str(tmp_path / "s")}})
+    storage = Storage.open(spec.storage.uri)
+    storage.write_json(paths.forecast_key("rep"), forecast_for(spec, load_catalog()).as_dict())
+    t0 = 1_795_000_000.0
+    for a in (
+        Allocation("rep-prepare", "prepare", "cpu", 2, 0.0446, t0, t0 + 30, "Completed"),
+        Allocation("rep-pretrain", "pretrain", "cpu", 2, 0.0446, t0 + 31, t0 + 90, "BudgetStopped"),
+    ):
+        storage.append_line(paths.ledger_key("rep"), json.dumps(a.as_dict()))
+    record = {"step": 20, "train_iters": 40, "consumed_tokens": 40960, "loss": 8.1, "tokens_per_s": 18000.0}
+    storage.write_bytes(paths.progress_key("rep"), (json.dumps(record) + "\n").encode())
+    report, markdown = write_report(spec, storage, now=t0 + 100)
+    assert report["state"] == "budget-stopped" and "| pretrain |" in markdown
+    page = tmp_path / "s" / "runs" / "rep" / "cost" / "report.html"
+    shot = tmp_path / "shot.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]  # fmt: skip
+    result = subprocess.run(
+        [chromium, *flags, "--window-size=1000,1600", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert shot.exists(), result.stderr[-3000:]
+    console = [line for line in result.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert console == []
+    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.stdout.count("<img") == 2 and "Budget report: rep" in dom.stdout
+    from PIL import Image
+
+    image = Image.open(shot).convert("L")
+    lo, hi = image.getextrema()
+    assert hi - lo > 100  # plots drawn: not a blank page
+    colors = len(set(image.resize((200, 320)).get_flattened_data()))
+    assert colors > 20

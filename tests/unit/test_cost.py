@@ -1,0 +1,156 @@
+"""The cost model: FLOPs against closed forms, forecasts, the ledger on recorded pod histories, the policy."""
+
+import itertools
+
+import pytest
+
+from sobert_api import build_spec
+from sobert_api.loading import SpecError
+from sobert_api.spec import BudgetSpec
+from sobert_operator.cost.catalog import load_catalog
+from sobert_operator.cost.devices import budget_problem, forecast_for
+from sobert_operator.cost.flops import flops_per_token
+from sobert_operator.cost.forecast import calibrated_tokens_per_s
+from sobert_operator.cost.ledger import Allocation, allocation_from_pod, lost_seconds, spend_series, summarize
+from sobert_operator.cost.policy import BudgetAction, budget_action, seconds_left, threshold_seconds
+
+
+def spec(preset="base", **extra):
+    doc = {"preset": preset, "name": "c", "data": {"posts": ["p"]}, "storage": {"uri": "/s"}}
+    return build_spec({**doc, "parallel": {"procs_per_node": 8 if preset != "tiny" else 2}, **extra})
+
+
+def test_flops_per_token_closed_form():
+    m = spec().model  # base: L=12, h=768, s=2048
+    n = m.parameter_count()
+    assert flops_per_token(m) == 6 * n + 12 * 12 * 768 * 2048
+    assert flops_per_token(m, seq_length=512) == 6 * n + 12 * 12 * 768 * 512
+
+
+def test_paper_budgets_are_reproduced_in_order_of_magnitude():
+    catalog = load_catalog()
+    base = forecast_for(spec("base"), catalog, gpu="a100-80gb")
+    large = forecast_for(spec("large"), catalog, gpu="a100-80gb")
+    # The SOBert paper: $187 (base) and $800 (large). Same order; large costs ~5-6x base.
+    assert 60 < base.usd < 300 and 300 < large.usd < 1300
+    assert 4 < large.usd / base.usd < 7
+    assert base.usd_low < base.usd < base.usd_high
+    pretrain = next(p for p in base.phases if p.phase == "pretrain")
+    assert pretrain.tokens == 27_000_307_712 and pretrain.devices == 8
+    assert [p.phase for p in base.phases] == ["prepare", "pretrain", "convert"]
+
+
+def test_price_and_mfu_overrides_scale_the_forecast():
+    catalog = load_catalog()
+    at = {mfu: forecast_for(spec(), catalog, gpu="h100", price=2.0, mfu=mfu) for mfu in (0.3, 0.6)}
+    pre = {k: next(p for p in f.phases if p.phase == "pretrain") for k, f in at.items()}
+    assert pre[0.3].usd == pytest.approx(2 * pre[0.6].usd)
+    assert at[0.3].assumptions["train_device"]["price_source"] == "given on the command line (--price)"
+    with pytest.raises(SpecError, match="unknown GPU 'tpu'"):
+        forecast_for(spec(), catalog, gpu="tpu")
+
+
+def test_budget_refusal_and_override():
+    catalog = load_catalog()
+    small = spec(budget={"usd": 10})
+    assert "exceeds the budget $10.00" in budget_problem(small, forecast_for(small, catalog, gpu="h100"))
+    forced = spec(budget={"usd": 10, "allow_over_forecast": True})
+    assert budget_problem(forced, forecast_for(forced, catalog, gpu="h100")) is None
+    with pytest.raises(SpecError, match="checkpoint_fraction"):
+        spec(budget={"usd": 10, "warn_fraction": 0.9, "checkpoint_fraction": 0.5})
+
+
+def test_calibration_uses_the_median_after_the_window():
+    records = [{"step": s, "tokens_per_s": 100.0 if s <= 10 else 1000.0 + s} for s in range(1, 16)]
+    records[12]["tokens_per_s"] = 5.0  # a checkpoint-save step
+    assert calibrated_tokens_per_s(records, window_steps=10) == 1012.0  # median of 5, 1011, 1012, 1014, 1015
+    assert calibrated_tokens_per_s(records[:11], window_steps=10) is None
+
+
+# Recorded pod histories (times in seconds): 8-GPU pods at $3/GPU-hour.
+def alloc(name, start, end, reason="Completed", phase="pretrain", devices=8):
+    return Allocation(name, phase, "h100", devices, 3.0, start, end, reason)
+
+
+def test_ledger_restart_after_preemption_counts_both_pods_and_the_lost_work():
+    first = alloc("master-0", 0, 3600, "Preempted")
+    second = alloc("master-0-retry", 3700, 7300)
+    checkpoints = [1800.0, 5400.0]
+    summary = summarize([first, second], now=8000, checkpoint_times=checkpoints)
+    assert summary["usd"] == pytest.approx(8 * 3.0 * 2)  # two pod-hours of 8 GPUs
+    assert lost_seconds(first, checkpoints) == 1800  # from the step-1800 checkpoint to the preemption
+    assert summary["lost_work_usd"] == pytest.approx(8 * 3.0 * 0.5)
+    assert summary["device_hours"] == pytest.approx(16)
+
+
+def test_ledger_overlapping_and_running_pods_by_phase():
+    pods = [alloc("m", 0, None), alloc("w", 600, None), alloc("prep", 0, 1800, phase="prepare", devices=4)]
+    summary = summarize(pods, now=3600)
+    assert summary["by_phase"]["pretrain"] == pytest.approx(8 * 3 * 1 + 8 * 3 * (3000 / 3600))
+    assert summary["by_phase"]["prepare"] == pytest.approx(4 * 3 * 0.5)
+    assert summary["lost_work_usd"] == 0
+    series = spend_series(pods, now=3600, points=5)
+    assert series[0] == (0, 0) and series[-1][1] == pytest.approx(summary["usd"])
+    assert all(a[1] <= b[1] for a, b in itertools.pairwise(series))
+
+
+def test_allocation_from_a_pod_object():
+    pod = {
+        "metadata": {"name": "r-pretrain-master-0"},
+        "spec": {"containers": [{"resources": {"requests": {"nvidia.com/gpu": "8", "cpu": "96"}}}]},
+        "status": {
+            "startTime": "2026-01-01T00:00:00Z",
+            "reason": "Evicted",
+            "containerStatuses": [{"state": {"terminated": {"finishedAt": "2026-01-01T00:30:00Z", "reason": "Error"}}}],
+        },
+    }
+    a = allocation_from_pod(pod, "h100", 3.0, "pretrain")
+    assert (a.devices, a.seconds(0), a.reason) == (8, 1800, "Evicted")
+    assert allocation_from_pod({"metadata": {"name": "p"}, "status": {}}, "h100", 3.0, "pretrain") is None
+    running = {**pod, "status": {"startTime": "2026-01-01T00:00:00Z"}}
+    assert allocation_from_pod(running, "h100", 3.0, "pretrain").end is None
+    cpu = {**pod, "spec": {"containers": [{"resources": {"requests": {"cpu": "500m"}}}]}}
+    assert allocation_from_pod(cpu, "cpu", 0.04, "prepare").devices == 0.5
+
+
+@pytest.mark.parametrize(
+    ("spend", "action"),
+    [(0, BudgetAction.ok), (79.9, BudgetAction.ok), (80, BudgetAction.warn), (95, BudgetAction.checkpoint),
+     (99.99, BudgetAction.checkpoint), (100, BudgetAction.stop), (150, BudgetAction.stop)],
+)  # fmt: skip
+def test_policy_transitions(spend, action):
+    assert budget_action(spend, BudgetSpec(usd=100)) is action
+
+
+def test_policy_without_budget_and_after_a_raise():
+    assert budget_action(10_000, BudgetSpec()) is BudgetAction.ok
+    assert budget_action(100, BudgetSpec(usd=200)) is BudgetAction.ok  # raised: the stop is lifted
+    assert seconds_left(50, BudgetSpec(usd=100), burn_usd_per_hour=25) == 7200
+    assert seconds_left(50, BudgetSpec(), burn_usd_per_hour=25) is None
+    times = threshold_seconds(0, BudgetSpec(usd=100), burn_usd_per_hour=100)
+    assert times == {BudgetAction.warn: 2880, BudgetAction.checkpoint: 3420, BudgetAction.stop: 3600}
+
+
+def test_the_builtin_catalog_and_the_chart_ci_catalog_validate():
+    from pathlib import Path
+
+    import yaml
+
+    from sobert_operator.cost.catalog import PriceCatalog
+
+    catalog = load_catalog()
+    assert all(p.source and p.date for p in catalog.prices)
+    assert {"on_demand", "spot"} <= {p.kind for p in catalog.prices}
+    assert catalog.price("h100").usd_per_gpu_hour == min(
+        p.usd_per_gpu_hour for p in catalog.prices if p.gpu == "h100" and p.kind == "on_demand"
+    )
+    ci = yaml.safe_load((Path(__file__).resolve().parents[2] / "charts/sobert/ci/ci-values.yaml").read_text())
+    assert PriceCatalog.model_validate(ci["priceCatalog"]).price("a100-80gb", "spot").usd_per_gpu_hour == 0.9
+
+
+def test_a_bad_catalog_names_the_file_and_field(tmp_path):
+    path = tmp_path / "prices.yaml"
+    path.write_text("gpus: {}\nprices: [{gpu: h100, usdPerGpuHour: -1, provider: x, source: y, date: z}]\ncpu: {}\n")
+    with pytest.raises(SpecError, match=r"prices\.yaml: invalid price catalog") as error:
+        load_catalog(path)
+    assert "prices.0.usdPerGpuHour" in str(error.value) and "cpu.usdPerCoreHour" in str(error.value)
