@@ -154,3 +154,15 @@ def test_a_bad_catalog_names_the_file_and_field(tmp_path):
     with pytest.raises(SpecError, match=r"prices\.yaml: invalid price catalog") as error:
         load_catalog(path)
     assert "prices.0.usdPerGpuHour" in str(error.value) and "cpu.usdPerCoreHour" in str(error.value)
+
+
+def test_forecast_refreshes_from_measured_throughput_after_the_window():
+    catalog = load_catalog()
+    records = [{"step": s, "tokens_per_s": 2_000_000.0} for s in range(1, 30)]
+    before = forecast_for(spec(), catalog, gpu="h100")
+    after = forecast_for(spec(), catalog, gpu="h100", progress=records)
+    pretrain = next(p for p in after.phases if p.phase == "pretrain")
+    assert pretrain.seconds == pytest.approx(27_000_307_712 / 2_000_000)
+    assert pretrain.note == "calibrated from progress.jsonl" and after.assumptions["calibrated_tokens_per_s"] == 2e6
+    assert pretrain.usd_high / pretrain.usd == pytest.approx(1 / 0.9)  # the band narrows to +-10%
+    assert forecast_for(spec(), catalog, gpu="h100", progress=records[:5]).usd == before.usd  # still warming up

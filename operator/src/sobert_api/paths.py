@@ -72,4 +72,10 @@ def ledger_key(run: str) -> str:
 
 
 def forecast_key(run: str) -> str:
+    """The latest forecast (calibrated from progress.jsonl once pretraining has run long enough)."""
     return f"{cost_prefix(run)}/forecast.json"
+
+
+def submit_forecast_key(run: str) -> str:
+    """The forecast the run was admitted on, kept as it was."""
+    return f"{cost_prefix(run)}/forecast-submit.json"

@@ -29,6 +29,7 @@ from sobert_operator.pipeline import Observed, Stage, next_stage
 from sobert_operator.report import write_report
 from sobert_operator.results import finetune_results
 from sobert_trainer.data.prepare import PrepareConfig
+from sobert_trainer.pretrain.progress import read_progress
 from sobert_trainer.storage import Storage
 
 EXIT_PREEMPTED = 143
@@ -135,7 +136,8 @@ class LocalExecutor:
     def run(self) -> RunSummary:
         """Run every stage whose output is missing, in order."""
         record_spec(self.spec, self.storage)
-        self.storage.write_json(paths.forecast_key(self.spec.name), self.forecast().as_dict())
+        if not self.storage.exists(paths.submit_forecast_key(self.spec.name)):
+            self.storage.write_json(paths.submit_forecast_key(self.spec.name), self.forecast().as_dict())
         summary = RunSummary(self.spec.name, self.storage.uri(), self.dataset_id)
         while (stage := next_stage(self.spec, observed := self.observe())) is not None:
             started = time.monotonic()
@@ -145,6 +147,8 @@ class LocalExecutor:
             except BudgetStoppedError:
                 write_report(self.spec, self.storage)
                 raise
+            finally:
+                self.storage.write_json(paths.forecast_key(self.spec.name), self.forecast().as_dict())
             summary.stage_seconds[stage.value] = (
                 summary.stage_seconds.get(stage.value, 0.0) + time.monotonic() - started
             )
@@ -158,8 +162,10 @@ class LocalExecutor:
         return summary
 
     def forecast(self) -> Forecast:
-        """This machine's forecast: every phase on CPU cores at the catalog's core-hour price."""
-        return forecast_for(self.spec, self.meter.catalog)
+        """This machine's forecast: every phase on CPU cores at the catalog's core-hour price,
+        pretraining from its measured throughput once progress.jsonl is past the calibration window."""
+        records = read_progress(self.storage, paths.progress_key(self.spec.name))
+        return forecast_for(self.spec, self.meter.catalog, progress=records)
 
     def observe(self) -> Observed:
         return observe(self.spec, self.storage, self.dataset_id)

@@ -27,9 +27,8 @@ from sobert_trainer.storage import Storage
 def build_report(spec: RunSpec, storage: Storage, now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     ledger = read_ledger(storage, spec.name)
-    forecast = (
-        storage.read_json(paths.forecast_key(spec.name)) if storage.exists(paths.forecast_key(spec.name)) else None
-    )
+    forecast = _read(storage, paths.forecast_key(spec.name))
+    submitted = _read(storage, paths.submit_forecast_key(spec.name))
     progress = _progress(storage, spec.name)
     totals = summarize(ledger, now)
     stopped = any(a.reason == "BudgetStopped" for a in ledger)
@@ -51,12 +50,17 @@ def build_report(spec: RunSpec, storage: Storage, now: float | None = None) -> d
             "lost_work_usd": totals["lost_work_usd"],
         },
         "forecast": forecast,
+        "forecast_at_submit": submitted,
         "ledger": [a.as_dict() for a in ledger],
         "spend_series": spend_series(ledger, now, points=100),
         "pretrain": progress,
         "finetune": finetune_results(spec, storage),
         "prices": _prices(ledger, forecast),
     }
+
+
+def _read(storage: Storage, key: str) -> dict[str, Any] | None:
+    return storage.read_json(key) if storage.exists(key) else None
 
 
 def _progress(storage: Storage, run: str) -> dict[str, Any] | None:
@@ -156,7 +160,9 @@ def render_plots(report: dict[str, Any]) -> dict[str, str]:
     if report["budget"]["usd"] is not None:
         ax.axhline(report["budget"]["usd"], color="red", linestyle="--", label="budget")
     if report["forecast"]:
-        ax.axhline(report["forecast"]["usd"], color="gray", linestyle=":", label="forecast")
+        ax.axhline(report["forecast"]["usd"], color="gray", linestyle=":", label="forecast (latest)")
+    if report.get("forecast_at_submit"):
+        ax.axhline(report["forecast_at_submit"]["usd"], color="silver", linestyle="-.", label="forecast at submit")
     ax.set_xlabel("minutes since the run started")
     ax.set_ylabel("US dollars")
     ax.set_title("Spend over time")

@@ -34,6 +34,7 @@ from sobert_operator.preflight import preflight
 from sobert_operator.render.common import LABEL_RUN, object_name
 from sobert_operator.results import finetune_results
 from sobert_trainer.data.prepare import PrepareConfig
+from sobert_trainer.pretrain.progress import read_progress
 from sobert_trainer.storage import Storage
 
 RESYNC_SECONDS = float(os.environ.get("SOBERT_RESYNC_SECONDS", "60"))
@@ -191,10 +192,16 @@ def _meter(spec, cluster, client, namespace, secret, previous, logger) -> tuple[
     burn = sum(a.devices * a.usd_per_hour for a in ledger if a.end is None)
     if not burn:  # nothing running yet: what the pretraining job will burn
         burn = spec.parallel.world_size * gpu_price(spec, cluster, catalog)[1]
-    forecast = previous.get("forecastUsd")
-    if forecast is None:
-        forecast = forecast_for(spec, catalog, cluster).usd
+    forecast, calibrated = previous.get("forecastUsd"), previous.get("forecastCalibrated", False)
+    if forecast is None or not calibrated:
+        records = read_progress(storage, paths.progress_key(spec.name)) if not calibrated else []
+        refreshed = forecast_for(spec, catalog, cluster, progress=records)
+        forecast, calibrated = refreshed.usd, refreshed.assumptions["calibrated_tokens_per_s"] is not None
+        if not storage.exists(paths.submit_forecast_key(spec.name)):
+            storage.write_json(paths.submit_forecast_key(spec.name), refreshed.as_dict())
+        storage.write_json(paths.forecast_key(spec.name), refreshed.as_dict())
     step = budget_step(spec, spent, forecast, burn, previous)
+    step.cost_status["forecastCalibrated"] = calibrated
     return step, storage
 
 

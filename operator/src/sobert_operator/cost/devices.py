@@ -5,7 +5,15 @@ from __future__ import annotations
 from sobert_api.spec import RunSpec
 from sobert_operator.cluster import ClusterConfig
 from sobert_operator.cost.catalog import PriceCatalog
-from sobert_operator.cost.forecast import PREPARE_CORES, Device, Forecast, cpu_device, forecast_run, gpu_device
+from sobert_operator.cost.forecast import (
+    PREPARE_CORES,
+    Device,
+    Forecast,
+    calibrated_tokens_per_s,
+    cpu_device,
+    forecast_run,
+    gpu_device,
+)
 from sobert_operator.cost.money import usd
 
 
@@ -33,9 +41,16 @@ def run_devices(
     return gpu_device(catalog, gpu, world, spot=spot, price=price, mfu=mfu), cpu_device(catalog, PREPARE_CORES)
 
 
-def forecast_for(spec: RunSpec, catalog: PriceCatalog, cluster: ClusterConfig | None = None, **device) -> Forecast:
+def forecast_for(
+    spec: RunSpec,
+    catalog: PriceCatalog,
+    cluster: ClusterConfig | None = None,
+    progress: list[dict] | None = None,
+    **device,
+) -> Forecast:
+    """The run's forecast; with progress records past the calibration window, from measured tokens/s."""
     train, cpu = run_devices(spec, catalog, cluster, **device)
-    return forecast_run(spec, train, cpu)
+    return forecast_run(spec, train, cpu, calibrated_tokens_per_s(progress or []))
 
 
 def budget_problem(spec: RunSpec, forecast: Forecast) -> str | None:

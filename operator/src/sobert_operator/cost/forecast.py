@@ -188,6 +188,7 @@ def forecast_run(
         "flops_per_token": flops_per_token(spec.model),
         "prepare_tokens_per_core_s": PREPARE_TOKENS_PER_CORE_S,
         "mfu_band": list(CALIBRATED_BAND if calibrated_tokens_per_s else MFU_BAND),
+        "calibrated_tokens_per_s": calibrated_tokens_per_s,
         "mean_finetune_example_tokens": MEAN_EXAMPLE_TOKENS,
     }
     return result
