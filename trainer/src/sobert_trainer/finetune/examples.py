@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 
 @dataclass(frozen=True)
@@ -22,13 +23,27 @@ class TokenExample:
     tokens: tuple[str, ...]
     tags: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        if len(self.tokens) != len(self.tags):
+            raise ValueError(f"example {self.id}: {len(self.tokens)} tokens but {len(self.tags)} tags")
+
+
+E = TypeVar("E", TextExample, TokenExample)
+
 
 @dataclass
-class LoadResult:
-    """What a loader read: the examples, and rows it skipped by reason (e.g. empty text)."""
+class LoadResult(Generic[E]):
+    """What a loader read: the examples in file order, and what it left out by reason.
 
-    examples: list = field(default_factory=list)
+    Skipped rows are counted rather than silently dropped so a run can report them (an empty
+    text is not an error in a 60k-row export, but a thousand of them would be worth knowing).
+    """
+
+    examples: list[E] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
 
 class TaskDataError(ValueError):

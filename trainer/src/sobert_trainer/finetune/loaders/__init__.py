@@ -8,6 +8,7 @@ from sobert_trainer.finetune.loaders.obsoletion import (
     label_obsoletion,
     load_labelled_csv,
     matching_rules,
+    rule_hits,
 )
 from sobert_trainer.finetune.loaders.quality import QUALITY_LABELS, load_question_quality
 
@@ -25,4 +26,5 @@ __all__ = [
     "load_labelled_csv",
     "load_question_quality",
     "matching_rules",
+    "rule_hits",
 ]

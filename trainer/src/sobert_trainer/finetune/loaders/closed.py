@@ -1,38 +1,42 @@
 """Closed questions: the Kaggle 2012 "Predict Closed Questions on Stack Overflow" CSV.
 
-The input is the title, the Markdown body and the tags. `PostClosedDate` is set exactly for
-closed questions, so it (and the owner/date metadata, which the paper's text models do not use)
-is never read.
+The input is the title, the Markdown body (kept as written: 4-space-indented code stays code)
+and the tags Tag1..Tag5, one part per line. Nothing else is read into the text: `PostClosedDate`
+is set exactly for closed questions (the competition's test files dropped it), and the owner
+and date columns describe the asker, not the question, which a text model is meant to judge.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from sobert_trainer.finetune.examples import LoadResult, TextExample
 from sobert_trainer.finetune.loaders.common import check_label, csv_records
 
 CLOSED_LABELS = ("open", "not a real question", "not constructive", "off topic", "too localized")
-TEXT_COLUMNS = ("Title", "BodyMarkdown")
 TAG_COLUMNS = ("Tag1", "Tag2", "Tag3", "Tag4", "Tag5")
+TEXT_COLUMNS = ("Title", "BodyMarkdown", *TAG_COLUMNS)
+"""The only columns `example_text` reads."""
 
 
-def example_text(row: dict[str, str]) -> str:
-    """What the model sees of a row: title, body, tags — nothing that leaks the label."""
-    tags = " ".join(row[c].strip() for c in TAG_COLUMNS if row.get(c, "").strip())
-    parts = (row["Title"].strip(), row["BodyMarkdown"].replace("\r\n", "\n").strip(), tags)
-    return "\n".join(part for part in parts if part)
+def example_text(row: Mapping[str, str]) -> str:
+    """What the model sees of a row: title, body, tags; empty when the row has none of them."""
+    tags = " ".join(tag for tag in (row[column].strip() for column in TAG_COLUMNS) if tag)
+    body = row["BodyMarkdown"].replace("\r\n", "\n").strip()
+    return "\n".join(part for part in (row["Title"].strip(), body, tags) if part)
 
 
 def load_closed_questions(
     path: str | Path, labels: tuple[str, ...] = CLOSED_LABELS, encoding: str = "utf-8"
-) -> LoadResult:
-    result = LoadResult()
+) -> LoadResult[TextExample]:
+    """Examples of a competition CSV (train or a sample of it) labelled by `OpenStatus`."""
+    result: LoadResult[TextExample] = LoadResult()
     for line, row in csv_records(path, encoding, ("PostId", *TEXT_COLUMNS, "OpenStatus")):
         label = check_label(path, line, "OpenStatus", row["OpenStatus"].strip(), labels)
-        text = example_text(row)
-        if not text:
-            result.skipped["empty text"] = result.skipped.get("empty text", 0) + 1
+        text = example_text({column: row[column] for column in TEXT_COLUMNS})
+        if not row["Title"].strip() and not row["BodyMarkdown"].strip():
+            result.skip("empty text")
             continue
         result.examples.append(TextExample(row["PostId"].strip() or f"line-{line}", text, label))
     return result

@@ -1,125 +1,160 @@
-"""Obsoletion: is an answer out of date? Weak labels from comments, or a labelled CSV.
+"""Obsoletion: is an answer out of date? Weak labels from its comments, or a labelled CSV.
 
-No labelled set is public (the SOBert paper's was not released). The weak labeller reads a Stack
-Exchange dump: an answer is `obsolete` when one of its comments matches a rule below (and no
-negation precedes the match in the same clause), `current` when it has comments and none
-matches. Answers without comments get no label: silence is not evidence. The rules, their hits
-and their precision on a hand-checked sample are in OBSOLETION.md beside this file.
+No labelled set is public (the SOBert paper's was not released). The weak labeller reads a
+Stack Exchange dump: an answer (PostTypeId 2) is `obsolete` when one of its comments fires a
+rule in `RULES`, `current` when it has comments and none fires. Answers without comments get no
+label: silence is not evidence, and most answers are never commented on. A rule marked
+`negatable` does not fire when a negation ("not", "isn't", "never", ...) stands within two words
+before the match in the same clause ("this is not deprecated"). The rules' hits and their
+precision on a hand-checked sample of real comments are in OBSOLETION.md beside this file.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from sobert_trainer.data.dump import RowStats, iter_comments, iter_posts
 from sobert_trainer.data.html_text import html_to_segments
-from sobert_trainer.finetune.examples import LoadResult, TextExample
+from sobert_trainer.finetune.examples import LoadResult, TaskDataError, TextExample
 from sobert_trainer.finetune.loaders.common import check_label, csv_records
 
 OBSOLETION_LABELS = ("current", "obsolete")
+LABEL_ALIASES = {"0": "current", "1": "obsolete"}
 
 
 @dataclass(frozen=True)
 class Rule:
+    """A named comment pattern that says the commented answer is out of date."""
+
     name: str
     pattern: re.Pattern[str]
     rationale: str
+    negatable: bool = False
 
 
-def _rule(name: str, pattern: str, rationale: str) -> Rule:
-    return Rule(name, re.compile(pattern, re.IGNORECASE), rationale)
+def _rule(name: str, pattern: str, rationale: str, negatable: bool = False) -> Rule:
+    return Rule(name, re.compile(pattern, re.IGNORECASE), rationale, negatable)
 
 
+_NOT = r"(?:\w+n['\u2019]t|not|cannot|doesnt|dont|isnt|wont|cant|arent)"  # apostrophe needed: "current" is no "n't"
+_NOT_YEAR = r"(?!(?:19|20)\d\d\b)"  # "since 2010" is a date, not a release
+_NOT_NAME = (
+    r"(?!(?:the|a|an|about|last|first|only|just|over|under|around|my|your|line|lines|step|row|page|"
+    r"option|answer|comment|post|edit|places?|days?|minutes?|seconds?)\s)"
+)  # "removed it from line 2" is no release
+_RELEASE = (  # "version 3", "v3", "3.0", or a name and a number ("Python 3", "jQuery 1.9")
+    rf"(?:version\s+{_NOT_YEAR}\d|v\.?\s*\d|\d+\.\d|{_NOT_NAME}[a-z][\w.+#-]*\s+{_NOT_YEAR}\d)"
+)
 RULES: tuple[Rule, ...] = (
-    _rule("deprecated", r"\bdeprecated\b", "an API or tool the answer relies on was deprecated"),
+    _rule("deprecated", r"\bdeprecated\b", "an API or tool the answer relies on was deprecated", negatable=True),
     _rule(
         "no-longer",
-        r"\bno longer\s+(works?|working|valid|available|supported|maintained|under development|exists?|possible)\b",
-        "the method, API or tool stopped working or being maintained",
+        r"\bno longer\s+(?:works?|working|valid|available|supported|maintained|under development|exists?|"
+        r"possible|needed|necessary|required|the case|true|correct|accurate|applies|relevant)\b",
+        "what the answer says stopped working, being maintained, or being true",
     ),
     _rule(
         "not-anymore",
-        r"\b(doesn'?t|does not|don'?t|do not|won'?t|isn'?t|is not|aren'?t|are not)\s+"
-        r"(work|working|exist|supported|available|valid)\b[^.;!?]{0,30}\bany ?more\b",
-        "explicit 'does not work anymore'",
+        rf"\b{_NOT}\s+(?:\w+\s+){{0,2}}?(?:work|working|exist|supported|available|valid|maintained|compile)\b"
+        r"[^.;!?]{0,30}?\bany ?more\b",
+        "explicit 'does not work / is not supported anymore'",
     ),
     _rule(
         "newer-versions",
-        r"\b(doesn'?t|does not|no longer|won'?t|not)\s+work\b[^.;!?]{0,20}\b(latest|newer|recent|current)\b"
-        r"[^.;!?]{0,15}\b(versions?|releases?)\b",
+        rf"\b(?:{_NOT}|no longer)\s+(?:\w+\s+){{0,2}}?work\w*\b[^.;!?]{{0,20}}?\b(?:latest|newer|recent|current|new)\b"
+        r"[^.;!?]{0,15}?\b(?:versions?|releases?)\b",
         "fails on newer releases of the platform",
     ),
     _rule(
         "outdated",
-        r"\b(this|that|it|answer|solution|method|approach|api|link|code)\s+(is|are|seems?|looks?|became|is now)\s+"
-        r"(now\s+)?(outdated|out of date|obsolete)\b",
-        "the commenter calls the answer (or its method) outdated",
+        r"(?:^\s*|\b(?:this|that|it|answer|solution|method|approach|api|link|code|info|information)"
+        r"(?:\s+(?:is|are|seems?|looks?|became|has become)|['\u2019]s)\s+)"
+        r"(?:now\s+|a bit\s+|quite\s+|very\s+|totally\s+|completely\s+)?(?:outdated|out of date|obsolete)\b",
+        "the commenter calls the answer (or what it uses) outdated; 'obsolete' about anything else does not count",
+        negatable=True,
     ),
     _rule(
         "removed-in-version",
-        r"\b(removed|dropped|gone)\b[^.;!?]{0,30}\b(in|since|as of|from)\s+([a-z][\w.]*\s+)?(version\s+|v)?\d",
+        rf"\b(?:removed|dropped|gone)\b[^.;!?]{{0,30}}?\b(?:in|since|as of|from|with)\s+{_RELEASE}",
         "the feature was removed in a named release",
+        negatable=True,
     ),
     _rule(
-        "as-of-version",
-        r"\bas of\s+(version\s+|v)?\d[\w.]*\b[^.;!?]{0,60}\b(use|instead|changed|replaced|no longer)\b",
-        "'as of version X' followed by what to use instead",
+        "since-version",
+        rf"\b(?:since|as of|starting with|starting from)\s+{_RELEASE}[\w.]*\b[^.;!?]{{0,60}}?"
+        r"\b(?:removed|deprecated|dropped|no longer|replaced|instead|changed)\b",
+        "'since / as of version X' followed by what changed or what to use instead",
     ),
 )
-_NEGATION = re.compile(r"\b(not|isn'?t|aren'?t|never|no)\s+(\w+\s+){0,2}$", re.IGNORECASE)
+_NEGATION = re.compile(
+    r"\b(?:not|never|no|\w+n['\u2019]t|isnt|arent|wasnt|werent|hasnt|havent)\s+(?:\w+\s+){0,2}$", re.I
+)
 
 
 def matching_rules(comment: str) -> list[str]:
-    """Names of the rules a comment fires (a negation just before the match cancels it)."""
+    """Names of the rules a comment fires, in `RULES` order."""
     fired = []
     for rule in RULES:
         for match in rule.pattern.finditer(comment):
             clause = re.split(r"[.;!?]", comment[: match.start()])[-1]
-            if rule.name == "deprecated" and _NEGATION.search(clause):
+            if rule.negatable and _NEGATION.search(clause):
                 continue
             fired.append(rule.name)
             break
     return fired
 
 
-def label_obsoletion(posts_uri: str, comments_uri: str, endpoint_url: str | None = None) -> LoadResult:
-    """Weak labels for the answers of a dump; `skipped` counts answers without comments and rule hits."""
-    comments: dict[str, list[str]] = {}
+def rule_hits(comments_uri: str, endpoint_url: str | None = None) -> dict[str, int]:
+    """For each rule (all listed, in `RULES` order): how many comments of a Comments.xml it fires on."""
+    hits = dict.fromkeys((rule.name for rule in RULES), 0)
     for row in iter_comments(comments_uri, RowStats(), endpoint_url):
-        if row.get("PostId") and row.get("Text"):
-            comments.setdefault(row["PostId"], []).append(row["Text"])
-    result = LoadResult()
-    hits: Counter[str] = Counter()
-    for post in iter_posts(posts_uri, RowStats(), endpoint_url):
+        for name in matching_rules(row.get("Text", "")):
+            hits[name] += 1
+    return hits
+
+
+def label_obsoletion(posts_uri: str, comments_uri: str, endpoint_url: str | None = None) -> LoadResult[TextExample]:
+    """Weak labels for the commented answers of a dump (text: the answer body as plain text; id: post Id).
+
+    Only the rule names per post are kept from the comments pass, not the comment texts.
+    """
+    comment_stats, post_stats = RowStats(), RowStats()
+    fired: dict[str, list[str]] = {}  # post id -> rule names fired by its comments ([] if none)
+    for row in iter_comments(comments_uri, comment_stats, endpoint_url):
+        if row.get("PostId"):
+            fired.setdefault(row["PostId"], []).extend(matching_rules(row.get("Text", "")))
+    result: LoadResult[TextExample] = LoadResult()
+    for post in iter_posts(posts_uri, post_stats, endpoint_url):
         if post.get("PostTypeId") != "2":
             continue
-        said = comments.get(post.get("Id", ""))
-        if not said:
-            hits["answers without comments"] += 1
+        if post.get("Id") not in fired:
+            result.skip("answers without comments")
             continue
         text = "\n".join(html_to_segments(post.get("Body", "")))
         if not text.strip():
-            hits["empty text"] += 1
+            result.skip("empty text")
             continue
-        fired = [name for comment in said for name in matching_rules(comment)]
-        hits.update(f"rule {name}" for name in fired)
-        result.examples.append(TextExample(post["Id"], text, "obsolete" if fired else "current"))
-    result.skipped = dict(hits)
+        result.examples.append(TextExample(post["Id"], text, "obsolete" if fired[post["Id"]] else "current"))
+    for what, stats in (("post", post_stats), ("comment", comment_stats)):
+        if stats.bad_total:
+            result.skipped[f"bad {what} rows"] = stats.bad_total
     return result
 
 
-def load_labelled_csv(path: str | Path, encoding: str = "utf-8") -> LoadResult:
-    """User labels: `post_id,text,label`, label current|obsolete (or 0|1)."""
-    result = LoadResult()
-    aliases = {"0": "current", "1": "obsolete"}
-    allowed = (*OBSOLETION_LABELS, *aliases)
+def load_labelled_csv(path: str | Path, encoding: str = "utf-8") -> LoadResult[TextExample]:
+    """User labels: CSV `post_id,text,label`; label `current` / `obsolete` (any case) or `0` / `1`."""
+    result: LoadResult[TextExample] = LoadResult()
+    allowed = (*OBSOLETION_LABELS, *LABEL_ALIASES)
     for line, row in csv_records(path, encoding, ("post_id", "text", "label")):
         label = check_label(path, line, "label", row["label"].strip().lower(), allowed)
+        if not row["post_id"].strip():
+            raise TaskDataError(f"{path}:{line}: post_id is empty; expected the answer's post id")
         if not row["text"].strip():
-            result.skipped["empty text"] = result.skipped.get("empty text", 0) + 1
+            result.skip("empty text")
             continue
-        result.examples.append(TextExample(row["post_id"].strip(), row["text"].strip(), aliases.get(label, label)))
+        result.examples.append(
+            TextExample(row["post_id"].strip(), row["text"].strip(), LABEL_ALIASES.get(label, label))
+        )
     return result
