@@ -246,11 +246,15 @@ class S3Storage(Storage):
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
         import boto3
         from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
 
         # A session of its own: boto3's default session caches credentials process-wide, so a
         # rotated secret (or another run's) would silently keep using the first one it saw.
         keys = {"aws_access_key_id": credentials[0], "aws_secret_access_key": credentials[1]} if credentials else {}
-        self._client = boto3.session.Session(**keys).client("s3", endpoint_url=self.endpoint_url)
+        # Fail fast on a wrong or unreachable endpoint (botocore's default connect timeout is 60 s,
+        # retried): a controller metering hundreds of runs must not hang on one bad bucket.
+        config = Config(connect_timeout=10, retries={"mode": "standard", "max_attempts": 3})
+        self._client = boto3.session.Session(**keys).client("s3", endpoint_url=self.endpoint_url, config=config)
         self._transfer = TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunksize=64 * 1024 * 1024)
 
     def _key(self, key: str) -> str:

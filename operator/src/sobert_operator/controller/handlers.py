@@ -150,11 +150,11 @@ def _reconcile(name: str, namespace: str, logger) -> None:
     jobs = {o.name: client.get(o.api_version, o.kind, o.name, namespace) for o in objects}
     configmap = client.get("v1", "ConfigMap", object_name(name, "spec"), namespace)
     secret_obj = client.get("v1", "Secret", secret, namespace)
-    metered = _meter(spec, cluster, client, namespace, secret_obj, status.get("cost") or {}, logger)
-    deadline = metered[0].cost_status["secondsLeft"] if metered else None
-    result = plan(spec, cluster, dataset_id, jobs, _now(), configmap is not None, deadline_seconds=deadline)
-    if metered is not None:
-        _apply_budget(run, spec, *metered, result, jobs, objects, client, namespace, logger)
+    previous_cost = status.get("cost") or {}
+    progressing = any(jobs.get(o.name) for o in objects if o.stage is Stage.pretrain)
+    step, storage = _meter(spec, cluster, client, namespace, secret_obj, previous_cost, progressing, logger)
+    result = plan(spec, cluster, dataset_id, jobs, _now(), configmap is not None, step.cost_status["secondsLeft"])
+    _apply_budget(run, spec, step, storage, result, jobs, objects, client, namespace, logger)
     if result.status["stages"][Stage.pretrain.value]["state"] in ("running", "succeeded"):
         progress = _pretrain_progress(spec, client.get("v1", "Secret", secret, namespace), logger)
         if progress:
@@ -175,31 +175,55 @@ def _reconcile(name: str, namespace: str, logger) -> None:
     set_status(**{"message": None, **result.status})  # clear a stale message unless the plan sets one
 
 
-def _meter(spec, cluster, client, namespace, secret, previous, logger) -> tuple[BudgetStep, Storage] | None:
-    """The run's ledger (its pods, plus what storage already holds) and the policy's next step."""
+def _meter(spec, cluster, client, namespace, secret, previous, progressing: bool, logger):
+    """The run's ledger and the policy's next step, as (BudgetStep, Storage or None).
+
+    Storage is read only when there is something new to price (the run has pods) or to calibrate
+    (pretraining is under way and the forecast is not calibrated yet), and not for a minute after it
+    failed: a slow or unreachable bucket must never stall the state machine of every run.
+    """
     catalog: PriceCatalog = _state["catalog"]
+    key = (namespace, spec.name)
     try:
-        storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url, storage_credentials(secret))
         pods = client.list("v1", "Pod", namespace, f"{LABEL_RUN}={spec.name}")
-        ledger, ended = merge_ledger(read_ledger(storage, spec.name), pod_allocations(pods, spec, cluster, catalog))
-        for allocation in ended:
-            storage.append_line(paths.ledger_key(spec.name), json.dumps(allocation.as_dict()))
-    except Exception as exc:  # storage or pods unreachable: keep the state machine going
-        logger.warning("cost of %s unavailable: %s", spec.name, type(exc).__name__)
-        return None
-    now = time.time()
-    spent = summarize(ledger, now)["usd"]
-    burn = sum(a.devices * a.usd_per_hour for a in ledger if a.end is None)
-    if not burn:  # nothing running yet: what the pretraining job will burn
+    except Exception as exc:  # e.g. a Role from an older chart without pods/list
+        logger.warning("pods of %s unavailable for the ledger: %s", spec.name, type(exc).__name__)
+        pods = []
+    calibrated = previous.get("forecastCalibrated", False)
+    wanted = bool(pods) or (progressing and not calibrated)
+    storage = None
+    if wanted and _state.setdefault("storage_backoff", {}).get(key, 0) < time.time():
+        try:
+            storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url, storage_credentials(secret))
+            ledger, ended = merge_ledger(read_ledger(storage, spec.name), pod_allocations(pods, spec, cluster, catalog))
+            for allocation in ended:
+                storage.append_line(paths.ledger_key(spec.name), json.dumps(allocation.as_dict()))
+            spent = summarize(ledger, time.time())["usd"]
+            burn = sum(a.devices * a.usd_per_hour for a in ledger if a.end is None)
+            forecast = previous.get("forecastUsd")
+            if not calibrated:
+                if not storage.exists(paths.submit_forecast_key(spec.name)):
+                    storage.write_json(
+                        paths.submit_forecast_key(spec.name), forecast_for(spec, catalog, cluster).as_dict()
+                    )
+                refreshed = forecast_for(
+                    spec, catalog, cluster, progress=read_progress(storage, paths.progress_key(spec.name))
+                )
+                storage.write_json(paths.forecast_key(spec.name), refreshed.as_dict())
+                forecast = refreshed.usd
+                calibrated = refreshed.assumptions["calibrated_tokens_per_s"] is not None
+        except Exception as exc:  # keep the state machine going; retry storage in a minute
+            logger.warning("cost of %s unavailable: %s", spec.name, type(exc).__name__)
+            _state["storage_backoff"][key] = time.time() + 60
+            storage = None
+    if storage is None:  # nothing new to price: the last figures stand
+        spent = previous.get("spentUsd", 0.0)
+        burn = previous.get("burnUsdPerHour", 0.0) if pods else 0.0
+        forecast = previous.get("forecastUsd")
+        if forecast is None:
+            forecast = forecast_for(spec, catalog, cluster).usd
+    if not burn:  # nothing running: what the pretraining job will burn
         burn = spec.parallel.world_size * gpu_price(spec, cluster, catalog)[1]
-    forecast, calibrated = previous.get("forecastUsd"), previous.get("forecastCalibrated", False)
-    if forecast is None or not calibrated:
-        records = read_progress(storage, paths.progress_key(spec.name)) if not calibrated else []
-        refreshed = forecast_for(spec, catalog, cluster, progress=records)
-        forecast, calibrated = refreshed.usd, refreshed.assumptions["calibrated_tokens_per_s"] is not None
-        if not storage.exists(paths.submit_forecast_key(spec.name)):
-            storage.write_json(paths.submit_forecast_key(spec.name), refreshed.as_dict())
-        storage.write_json(paths.forecast_key(spec.name), refreshed.as_dict())
     step = budget_step(spec, spent, forecast, burn, previous)
     step.cost_status["forecastCalibrated"] = calibrated
     return step, storage
@@ -214,7 +238,10 @@ def _apply_budget(run, spec, step: BudgetStep, storage, result, jobs, objects, c
         condition(t, ok, reason, message, now) for t, ok, reason, message in step.conditions
     ]
     if step.request_checkpoint:
-        request_checkpoint(storage, spec.name, f"budget: {step.cost_status['action']}")
+        if storage is None:  # cannot ask now: ask on the next resync
+            step.cost_status["checkpointRequested"] = False
+        else:
+            request_checkpoint(storage, spec.name, f"budget: {step.cost_status['action']}")
     if step.event:
         reason, message = step.event
         (kopf.warn if reason in ("BudgetExceeded", "BudgetWarning") else kopf.info)(run, reason=reason, message=message)
