@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import sys
 from pathlib import Path
 
-from sobert_api.loading import SpecError, build_spec
+from sobert_trainer.stage_cli import EXIT_BAD_INPUT, start_stage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,12 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, type=Path, help="The run's spec.json.")
     parser.add_argument("--dataset-id", required=True, help="Id to publish under <storage>/data/.")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        spec = build_spec(json.loads(args.spec.read_text()), source=str(args.spec))
-    except (OSError, ValueError, SpecError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    spec = start_stage(args.spec)
+    if spec is None:
+        return EXIT_BAD_INPUT
     from sobert_trainer.data.dump import DumpFormatError
     from sobert_trainer.data.prepare import PrepareConfig, prepare_dataset
     from sobert_trainer.storage import Storage

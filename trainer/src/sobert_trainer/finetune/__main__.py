@@ -7,13 +7,11 @@ The entrypoint of a KubeRay RayJob and of the embedded executor's finetune stage
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import sys
 from pathlib import Path
 
-from sobert_api.loading import SpecError, build_spec
 from sobert_api.spec import TaskName
+from sobert_trainer.stage_cli import EXIT_BAD_INPUT, start_stage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,16 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, type=Path, help="The run's spec.json.")
     parser.add_argument("--task", required=True, choices=[t.value for t in TaskName], help="Task to finetune.")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        spec = build_spec(json.loads(args.spec.read_text()), source=str(args.spec))
-    except (OSError, ValueError, SpecError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    spec = start_stage(args.spec)
+    if spec is None:
+        return EXIT_BAD_INPUT
     task = TaskName(args.task)
     if task not in spec.finetune.tasks:
         print(f"error: {args.spec}: finetune.tasks has no {task.value!r} entry", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     from sobert_trainer.finetune.examples import TaskDataError
     from sobert_trainer.finetune.job import TaskDataMissingError, run_task
 
@@ -38,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = run_task(spec, task)
     except (TaskDataError, TaskDataMissingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
