@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 import yaml
 
@@ -90,15 +91,15 @@ def run_logs(args: argparse.Namespace) -> int:
         print(f"No pods yet for run {args.run}, stage {stage} (phase {phase}).", file=sys.stderr)
         return 0
     # The first pod (PyTorchJob master / the Job's pod / a RayJob's submitter) carries the driver's lines.
-    pod = sorted(pods, key=lambda p: p.metadata.name)[0]
+    pod_name = min(str(p.metadata.name) for p in pods if p.metadata)
     if args.follow:
-        stream = core.read_namespaced_pod_log(
-            pod.metadata.name, namespace, follow=True, tail_lines=args.tail, _preload_content=False
+        stream: Any = core.read_namespaced_pod_log(
+            pod_name, namespace, follow=True, tail_lines=args.tail, _preload_content=False
         )
         for chunk in stream.stream():
             sys.stdout.write(chunk.decode(errors="replace"))
     else:
-        sys.stdout.write(core.read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=args.tail))
+        sys.stdout.write(core.read_namespaced_pod_log(pod_name, namespace, tail_lines=args.tail))
     return 0
 
 

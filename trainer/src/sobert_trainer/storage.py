@@ -9,6 +9,7 @@ ever sees half a shard or half a checkpoint.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import io
 import json
@@ -146,7 +147,7 @@ class Storage(ABC):
         return manifest
 
     @abstractmethod
-    def _put_tree(self, local_dir: Path, prefix: str, rel_paths: list[str]) -> None: ...
+    def _put_tree(self, local_dir: Path, prefix: str, rel_paths: builtins.list[str]) -> None: ...
 
 
 class LocalStorage(Storage):
@@ -219,7 +220,7 @@ class LocalStorage(Storage):
         with handle:
             yield handle
 
-    def _put_tree(self, local_dir: Path, prefix: str, rel_paths: list[str]) -> None:
+    def _put_tree(self, local_dir: Path, prefix: str, rel_paths: builtins.list[str]) -> None:
         # Stage beside the target, then swap directories: the final rename is atomic.
         target = self._path(prefix)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -346,7 +347,7 @@ class S3Storage(Storage):
         finally:
             body.close()
 
-    def _put_tree(self, local_dir: Path, prefix: str, rel_paths: list[str]) -> None:
+    def _put_tree(self, local_dir: Path, prefix: str, rel_paths: builtins.list[str]) -> None:
         # Objects land at their final keys; the manifest written after them is what makes
         # the tree visible to readers.
         for rel in rel_paths:

@@ -100,7 +100,7 @@ def reconcile(name: str, namespace: str, logger) -> None:
 def _reconcile(name: str, namespace: str, logger) -> None:
     client: KubeClient = _state["client"]
     cluster: ClusterConfig = _state["cluster"]
-    run = client.get(API_VERSION, KIND, name, namespace)
+    run: Any = client.get(API_VERSION, KIND, name, namespace)  # a plain dict; kopf's helpers accept it
     if run is None or run["metadata"].get("deletionTimestamp"):
         return
     status = run.get("status") or {}

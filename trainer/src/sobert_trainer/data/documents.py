@@ -13,7 +13,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sobert_trainer.data.dump import RowStats, iter_comments, iter_posts
@@ -106,14 +106,14 @@ class DocumentStats:
     posts: RowStats
     comments: RowStats
     documents: int = 0
-    skipped: dict[str, int] | None = None
+    skipped: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {
             "posts": self.posts.as_dict(),
             "comments": self.comments.as_dict(),
             "documents": self.documents,
-            "skipped": dict(sorted((self.skipped or {}).items())),
+            "skipped": dict(sorted(self.skipped.items())),
         }
 
 
@@ -132,7 +132,6 @@ def iter_documents(
     db_path = workdir / "documents.sqlite"
     db_path.unlink(missing_ok=True)
     db = sqlite3.connect(db_path)
-    stats.skipped = stats.skipped or {}
     try:
         index = _CommentIndex(db)
         index.load(comment_sites, stats.comments, endpoint_url)
@@ -160,7 +159,7 @@ def iter_documents(
 def _usable_post(row: dict[str, str], stats: DocumentStats) -> tuple[int, list[str]] | None:
     if row["PostTypeId"] not in (QUESTION, ANSWER):  # tag wikis, moderator nominations, ...
         key = f"post type {row['PostTypeId']}"
-        stats.skipped[key] = stats.skipped.get(key, 0) + 1  # type: ignore[index]
+        stats.skipped[key] = stats.skipped.get(key, 0) + 1
         return None
     try:
         post_id = int(row["Id"])
@@ -213,13 +212,16 @@ def _posts_by_thread(db, posts, stats, endpoint_url) -> Iterator[tuple[str, Memb
                 batch.clear()
         db.executemany("INSERT INTO posts VALUES (?, ?, ?, ?, ?, ?)", batch)
     db.execute("CREATE INDEX posts_thread ON posts (site, root, is_answer, score DESC, id)")
-    current, members = None, []
+    current: tuple[str, int] | None = None
+    members: list[tuple[str, int, list[str]]] = []
     query = "SELECT site, root, id, segments FROM posts ORDER BY site, root, is_answer, score DESC, id"
     for site, root, post_id, segments in db.execute(query):
         if (site, root) != current and members:
+            assert current is not None
             yield f"{current[0]}/thread-{current[1]}", members
             members = []
         current = (site, root)
         members.append((site, post_id, json.loads(segments)))
     if members:
+        assert current is not None
         yield f"{current[0]}/thread-{current[1]}", members

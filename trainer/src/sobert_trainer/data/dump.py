@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, cast
 
 from sobert_trainer.storage import open_uri
 
@@ -53,7 +53,7 @@ def open_dump(uri: str, endpoint_url: str | None = None) -> Iterator[IO[bytes]]:
         raw = stack.enter_context(open_uri(uri, endpoint_url))
         lowered = uri.lower()
         if lowered.endswith(".gz"):
-            yield stack.enter_context(gzip.GzipFile(fileobj=raw))
+            yield stack.enter_context(cast(IO[bytes], gzip.GzipFile(fileobj=raw)))
         elif lowered.endswith(".bz2"):
             yield stack.enter_context(bz2.BZ2File(raw))
         elif lowered.endswith(".7z"):

@@ -84,7 +84,8 @@ class Reservoir:
     """A uniform sample of k items from a stream of unknown length (bounded memory)."""
 
     def __init__(self, k: int, seed: int):
-        self.k, self.rng, self.sample = k, random.Random(seed), []
+        self.k, self.rng = k, random.Random(seed)
+        self.sample: list[str] = []
 
     def passthrough(self, items):
         """Yield every item unchanged while sampling."""

@@ -78,13 +78,35 @@ def evaluate(model, items: list[Encoded], gold: list, kind: str, labels: list[st
     return classification_metrics(gold, [labels[p[0]] for p in ordered], labels)
 
 
+def _encode(config: dict[str, Any], tokenizer) -> tuple[list[Encoded], list[Encoded], list]:
+    """Train and validation items from the plain-data examples in `config`, and the gold labels."""
+    from sobert_trainer.finetune.encode import encode_texts, encode_tokens
+    from sobert_trainer.finetune.examples import TextExample, TokenExample
+
+    labels, max_length = config["labels"], config["recipe"]["max_length"]
+    if config["kind"] == "token":
+        tokens = [[TokenExample(e["id"], tuple(e["tokens"]), tuple(e["tags"])) for e in config[split]]
+                  for split in ("train", "validation")]  # fmt: skip
+        gold: list = [list(e.tags) for e in tokens[1]]
+        return (
+            encode_tokens(tokenizer, tokens[0], labels, max_length),
+            encode_tokens(tokenizer, tokens[1], labels, max_length),
+            gold,
+        )
+    texts = [[TextExample(e["id"], e["text"], e["label"]) for e in config[split]] for split in ("train", "validation")]
+    gold = [e.label for e in texts[1]]
+    return (
+        encode_texts(tokenizer, texts[0], labels, max_length),
+        encode_texts(tokenizer, texts[1], labels, max_length),
+        gold,
+    )
+
+
 def train_func(config: dict[str, Any]) -> None:
     """Per-worker entry point. `config` is built by `sobert_trainer.finetune.job` (plain data only)."""
     import transformers
     from transformers import PreTrainedTokenizerFast, get_linear_schedule_with_warmup
 
-    from sobert_trainer.finetune.encode import encode_texts, encode_tokens
-    from sobert_trainer.finetune.examples import TextExample, TokenExample
     from sobert_trainer.storage import Storage
 
     torch.manual_seed(config["seed"])
@@ -98,18 +120,7 @@ def train_func(config: dict[str, Any]) -> None:
         model_dir = Path(scratch) / "model"
         Storage.open(config["storage_uri"], config["endpoint_url"]).fetch_tree(config["hf_prefix"], model_dir)
         tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
-        if kind == "token":
-            train = [TokenExample(e["id"], tuple(e["tokens"]), tuple(e["tags"])) for e in config["train"]]
-            valid = [TokenExample(e["id"], tuple(e["tokens"]), tuple(e["tags"])) for e in config["validation"]]
-            train_items = encode_tokens(tokenizer, train, labels, recipe["max_length"])
-            valid_items = encode_tokens(tokenizer, valid, labels, recipe["max_length"])
-            gold: list = [list(e.tags) for e in valid]
-        else:
-            train = [TextExample(e["id"], e["text"], e["label"]) for e in config["train"]]
-            valid = [TextExample(e["id"], e["text"], e["label"]) for e in config["validation"]]
-            train_items = encode_texts(tokenizer, train, labels, recipe["max_length"])
-            valid_items = encode_texts(tokenizer, valid, labels, recipe["max_length"])
-            gold = [e.label for e in valid]
+        train_items, valid_items, gold = _encode(config, tokenizer)
 
         model = _load_model(str(model_dir), kind, labels)
         start_epoch, history = 0, []
@@ -143,7 +154,7 @@ def train_func(config: dict[str, Any]) -> None:
 
         for epoch in range(start_epoch, recipe["epochs"]):
             if world > 1:
-                loader.sampler.set_epoch(epoch)  # type: ignore[union-attr]
+                loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
             model.train()
             started, seen, loss_sum, steps = time.monotonic(), 0, 0.0, 0
             for batch in loader:
@@ -173,7 +184,7 @@ def train_func(config: dict[str, Any]) -> None:
             with tempfile.TemporaryDirectory(prefix="sobert-ckpt-") as ckpt:
                 checkpoint = None
                 if rank == 0:
-                    unwrapped = model.module if hasattr(model, "module") else model
+                    unwrapped: Any = model.module if hasattr(model, "module") else model
                     unwrapped.save_pretrained(ckpt)
                     tokenizer.save_pretrained(ckpt)
                     state = {"epoch": epoch, "history": history, "validation": scores}

@@ -77,7 +77,7 @@ class CheckpointStore:
 
     def latest_step(self) -> int | None:
         """Agreed on by all ranks (rank 0 looks, everyone receives)."""
-        found = [None]
+        found: list[int | None] = [None]
         if dist.get_rank() == 0:
             steps = complete_checkpoints(self.storage)
             found = [steps[-1] if steps else None]
