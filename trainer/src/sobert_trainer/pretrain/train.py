@@ -148,6 +148,7 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path) -> int:
     from sobert_trainer.pretrain.model import build_bert_model, transformer_config
     from sobert_trainer.pretrain.progress import ProgressLog
 
+    launched = time.time()  # checkpoint requests older than this were satisfied by an earlier process
     ranks = RankInfo.from_env()
     stop = _StopFlag()
     _init_distributed(spec, ranks)
@@ -225,8 +226,10 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path) -> int:
     progress = ProgressLog(run_storage, "progress.jsonl", workdir / "progress.jsonl") if ranks.rank == 0 else None
     if ranks.rank == 0:
         stop.requests, stop.request_key = storage, paths.checkpoint_request_key(spec.name)
-        if storage.exists(stop.request_key):  # a request from before this (re)start is already satisfied
-            stop.handled = storage.read_json(stop.request_key).get("id")
+        if storage.exists(stop.request_key):
+            request = storage.read_json(stop.request_key)
+            if request.get("time", 0) < launched:
+                stop.handled = request.get("id")
     forward_backward = get_forward_backward_func()
     dp_rank = parallel_state.get_data_parallel_rank()
     accumulation = gbs // (mbs * dp)
