@@ -27,7 +27,7 @@ from sobert_operator.launch import convert_command, finetune_command, pretrain_c
 from sobert_operator.local_meter import BudgetStoppedError, LocalMeter
 from sobert_operator.pipeline import Observed, Stage, next_stage
 from sobert_operator.report import write_report
-from sobert_operator.results import finetune_results
+from sobert_operator.results import finetune_results, finetuned_tasks
 from sobert_trainer.data.prepare import PrepareConfig
 from sobert_trainer.pretrain.progress import read_progress
 from sobert_trainer.storage import Storage
@@ -93,16 +93,6 @@ def observe(spec: RunSpec, storage: Storage, dataset_id: str) -> Observed:
         hf_step=hf_step,
         finetuned=finetuned_tasks(spec, storage, hf_step),
     )
-
-
-def finetuned_tasks(spec: RunSpec, storage: Storage, hf_step: int | None) -> frozenset[str]:
-    """Tasks whose metrics.json was produced from the current converted model."""
-    done = set()
-    for task in spec.finetune.tasks:
-        key = paths.finetune_metrics_key(spec.name, task.value)
-        if hf_step is not None and storage.exists(key) and storage.read_json(key).get("hf_step") == hf_step:
-            done.add(task.value)
-    return frozenset(done)
 
 
 def record_spec(spec: RunSpec, storage: Storage) -> None:
@@ -231,11 +221,10 @@ class LocalExecutor:
                 shown = ("pretrain step", "pretrain:", "finetune ", "error:")
                 if verbose or line.startswith(shown) or "INFO sobert" in line:
                     self.emit("    " + _LOG_PREFIX.sub("", line))
-            code = process.wait()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            code = process.wait()
+            code = process.wait()  # also after an interrupt: the stage's time is metered either way
             self.meter.finish(metered, "Completed" if code == 0 else "Preempted" if preempted else "Failed")
         if metered.stopped_by_budget:
             raise BudgetStoppedError(

@@ -10,7 +10,6 @@ after which the run is budget-stopped until the budget is raised.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -18,12 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sobert_api import paths
 from sobert_api.spec import RunSpec
 from sobert_operator.cost.catalog import PriceCatalog
-from sobert_operator.cost.control import request_checkpoint
 from sobert_operator.cost.ledger import Allocation, summarize
 from sobert_operator.cost.policy import BudgetAction, budget_action, threshold_seconds
+from sobert_operator.cost.records import append_allocation, read_ledger, request_checkpoint
 from sobert_trainer.storage import Storage
 
 
@@ -42,13 +40,6 @@ def stage_cores(spec: RunSpec, phase: str) -> float:
         workers = (task.workers if task else None) or spec.finetune.workers
         return workers * spec.finetune.cpus_per_worker
     return 1.0
-
-
-def read_ledger(storage: Storage, run: str) -> list[Allocation]:
-    key = paths.ledger_key(run)
-    if not storage.exists(key):
-        return []
-    return [Allocation(**json.loads(line)) for line in storage.read_bytes(key).decode().splitlines() if line.strip()]
 
 
 @dataclass
@@ -120,5 +111,5 @@ class LocalMeter:
             end=time.time(),
             reason="BudgetStopped" if metered.stopped_by_budget else reason,
         )
-        self.storage.append_line(paths.ledger_key(self.spec.name), json.dumps(allocation.as_dict()))
+        append_allocation(self.storage, self.spec.name, allocation)
         return allocation

@@ -19,7 +19,7 @@ from sobert_api import paths
 from sobert_api.spec import RunSpec
 from sobert_operator.cost.ledger import Allocation, spend_series, summarize
 from sobert_operator.cost.money import usd
-from sobert_operator.local_meter import read_ledger
+from sobert_operator.cost.records import read_ledger
 from sobert_operator.results import finetune_results
 from sobert_trainer.storage import Storage
 

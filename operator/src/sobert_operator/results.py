@@ -1,4 +1,4 @@
-"""A run's finetune results as status and summaries show them (read from each task's metrics.json)."""
+"""A run's finetune results, read from each task's metrics.json: which tasks are done, and their scores."""
 
 from __future__ import annotations
 
@@ -25,3 +25,13 @@ def finetune_results(spec: RunSpec, storage: Storage) -> dict[str, dict]:
                 "hf_step": m["hf_step"],
             }
     return results
+
+
+def finetuned_tasks(spec: RunSpec, storage: Storage, hf_step: int | None) -> frozenset[str]:
+    """Tasks whose metrics.json was produced from the current converted model."""
+    done = set()
+    for task in spec.finetune.tasks:
+        key = paths.finetune_metrics_key(spec.name, task.value)
+        if hf_step is not None and storage.exists(key) and storage.read_json(key).get("hf_step") == hf_step:
+            done.add(task.value)
+    return frozenset(done)

@@ -4,10 +4,10 @@ handlers in its thread pool, so the event loop never blocks)."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -19,16 +19,15 @@ from sobert_api.loading import SpecError, build_spec
 from sobert_operator.cluster import ClusterConfig, load_cluster_config
 from sobert_operator.controller import metrics
 from sobert_operator.cost.catalog import PriceCatalog, load_catalog
-from sobert_operator.cost.control import request_checkpoint
 from sobert_operator.cost.devices import forecast_for
 from sobert_operator.cost.ledger import summarize
 from sobert_operator.cost.policy import BudgetAction
+from sobert_operator.cost.records import append_allocation, read_ledger, request_checkpoint
 from sobert_operator.kube.budget import SUSPEND_PATCH, BudgetStep, budget_step, gpu_price, merge_ledger, pod_allocations
 from sobert_operator.kube.client import KubeClient, PrerequisiteMissingError
 from sobert_operator.kube.observe import job_state
 from sobert_operator.kube.plan import condition, is_terminal, plan, stage_kind, stage_objects
 from sobert_operator.kube.progress import last_progress, storage_credentials
-from sobert_operator.local_meter import read_ledger
 from sobert_operator.pipeline import STAGE_ORDER, Stage, StageState
 from sobert_operator.preflight import preflight
 from sobert_operator.render.common import LABEL_RUN, object_name
@@ -137,7 +136,8 @@ def _reconcile(name: str, namespace: str, logger) -> None:
         )
         return
     secret = spec.storage.credentials_secret or cluster.storage_secret
-    if not client.secret_exists(secret, namespace):
+    secret_obj = client.get("v1", "Secret", secret, namespace)  # read once: checked, then used for storage
+    if secret_obj is None:
         message = f"storage Secret {namespace}/{secret} not found (needs AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
         if status.get("message") != message:
             kopf.warn(run, reason="SecretMissing", message=message)
@@ -149,21 +149,27 @@ def _reconcile(name: str, namespace: str, logger) -> None:
     dataset_id = PrepareConfig.from_spec(spec).dataset_id()
     jobs = {o.name: client.get(o.api_version, o.kind, o.name, namespace) for o in objects}
     configmap = client.get("v1", "ConfigMap", object_name(name, "spec"), namespace)
-    secret_obj = client.get("v1", "Secret", secret, namespace)
     previous_cost = status.get("cost") or {}
     progressing = any(jobs.get(o.name) for o in objects if o.stage is Stage.pretrain)
     step, storage = _meter(spec, cluster, client, namespace, secret_obj, previous_cost, progressing, logger)
     result = plan(spec, cluster, dataset_id, jobs, _now(), configmap is not None, step.cost_status["secondsLeft"])
     _apply_budget(run, spec, step, storage, result, jobs, objects, client, namespace, logger)
+    credentials = storage_credentials(secret_obj)
     if result.status["stages"][Stage.pretrain.value]["state"] in ("running", "succeeded"):
-        progress = _pretrain_progress(spec, client.get("v1", "Secret", secret, namespace), logger)
+        progress = _best_effort("progress", lambda: last_progress(spec, credentials), spec, logger)
         if progress:
             result.status["pretrain"] = progress
     finetune_states = result.status["stages"][Stage.finetune.value].get("tasks", {})
-    if any(task["state"] == "succeeded" for task in finetune_states.values()):
-        results = _finetune_results(spec, client.get("v1", "Secret", secret, namespace), logger)
-        if results:
-            result.status["finetune"] = results
+    finished = {task for task, state in finetune_states.items() if state["state"] == "succeeded"}
+    known = status.get("finetune") or {}
+    if finished - set(known):  # metrics.json is read once, when its task finishes
+
+        def read_results() -> dict[str, Any]:
+            return finetune_results(spec, Storage.open(spec.storage.uri, spec.storage.endpoint_url, credentials))
+
+        known = _best_effort("finetune results", read_results, spec, logger) or known
+    if known:
+        result.status["finetune"] = known
     for obj in result.create:
         kopf.adopt(obj, owner=run)
         if client.create(obj, namespace):
@@ -197,7 +203,7 @@ def _meter(spec, cluster, client, namespace, secret, previous, progressing: bool
             storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url, storage_credentials(secret))
             ledger, ended = merge_ledger(read_ledger(storage, spec.name), pod_allocations(pods, spec, cluster, catalog))
             for allocation in ended:
-                storage.append_line(paths.ledger_key(spec.name), json.dumps(allocation.as_dict()))
+                append_allocation(storage, spec.name, allocation)
             spent = summarize(ledger, time.time())["usd"]
             burn = sum(a.devices * a.usd_per_hour for a in ledger if a.end is None)
             forecast = previous.get("forecastUsd")
@@ -257,22 +263,13 @@ def _apply_budget(run, spec, step: BudgetStep, storage, result, jobs, objects, c
         result.event = None
 
 
-def _pretrain_progress(spec, secret: dict[str, Any] | None, logger) -> dict[str, Any] | None:
-    """Best effort: storage being unreachable must not stall the run's state machine."""
+def _best_effort(what: str, read: Callable[[], Any], spec, logger) -> Any:
+    """A status extra read from storage (progress, finetune results): an unreachable bucket logs a
+    warning and yields None, it never stalls the run's state machine."""
     try:
-        return last_progress(spec, storage_credentials(secret))
+        return read()
     except Exception as exc:
-        logger.warning("progress of %s unavailable: %s", spec.name, type(exc).__name__)
-        return None
-
-
-def _finetune_results(spec, secret: dict[str, Any] | None, logger) -> dict[str, Any] | None:
-    """Each finished task's headline metrics from its metrics.json (best effort, like progress)."""
-    try:
-        storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url, storage_credentials(secret))
-        return finetune_results(spec, storage)
-    except Exception as exc:
-        logger.warning("finetune results of %s unavailable: %s", spec.name, type(exc).__name__)
+        logger.warning("%s of %s unavailable: %s", what, spec.name, type(exc).__name__)
         return None
 
 
@@ -281,11 +278,7 @@ def cleanup(name: str, namespace: str, logger) -> None:
     client: KubeClient = _state["client"]
     cluster: ClusterConfig = _state["cluster"]
     selector = f"{LABEL_RUN}={name}"
-    kinds = {
-        stage_kind(stage, cluster)
-        for stage in STAGE_ORDER
-        if stage_kind(stage, cluster)[1] not in _state.get("missing", {})
-    }
-    kinds |= {("v1", "ConfigMap")}
+    served = [stage_kind(stage, cluster) for stage in STAGE_ORDER]
+    kinds = {kind for kind in served if kind[1] not in _state.get("missing", {})} | {("v1", "ConfigMap")}
     deleted = sum(client.delete_labeled(api_version, kind, namespace, selector) for api_version, kind in sorted(kinds))
     logger.info("deleted %d object(s) owned by %s", deleted, name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sobert_api.spec import RunSpec
 from sobert_operator.cluster import ClusterConfig
 from sobert_operator.cost.catalog import PriceCatalog
@@ -36,7 +38,7 @@ def run_devices(
     if gpu is None or gpu == "cpu":
         cores = cpu_device(catalog, world, mfu)
         if price is not None:
-            cores = Device(**{**cores.__dict__, "usd_per_hour": price, "price_source": "given (--price)"})
+            cores = replace(cores, usd_per_hour=price, price_source="given (--price)")
         return cores, cpu_device(catalog, world if spec.backend == "local" else PREPARE_CORES)
     return gpu_device(catalog, gpu, world, spot=spot, price=price, mfu=mfu), cpu_device(catalog, PREPARE_CORES)
 

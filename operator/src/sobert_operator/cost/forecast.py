@@ -8,7 +8,7 @@ conversion are CPU pods priced per core-hour from measured rates (BENCHMARKS.md)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sobert_api.spec import RunSpec, TaskName
@@ -177,7 +177,7 @@ def forecast_run(
         task_flops += forward_flops_per_token(spec.model, length) * eval_tokens
         workers = task.workers or spec.finetune.workers
         device = train_device if spec.finetune.use_gpu else cpu
-        device = Device(**{**asdict(device), "count": workers})
+        device = replace(device, count=workers)
         seconds = task_flops / (device.count * device.flops_per_s * device.mfu)
         result.phases.append(_priced(f"finetune/{name.value}", device, seconds, MFU_BAND, tokens=train_tokens,
                                      flops=task_flops, note=f"{examples} examples x {task.epochs} epochs"))  # fmt: skip

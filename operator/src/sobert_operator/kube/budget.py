@@ -14,6 +14,7 @@ from typing import Any
 from sobert_api.spec import RunSpec
 from sobert_operator.cluster import ClusterConfig
 from sobert_operator.cost.catalog import PriceCatalog
+from sobert_operator.cost.devices import run_devices
 from sobert_operator.cost.ledger import Allocation, allocation_from_pod
 from sobert_operator.cost.policy import BudgetAction, budget_action, seconds_left
 from sobert_operator.render.common import LABEL_STAGE
@@ -34,9 +35,9 @@ def pod_phase(pod: dict[str, Any]) -> str:
 
 
 def gpu_price(spec: RunSpec, cluster: ClusterConfig, catalog: PriceCatalog) -> tuple[str, float]:
-    pool = cluster.pool(spec.placement.node_pool)[1]
-    kind = "spot" if spec.budget.spot or pool.spot else "on_demand"
-    return pool.gpu_type.lower(), catalog.price(pool.gpu_type, kind).usd_per_gpu_hour
+    """(GPU type, $/GPU-hour) of the run's node pool: the device the forecast prices too."""
+    device = run_devices(spec, catalog, cluster)[0]
+    return device.kind, device.usd_per_hour
 
 
 def pod_allocations(

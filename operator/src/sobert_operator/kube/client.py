@@ -68,9 +68,6 @@ class KubeClient:
                 resource.delete(name=item.metadata.name, namespace=namespace, body={"propagationPolicy": "Background"})
         return len(items)
 
-    def secret_exists(self, name: str, namespace: str) -> bool:
-        return self.get("v1", "Secret", name, namespace) is not None
-
     def require_kind(self, api_version: str, kind: str) -> None:
         self._resource(api_version, kind)
 

@@ -55,6 +55,21 @@ def encode_tokens(tokenizer, examples: Sequence[TokenExample], tags: Sequence[st
     return encoded
 
 
+def encode_examples(
+    tokenizer,
+    kind: str,
+    examples: Sequence[TextExample | TokenExample],
+    labels: Sequence[str],
+    max_length: int,
+) -> tuple[list[Encoded], list]:
+    """Items for a sequence ("sequence") or token ("token") head, and the gold labels to score them against."""
+    if kind == "token":
+        words = [e for e in examples if isinstance(e, TokenExample)]
+        return encode_tokens(tokenizer, words, labels, max_length), [list(e.tags) for e in words]
+    texts = [e for e in examples if isinstance(e, TextExample)]
+    return encode_texts(tokenizer, texts, labels, max_length), [e.label for e in texts]
+
+
 def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     """Pad a batch to its longest member; sequence labels stay one per example."""
     width = max(len(item.input_ids) for item in items)

@@ -17,7 +17,7 @@ def evaluate_split(spec: RunSpec, name: TaskName, uri: str, split: str) -> dict[
     """Evaluate the published best checkpoint of `name` on `uri`; writes finetune/<task>/eval-<split>.json."""
     from transformers import PreTrainedTokenizerFast
 
-    from sobert_trainer.finetune.encode import encode_texts, encode_tokens
+    from sobert_trainer.finetune.encode import encode_examples
     from sobert_trainer.finetune.train_loop import _load_model, evaluate
 
     storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url)
@@ -36,12 +36,7 @@ def evaluate_split(spec: RunSpec, name: TaskName, uri: str, split: str) -> dict[
         tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
         model = _load_model(str(model_dir), info.kind, list(info.labels))
         max_length = task.max_length or spec.model.max_position_embeddings
-        if info.kind == "token":
-            items = encode_tokens(tokenizer, examples, info.labels, max_length)
-            gold: list = [list(e.tags) for e in examples]
-        else:
-            items = encode_texts(tokenizer, examples, info.labels, max_length)
-            gold = [e.label for e in examples]
+        items, gold = encode_examples(tokenizer, info.kind, examples, info.labels, max_length)
         scores = evaluate(model, items, gold, info.kind, list(info.labels), tokenizer.pad_token_id, 16)
     result = {"task": name.value, "split": split, "source": uri, "skipped_rows": loaded.skipped, "metrics": scores}
     storage.write_json(paths.finetune_eval_key(spec.name, name.value, split), result)

@@ -79,27 +79,18 @@ def evaluate(model, items: list[Encoded], gold: list, kind: str, labels: list[st
 
 
 def _encode(config: dict[str, Any], tokenizer) -> tuple[list[Encoded], list[Encoded], list]:
-    """Train and validation items from the plain-data examples in `config`, and the gold labels."""
-    from sobert_trainer.finetune.encode import encode_texts, encode_tokens
+    """Train and validation items from the plain-data examples in `config`, and the validation gold."""
+    from sobert_trainer.finetune.encode import encode_examples
     from sobert_trainer.finetune.examples import TextExample, TokenExample
 
-    labels, max_length = config["labels"], config["recipe"]["max_length"]
-    if config["kind"] == "token":
-        tokens = [[TokenExample(e["id"], tuple(e["tokens"]), tuple(e["tags"])) for e in config[split]]
-                  for split in ("train", "validation")]  # fmt: skip
-        gold: list = [list(e.tags) for e in tokens[1]]
-        return (
-            encode_tokens(tokenizer, tokens[0], labels, max_length),
-            encode_tokens(tokenizer, tokens[1], labels, max_length),
-            gold,
-        )
-    texts = [[TextExample(e["id"], e["text"], e["label"]) for e in config[split]] for split in ("train", "validation")]
-    gold = [e.label for e in texts[1]]
-    return (
-        encode_texts(tokenizer, texts[0], labels, max_length),
-        encode_texts(tokenizer, texts[1], labels, max_length),
-        gold,
-    )
+    kind, labels, max_length = config["kind"], config["labels"], config["recipe"]["max_length"]
+    splits = []
+    for split in ("train", "validation"):
+        examples = [TokenExample(e["id"], tuple(e["tokens"]), tuple(e["tags"])) if kind == "token"
+                    else TextExample(e["id"], e["text"], e["label"]) for e in config[split]]  # fmt: skip
+        splits.append(encode_examples(tokenizer, kind, examples, labels, max_length))
+    (train_items, _), (valid_items, gold) = splits
+    return train_items, valid_items, gold
 
 
 def train_func(config: dict[str, Any]) -> None:

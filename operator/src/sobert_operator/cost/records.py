@@ -1,0 +1,35 @@
+"""A run's cost records in its storage, shared by both executors and the report.
+
+- the ledger, `runs/<run>/cost/ledger.jsonl`: one ended allocation per line (appended, never rewritten);
+- the checkpoint request, `runs/<run>/control/checkpoint-request.json`: a new id asks a running
+  pretraining to checkpoint (its rank 0 polls it every log interval), so the budget policy needs
+  no exec into pods and no signal that a launcher might eat.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from sobert_api import paths
+from sobert_operator.cost.ledger import Allocation
+from sobert_trainer.storage import Storage
+
+
+def read_ledger(storage: Storage, run: str) -> list[Allocation]:
+    key = paths.ledger_key(run)
+    if not storage.exists(key):
+        return []
+    return [Allocation(**json.loads(line)) for line in storage.read_bytes(key).decode().splitlines() if line.strip()]
+
+
+def append_allocation(storage: Storage, run: str, allocation: Allocation) -> None:
+    storage.append_line(paths.ledger_key(run), json.dumps(allocation.as_dict()))
+
+
+def request_checkpoint(storage: Storage, run: str, reason: str) -> str:
+    """Ask the run's pretraining to checkpoint at its next log interval (a new request id)."""
+    request = uuid.uuid4().hex
+    storage.write_json(paths.checkpoint_request_key(run), {"id": request, "reason": reason, "time": time.time()})
+    return request
