@@ -1,0 +1,57 @@
+"""Helpers for tests that run real pretraining and compare runs with each other.
+
+Numerics tests switch dropout off (the spec's `model.hidden_dropout` / `model.attention_dropout`)
+and log every step, so two layouts of the same global batch can be compared step for step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sobert_api import build_spec, paths
+from sobert_api.spec import RunSpec
+from sobert_trainer.pretrain.progress import read_progress
+from sobert_trainer.storage import Storage
+
+# Parity tolerances (issue: step-1 gradient norm within 1e-3 relative, loss curves within 0.01).
+GRAD_NORM_RTOL = 1e-3
+LOSS_ATOL = 0.01
+
+
+def numerics_spec(name: str, storage_uri: str, dump: dict[str, list[str]], **overrides: Any) -> RunSpec:
+    """The tiny preset with dropout off and a progress line every step."""
+    document: dict[str, Any] = {
+        "preset": "tiny",
+        "name": name,
+        "data": {"posts": dump["posts"], "comments": dump["comments"]},
+        "storage": {"uri": storage_uri},
+        "model": {"hidden_dropout": 0.0, "attention_dropout": 0.0},
+        "train": {"log_interval": 1},
+    }
+    for section, values in overrides.items():
+        document[section] = {**document.get(section, {}), **values}
+    return build_spec(document)
+
+
+def loss_curve(spec: RunSpec) -> dict[int, float]:
+    """step -> loss from the run's progress.jsonl (the last record of a step wins, as after a resume)."""
+    records = read_progress(Storage.open(spec.storage.uri, spec.storage.endpoint_url), paths.progress_key(spec.name))
+    return {record["step"]: record["loss"] for record in records}
+
+
+def first_grad_norm(spec: RunSpec) -> float:
+    records = read_progress(Storage.open(spec.storage.uri, spec.storage.endpoint_url), paths.progress_key(spec.name))
+    return next(r["grad_norm"] for r in records if r["step"] == 1)
+
+
+def assert_same_curve(curve: dict[int, float], reference: dict[int, float], label: str) -> None:
+    assert sorted(curve) == sorted(reference), f"{label}: logged steps differ"
+    worst = max(abs(curve[s] - reference[s]) for s in reference)
+    assert worst < LOSS_ATOL, f"{label}: loss curves differ by up to {worst:.5f} (tolerance {LOSS_ATOL})"
+
+
+def assert_same_grad_norm(value: float, reference: float, label: str) -> None:
+    relative = abs(value - reference) / abs(reference)
+    assert relative < GRAD_NORM_RTOL, (
+        f"{label}: step-1 gradient norm {value} vs {reference} (relative difference {relative:.2e})"
+    )
