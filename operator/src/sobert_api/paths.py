@@ -35,6 +35,12 @@ def pretrain_prefix(run: str) -> str:
     return f"runs/{run}/pretrain"
 
 
+def dataset_index_prefix(run: str) -> str:
+    """Megatron's sample index of the run's training dataset, built once by global rank 0 and
+    fetched by every other node (scratch is node-local)."""
+    return f"{pretrain_prefix(run)}/dataset-index"
+
+
 def finetune_prefix(run: str, task: str) -> str:
     return f"runs/{run}/finetune/{task}"
 

@@ -91,6 +91,14 @@ class ParallelSpec(_Spec):
         int, Field(ge=1, description="torchrun processes per node (GPUs per node, or CPU ranks).")
     ] = 1
     tensor_parallel: Annotated[int, Field(ge=1, description="Tensor-model-parallel degree.")] = 1
+    distributed_timeout_minutes: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="How long a rank waits in a collective or barrier before the job fails, e.g. while "
+            "one rank per node downloads the dataset or a checkpoint (Megatron's --distributed-timeout-minutes).",
+        ),
+    ] = 60
 
     @property
     def world_size(self) -> int:

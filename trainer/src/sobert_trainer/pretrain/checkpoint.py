@@ -48,6 +48,8 @@ class CheckpointStore:
         from megatron.core import dist_checkpointing
 
         name, local = checkpoint_name(step), self.local_dir(step)
+        if dist.get_rank() == 0:  # what an interrupted save of this step left (its parts would join the manifest)
+            self.storage.delete_prefix(name)
         if self.local_rank == 0:
             shutil.rmtree(local, ignore_errors=True)
             local.mkdir(parents=True)

@@ -4,32 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+import shutil
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from sobert_trainer.data.tokenizer import MegatronTokenizerAdapter, load_tokenizer
+from sobert_trainer.storage import Storage
 
 BATCH_KEYS = ("text", "types", "labels", "padding_mask", "loss_mask")
 
 
-def build_train_dataset(
-    dataset_dir: Path, manifest: dict, seq_length: int, num_samples: int, mask_prob: float, seed: int
-):
-    """`BERTMaskedWordPieceDataset` over every shard, sized for `num_samples` (multi-epoch if needed)."""
-    from megatron.core.datasets.bert_dataset import BERTMaskedWordPieceDataset, BERTMaskedWordPieceDatasetConfig
-    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+def dataset_config(dataset_dir: Path, manifest: dict, seq_length: int, mask_prob: float, seed: int, cache: Path):
+    """Megatron's masked-LM dataset settings over every published shard; indices cached under `cache`."""
+    from megatron.core.datasets.bert_dataset import BERTMaskedWordPieceDatasetConfig
 
     tokenizer = MegatronTokenizerAdapter(load_tokenizer(dataset_dir / "tokenizer.json"), manifest["dataset_id"])
-    prefixes = [str(dataset_dir / shard) for shard in manifest["shards"]]
-    config = BERTMaskedWordPieceDatasetConfig(
+    return BERTMaskedWordPieceDatasetConfig(
         random_seed=seed,
         sequence_length=seq_length,
-        blend=(prefixes, None),
+        blend=([str(dataset_dir / shard) for shard in manifest["shards"]], None),
         split="100,0,0",
-        # No shared cache: every rank builds the (deterministic) sample index in memory, so
-        # nodes need no shared filesystem.
-        path_to_cache=None,
+        path_to_cache=str(cache),
         tokenizer=tokenizer,
         masking_probability=mask_prob,
         short_sequence_probability=0.1,
@@ -42,10 +39,42 @@ def build_train_dataset(
         masking_use_geometric_distribution=False,
         classification_head=False,
     )
+
+
+def _build(config, num_samples: int, on_this_rank):
+    from megatron.core.datasets.bert_dataset import BERTMaskedWordPieceDataset
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+
     train, _, _ = BlendedMegatronDatasetBuilder(
-        BERTMaskedWordPieceDataset, [num_samples, 0, 0], lambda: True, config
+        BERTMaskedWordPieceDataset, [num_samples, 0, 0], on_this_rank, config
     ).build()
-    return train, tokenizer
+    return train
+
+
+def build_train_dataset(config, num_samples: int, index_store: Storage, local_rank: int):
+    """`BERTMaskedWordPieceDataset` sized for `num_samples` (multi-epoch if needed), on every rank.
+
+    Megatron builds the sample index on global rank 0 only, writes it to `path_to_cache` and has
+    every other rank read it from there, which needs a filesystem shared by all nodes. sobert's
+    scratch is node-local, so the index goes through the run's storage instead: rank 0 builds
+    it and publishes it (`index_store`, manifest last), the first rank of every other node fetches
+    it, then every rank opens the dataset from its node's copy. A restarted job fetches the
+    published index instead of rebuilding it. Every node must use the same workdir path (the
+    dataset path is part of megatron's cache key); the rendered pods all use /scratch.
+    """
+    cache = Path(config.path_to_cache)
+    published = [index_store.read_manifest("") is not None if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(published, src=0)
+    if not published[0]:
+        _build(config, num_samples, on_this_rank=lambda: dist.get_rank() == 0)
+        if dist.get_rank() == 0:
+            index_store.publish_tree(cache, "")
+        dist.barrier()
+    if local_rank == 0 and (dist.get_rank() != 0 or published[0]):
+        shutil.rmtree(cache, ignore_errors=True)
+        index_store.fetch_tree("", cache)
+    dist.barrier()
+    return _build(config, num_samples, on_this_rank=lambda: True)
 
 
 def micro_batches(

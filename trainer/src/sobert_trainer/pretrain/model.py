@@ -1,4 +1,4 @@
-"""Build the megatron-core BertModel that a RunSpec describes."""
+"""Build the megatron-core BertModel that a RunSpec describes and place it for training."""
 
 from __future__ import annotations
 
@@ -42,6 +42,9 @@ def transformer_config(
         persist_layer_norm=False,
         apply_rope_fusion=False,
         deterministic_mode=deterministic,
+        # The full weight of every tensor-parallel layer is initialised on the CPU from the seed and
+        # then split per rank, so a model is the same whatever the TP degree (TP=2 checks against TP=1).
+        use_cpu_initialization=True,
     )
 
 
@@ -69,3 +72,33 @@ def build_bert_model(model: ModelSpec, config: TransformerConfig, padded_vocab: 
         position_embedding_type="learned_absolute",
         parallel_output=True,
     )
+
+
+def place_model(bert: BertModel, config: TransformerConfig, device: torch.device) -> torch.nn.Module:
+    """The model on `device`, then in bf16 where the config asks, before any DDP wrapper.
+
+    The order of Megatron-LM's `get_model` (megatron/training/training.py, tag core_v0.16.1: "GPU
+    allocation", then "Fp16 conversion" with `Float16Module`, then DDP): with
+    `use_cpu_initialization` the weights are built on the CPU and must be moved, or the optimizer
+    rejects them on a GPU.
+    """
+    from megatron.core.transformer.module import Float16Module
+
+    bert.to(device)
+    module: torch.nn.Module = Float16Module(config, bert) if config.bf16 else bert
+    check_placement(module, device, torch.bfloat16 if config.bf16 else torch.float32)
+    return module
+
+
+def check_placement(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """Every parameter on `device` in `dtype`, or a RuntimeError naming the first few that are not."""
+    wrong = [
+        f"{name} ({param.device}, {param.dtype})"
+        for name, param in module.named_parameters()
+        if param.device != device or param.dtype != dtype
+    ]
+    if wrong:
+        raise RuntimeError(
+            f"{len(wrong)} parameter(s) not on {device} in {dtype}: {', '.join(wrong[:5])}"
+            + (" ..." if len(wrong) > 5 else "")
+        )
