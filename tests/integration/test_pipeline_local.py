@@ -122,7 +122,7 @@ def test_tp2_run_on_s3_checkpoints_and_converts(s3_bucket, so_dump, tmp_path):
 
 def _start_pretrain(spec, workdir: Path):
     executor = LocalExecutor(spec, workdir, emit=lambda _l: None)
-    from sobert_operator.launch import pretrain_command
+    from sobert_operator.launch import LOCAL_GRACE_SECONDS, LaunchTarget, pretrain_command
     from sobert_operator.local_executor import record_spec
 
     record_spec(spec, executor.storage)
@@ -131,7 +131,13 @@ def _start_pretrain(spec, workdir: Path):
     spec_file = workdir / "spec.json"
     spec_file.write_text(spec.model_dump_json())
     command = pretrain_command(
-        spec, str(spec_file), executor.dataset_id, str(workdir / "scratch"), python=sys.executable
+        spec,
+        str(spec_file),
+        executor.dataset_id,
+        str(workdir / "scratch"),
+        target=LaunchTarget.local,
+        grace_seconds=LOCAL_GRACE_SECONDS,
+        python=sys.executable,
     )
     log = open(workdir / "pretrain.log", "a")  # noqa: SIM115 - handed to the child process
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), executor

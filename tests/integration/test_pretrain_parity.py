@@ -8,8 +8,8 @@ a tensor-parallel model initialised differently from the one-rank model.
 from __future__ import annotations
 
 import pytest
-from pretrain_runs import assert_same_curve, assert_same_grad_norm, first_grad_norm, loss_curve, numerics_spec
 
+from pretrain_runs import assert_same_curve, assert_same_grad_norm, first_grad_norm, loss_curve, numerics_spec
 from sobert_operator.local_executor import LocalExecutor
 from sobert_operator.pipeline import Stage
 

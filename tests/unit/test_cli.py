@@ -25,7 +25,10 @@ def test_dry_run_prints_validated_spec_and_commands(capsys, tmp_path):
     out = capsys.readouterr().out
     spec = json.loads(out[: out.index("# pretrain")])
     assert spec["train"]["lr"] == 3e-4 and spec["parallel"]["procs_per_node"] == 2
-    assert "torch.distributed.run --nproc_per_node=2 --nnodes=1 --standalone -m sobert_trainer.pretrain" in out
+    assert (
+        "sobert_trainer.torchrun --grace-seconds=300 --nproc-per-node=2 --nnodes=1 --standalone -m sobert_trainer.pretrain"
+        in out
+    )
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
 
 

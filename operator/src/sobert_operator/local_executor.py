@@ -23,16 +23,22 @@ from sobert_api.spec import RunSpec
 from sobert_operator.cost.catalog import load_catalog
 from sobert_operator.cost.devices import forecast_for
 from sobert_operator.cost.forecast import Forecast
-from sobert_operator.launch import convert_command, finetune_command, pretrain_command
+from sobert_operator.launch import (
+    LOCAL_GRACE_SECONDS,
+    LaunchTarget,
+    convert_command,
+    finetune_command,
+    pretrain_command,
+)
 from sobert_operator.local_meter import BudgetStoppedError, LocalMeter
 from sobert_operator.pipeline import Observed, Stage, next_stage
 from sobert_operator.report import write_report
 from sobert_operator.results import finetune_results, finetuned_tasks
 from sobert_trainer.data.prepare import PrepareConfig
 from sobert_trainer.pretrain.progress import read_progress
+from sobert_trainer.stage_cli import EXIT_PREEMPTED
 from sobert_trainer.storage import Storage
 
-EXIT_PREEMPTED = 143
 _LOG_PREFIX = re.compile(r"^\S+ \S+ INFO sobert_trainer\.[\w.]+: ")
 
 
@@ -170,9 +176,16 @@ class LocalExecutor:
             self._prepare()
         elif stage is Stage.pretrain:
             scratch = str(self.workdir / "scratch")
-            self._subprocess(
-                stage, pretrain_command(self.spec, str(spec_file), self.dataset_id, scratch, python=sys.executable)
+            command = pretrain_command(
+                self.spec,
+                str(spec_file),
+                self.dataset_id,
+                scratch,
+                target=LaunchTarget.local,
+                grace_seconds=LOCAL_GRACE_SECONDS,
+                python=sys.executable,
             )
+            self._subprocess(stage, command)
         elif stage is Stage.convert:
             command = convert_command(str(spec_file), self.dataset_id, python=sys.executable)
             self._subprocess(stage, command + ([f"--step={step}"] if step is not None else []))

@@ -40,12 +40,20 @@ def run(args: argparse.Namespace) -> int:
             if getattr(args, flag):
                 args.sets.append(f"{path}={getattr(args, flag)}")
         return submit_kubernetes(args, spec_from_args(args))
-    from sobert_operator.launch import convert_command, pretrain_command
+    from sobert_operator.launch import LOCAL_GRACE_SECONDS, LaunchTarget, convert_command, pretrain_command
 
     spec = spec_from_args(args, default_storage=DEFAULT_STORAGE)
     if args.dry_run:
         print(spec.model_dump_json(indent=2))
-        print("# pretrain: " + " ".join(pretrain_command(spec, "spec.json", "<dataset-id>", str(args.workdir))))
+        pretrain = pretrain_command(
+            spec,
+            "spec.json",
+            "<dataset-id>",
+            str(args.workdir),
+            target=LaunchTarget.local,
+            grace_seconds=LOCAL_GRACE_SECONDS,
+        )
+        print("# pretrain: " + " ".join(pretrain))
         print("# convert:  " + " ".join(convert_command("spec.json", "<dataset-id>")))
         return 0
     from sobert_operator.local_executor import LocalExecutor

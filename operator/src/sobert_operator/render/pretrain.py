@@ -1,8 +1,9 @@
 """Pretraining as a Kubeflow PyTorchJob (kubeflow.org/v1) or Trainer v2 TrainJob (v1alpha1).
 
 The torchrun command comes from `launch.pretrain_command`, the same function the local executor
-uses; on a PyTorchJob the training operator supplies the rendezvous (PET_NODE_RANK,
-PET_MASTER_ADDR, PET_MASTER_PORT), which torchrun reads from the environment.
+uses, for the cluster target: no rendezvous flags, so torchrun's static rendezvous reads what the
+training operator injects (PET_NODE_RANK, PET_MASTER_ADDR, PET_MASTER_PORT). The workers' time to
+checkpoint after SIGTERM is the pod's terminationGracePeriodSeconds, rendered into both.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from sobert_api.spec import RunSpec
 from sobert_operator.cluster import ClusterConfig, NodePool, SchedulerKind
-from sobert_operator.launch import pretrain_command
+from sobert_operator.launch import LaunchTarget, pretrain_command
 from sobert_operator.render.common import (
     SCRATCH,
     SPEC_PATH,
@@ -29,10 +30,15 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MULTUS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"
 
 
-def _command(spec: RunSpec, dataset_id: str) -> list[str]:
-    command = pretrain_command(spec, SPEC_PATH, dataset_id, SCRATCH)
-    # On the cluster, rendezvous comes from the operator's PET_* variables, never --standalone.
-    return [arg for arg in command if arg != "--standalone"]
+def _command(spec: RunSpec, cluster: ClusterConfig, dataset_id: str) -> list[str]:
+    return pretrain_command(
+        spec,
+        SPEC_PATH,
+        dataset_id,
+        SCRATCH,
+        target=LaunchTarget.cluster,
+        grace_seconds=cluster.termination_grace_seconds,
+    )
 
 
 def _env(spec: RunSpec, cluster: ClusterConfig) -> list[dict[str, Any]]:
@@ -70,7 +76,7 @@ def pod_template(spec: RunSpec, cluster: ClusterConfig, dataset_id: str, contain
             {
                 "name": container_name,
                 "image": cluster.trainer_image,
-                "command": _command(spec, dataset_id),
+                "command": _command(spec, cluster, dataset_id),
                 "env": _env(spec, cluster),
                 "resources": _resources(spec, pool),
                 "volumeMounts": [spec_mount, scratch_mount, {"name": "dshm", "mountPath": "/dev/shm"}],

@@ -11,10 +11,6 @@ import torch.distributed as dist
 from sobert_trainer.pretrain.distributed import current_device
 from sobert_trainer.storage import Storage
 
-# Distinct from success and from a crash: "checkpointed on SIGTERM, restart me" (128 + SIGTERM), which
-# the Training Operator's `restartPolicy: ExitCode` retries.
-EXIT_PREEMPTED = 128 + signal.SIGTERM
-
 
 class StopFlag:
     """SIGTERM: checkpoint and exit. A new request object in storage (polled every log interval by

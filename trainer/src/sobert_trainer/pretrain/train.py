@@ -24,7 +24,8 @@ import torch.distributed as dist
 from sobert_api import paths
 from sobert_api.spec import Precision, RunSpec
 from sobert_trainer.pretrain.distributed import RankInfo, current_device, init_distributed
-from sobert_trainer.pretrain.stop import EXIT_PREEMPTED, StopFlag
+from sobert_trainer.pretrain.stop import StopFlag
+from sobert_trainer.stage_cli import EXIT_PREEMPTED
 from sobert_trainer.storage import Storage
 
 log = logging.getLogger(__name__)
