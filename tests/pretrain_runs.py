@@ -28,8 +28,8 @@ def numerics_spec(name: str, storage_uri: str, dump: dict[str, list[str]], **ove
         "model": {"hidden_dropout": 0.0, "attention_dropout": 0.0},
         "train": {"log_interval": 1},
     }
-    for section, values in overrides.items():
-        document[section] = {**document.get(section, {}), **values}
+    for key, value in overrides.items():  # sections merge, scalars (backend) replace
+        document[key] = {**document.get(key, {}), **value} if isinstance(value, dict) else value
     return build_spec(document)
 
 
