@@ -25,10 +25,8 @@ def test_dry_run_prints_validated_spec_and_commands(capsys, tmp_path):
     out = capsys.readouterr().out
     spec = json.loads(out[: out.index("# pretrain")])
     assert spec["train"]["lr"] == 3e-4 and spec["parallel"]["procs_per_node"] == 2
-    assert (
-        "sobert_trainer.torchrun --grace-seconds=300 --nproc-per-node=2 --nnodes=1 --standalone -m sobert_trainer.pretrain"
-        in out
-    )
+    launch = "sobert_trainer.torchrun --grace-seconds=300 --nproc-per-node=2 --nnodes=1 --standalone"
+    assert f"{launch} -m sobert_trainer.pretrain" in out
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
 
 
@@ -63,3 +61,24 @@ def test_resubmitting_a_name_with_another_spec_is_refused(tmp_path):
     record_spec(build_spec(doc), storage)  # same spec: fine (resume)
     with pytest.raises(RunConflictError, match="differs in: train"):
         record_spec(build_spec({**doc, "train": {"lr": 1e-3}}), storage)
+
+
+def test_submit_without_a_dump_says_what_to_pass(capsys):
+    """A preset names no corpus: the error says which flag, what it takes and why (not `data: Field required`)."""
+    assert main(["submit", "large", "--backend", "kubernetes", "--storage", "s3://bucket/sobert", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "--posts" in err and "s3://" in err and "Field required" not in err
+
+
+def test_kubernetes_dry_run_is_plain_yaml(capsys):
+    """Every manifest printed in full: no YAML anchors or aliases for parts the objects share."""
+    import yaml
+
+    argv = ["submit", "base", "--backend", "kubernetes", "--storage", "s3://bucket/sobert", "--dry-run"]
+    argv += ["--posts", "s3://dumps/Posts.xml", "--nodes", "2", "--gpus-per-node", "8"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "&id" not in out and "*id" not in out
+    job = next(d for d in yaml.safe_load_all(out) if d and d["kind"] == "PyTorchJob")
+    replicas = job["spec"]["pytorchReplicaSpecs"]
+    assert replicas["Master"]["template"] == replicas["Worker"]["template"]
