@@ -516,7 +516,12 @@ def test_cli_submit_creates_the_run_and_prints_next_steps(kube, api, namespace, 
     out = capsys.readouterr().out
     assert f"sobertctl status cli-run -n {namespace}" in out and "sobertctl cancel cli-run" in out
     stored = api.get(API_VERSION, KIND, "cli-run", namespace)
-    assert stored["spec"]["parallel"] == {"nodes": 2, "procs_per_node": 8, "tensor_parallel": 2}
+    assert stored["spec"]["parallel"] == {
+        "nodes": 2,
+        "procs_per_node": 8,
+        "tensor_parallel": 2,
+        "distributed_timeout_minutes": 60,
+    }
     assert stored["spec"]["backend"] == "kubernetes"
     assert main(argv) == 1  # a second submit of the same name is refused
     assert "already exists" in capsys.readouterr().err

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from podproc import container_env, operator_env, start_container
 from pretrain_runs import assert_same_curve, assert_same_grad_norm, first_grad_norm, loss_curve, numerics_spec
-
 from sobert_api import paths
 from sobert_api.spec import RunSpec
 from sobert_operator.cluster import ClusterConfig

@@ -88,9 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except ChildFailedError as exc:
         failures = [(failure.timestamp, failure.exitcode) for failure in exc.failures.values()]
         code = exit_code_for(failures)
-        print(
-            f"torchrun: worker exit codes {[c for _, c in failures]}; exit {code}", file=sys.stderr, flush=True
-        )
+        print(f"torchrun: worker exit codes {[c for _, c in failures]}; exit {code}", file=sys.stderr, flush=True)
         return code
     return 0
 

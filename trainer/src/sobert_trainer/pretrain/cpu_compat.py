@@ -8,8 +8,13 @@ megatron-core assumes a CUDA device in a few places that have nothing to do with
 - gradient clipping asserts `grad.type() == 'torch.cuda.FloatTensor'`.
 Here the tracker keeps CPU generator states, a TorchFunctionMode turns `device="cuda"` into
 `device="cpu"`, and the stream calls become no-ops, and `Tensor.type()` (no arguments, the
-form only such assertions use) names a CPU float tensor by its CUDA type. The numerics are those of the same code on
-CPU; nothing in the training math is replaced. On a CUDA machine none of this is installed.
+form only such assertions use) names a CPU tensor by its CUDA type. The numerics are those of the
+same code on CPU; nothing in the training math is replaced. On a CUDA machine none of this is installed.
+
+The CPU stands in for the device here, so a tensor left on the CPU cannot look misplaced: where the
+model goes is checked by `model.place_model` on every path (every parameter on the training device
+in the training dtype, or an error), and a unit test places the model on the `meta` device as the
+GPU path places it on its GPU.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ class _CudaToCpuMode(TorchFunctionMode):
         if "device" in kwargs:
             kwargs["device"] = _to_cpu_device(kwargs["device"])
         name = getattr(func, "__name__", "")
-        if name == "type" and len(args) == 1 and not kwargs:
+        if name == "type" and len(args) == 1 and not kwargs and args[0].device.type == "cpu":
             return func(*args).replace("torch.", "torch.cuda.", 1)
         if name == "cuda":
             return args[0]
