@@ -7,9 +7,8 @@ import json
 import sys
 from typing import Any
 
-import yaml
-
 from sobert_api.crd import API_VERSION, KIND
+from sobertctl.output import plain_yaml
 
 
 def _cluster_args(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +61,7 @@ def run_status(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(runs if not args.run else runs[0], indent=2, default=str))
     elif args.output == "yaml":
-        print(yaml.safe_dump(runs if not args.run else runs[0], sort_keys=False))
+        print(plain_yaml(runs if not args.run else runs[0]))
     else:
         print(table([run_row(r) for r in runs], empty=f"No SobertRuns in namespace {namespace}."))
     return 0

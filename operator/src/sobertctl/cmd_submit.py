@@ -99,13 +99,12 @@ def check_budget(spec, cluster=None) -> None:
 
 def submit_kubernetes(args: argparse.Namespace, spec) -> int:
     """Create a SobertRun (or, with --dry-run, print every manifest the run will create)."""
-    import yaml
-
     from sobert_operator.cluster import default_cluster_config, load_cluster_config
     from sobert_operator.kube.plan import render_all
     from sobert_operator.preflight import preflight
     from sobert_trainer.data.prepare import PrepareConfig
     from sobertctl.kube import run_object
+    from sobertctl.output import plain_yaml_all
 
     cluster = load_cluster_config(args.cluster_config) if args.cluster_config else default_cluster_config()
     problems = preflight(spec, cluster)
@@ -115,7 +114,7 @@ def submit_kubernetes(args: argparse.Namespace, spec) -> int:
     run = run_object(spec)
     if args.dry_run:
         documents = [run, *render_all(spec, cluster, PrepareConfig.from_spec(spec).dataset_id())]
-        print(yaml.safe_dump_all(documents, sort_keys=False), end="")
+        print(plain_yaml_all(documents), end="")
         return 0
     from sobertctl.kube import connect
 

@@ -101,6 +101,13 @@ def spec_from_args(args: argparse.Namespace, default_storage: str | None = None)
         overrides = _set_path(overrides, path.strip(), yaml.safe_load(raw))
     if args.file:
         return load_spec_file(args.file, overrides)
+    if not args.posts and "posts" not in overrides.get("data", {}):
+        raise SpecError(
+            f"--posts is required: preset {args.preset} says how to train, not on what. Pass the Stack Exchange "
+            "Posts.xml dump(s) to pretrain on (.xml, .gz, .bz2 or .7z; a local path, or on --backend kubernetes "
+            "an s3:// URI the pods can read), e.g. --posts s3://bucket/stackoverflow.com-Posts.7z "
+            "[--comments s3://bucket/stackoverflow.com-Comments.7z]"
+        )
     document = deep_merge({"name": f"sobert-{args.preset}"}, overrides)
     if default_storage and "storage" not in document:
         document["storage"] = {"uri": default_storage}
