@@ -193,7 +193,7 @@ def start(workdir: Path, extra_tokens: dict[str, tuple[str, str]] | None = None,
             f"--service-account-key-file={workdir / 'sa.pub'}",
             f"--service-account-signing-key-file={workdir / 'sa.key'}",
             "--service-cluster-ip-range=10.96.0.0/24",
-            "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount",
+            "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,OwnerReferencesPermissionEnforcement",
             "--disable-admission-plugins=StorageObjectInUseProtection",
             # TTL-after-finished is GA since 1.23; 1.20 has it behind this (alpha) gate.
             "--feature-gates=TTLAfterFinished=true",

@@ -400,3 +400,45 @@ def test_every_role_rule_is_granted(kube, install):
                     assert can_i(kube, verb, target, *extra, "-n", namespace), (verb, resource)
                     checks += 1
     assert checks >= 30
+
+
+def test_controller_can_adopt_with_owner_reference_permission_enforcement(kube, install):
+    """kopf's `adopt` sets `blockOwnerDeletion: true`; with the OwnerReferencesPermissionEnforcement
+    admission plugin (on by default in OpenShift; on in this testbed) the creator then needs
+    `update` on the owner's `finalizers` subresource. Created as the controller's ServiceAccount."""
+    namespace, _ = install("helm3")
+    run_doc = {
+        "apiVersion": "sobert.dev/v1alpha1",
+        "kind": "SobertRun",
+        "metadata": {"name": "adopter", "namespace": namespace},
+        "spec": {
+            "preset": "tiny",
+            "data": {"posts": ["s3://dumps/Posts.xml"]},
+            "storage": {"uri": "s3://bucket/sobert"},
+        },
+    }
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(run_doc))
+    owner = json.loads(kube.kubectl("get", "sobertrun", "adopter", "-n", namespace, "-o", "json").stdout)
+    child = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "adopter-spec",
+            "namespace": namespace,
+            "ownerReferences": [
+                {
+                    "apiVersion": owner["apiVersion"],
+                    "kind": owner["kind"],
+                    "name": owner["metadata"]["name"],
+                    "uid": owner["metadata"]["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "data": {"spec.json": "{}"},
+    }
+    result = kube.kubectl(
+        "create", "-f", "-", f"--as=system:serviceaccount:{namespace}:{FULLNAME}", input=json.dumps(child), check=False
+    )
+    assert result.returncode == 0, result.stderr
