@@ -54,7 +54,5 @@ def test_every_pod_runs_as_the_image_user():
     uid, gid = image_user()
     for name, pod in pod_specs():
         security = pod.get("securityContext", {})
-        assert (security.get("runAsUser"), security.get("runAsGroup"), security.get("fsGroup")) == (uid, gid, gid), (
-            name
-        )
+        assert (security.get("runAsUser"), security.get("runAsGroup"), security.get("fsGroup")) == (uid, gid, gid), name
         assert security.get("runAsNonRoot") is True, name

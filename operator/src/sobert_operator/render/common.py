@@ -15,6 +15,9 @@ from sobert_operator.cluster import ClusterConfig, NodePool, SchedulerKind
 SPEC_MOUNT = "/etc/sobert"
 SPEC_PATH = f"{SPEC_MOUNT}/spec.json"
 SCRATCH = "/scratch"
+# The trainer image's user (trainer/Dockerfile USER): its HOME holds the caches of transformers and
+# triton, and fsGroup makes the pods' emptyDirs writable by it.
+TRAINER_UID = 10001
 LABEL_RUN = "sobert.dev/run"
 LABEL_STAGE = "sobert.dev/stage"
 
@@ -66,6 +69,11 @@ def spec_volume(spec: RunSpec) -> tuple[dict[str, Any], dict[str, Any]]:
 def scratch_volume(size: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     empty_dir: dict[str, Any] = {"sizeLimit": size} if size else {}
     return {"name": "scratch", "emptyDir": empty_dir}, {"name": "scratch", "mountPath": SCRATCH}
+
+
+def pod_security() -> dict[str, Any]:
+    """Every sobert pod runs as the trainer image's user, whatever stage it is."""
+    return {"runAsNonRoot": True, "runAsUser": TRAINER_UID, "runAsGroup": TRAINER_UID, "fsGroup": TRAINER_UID}
 
 
 def container_security() -> dict[str, Any]:

@@ -22,6 +22,7 @@ from sobert_operator.render.common import (
     labels,
     object_name,
     place_on_pool,
+    pod_security,
     scratch_volume,
     spec_volume,
     storage_env,
@@ -70,6 +71,7 @@ def _pod(
     spec_vol, _ = spec_volume(spec)
     scratch_vol, _ = scratch_volume()
     pod_spec: dict[str, Any] = {
+        "securityContext": pod_security(),
         "containers": [container],
         "volumes": [spec_vol, scratch_vol, {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}],
     }
@@ -102,7 +104,7 @@ def _submitter_pod(spec: RunSpec, cluster: ClusterConfig, task: TaskName) -> dic
             "labels": {**_task_labels(spec, task), LABEL_RAY_NODE: "submitter"},
             "annotations": {"sidecar.istio.io/inject": "false"},
         },
-        "spec": {"restartPolicy": "Never", "containers": [container]},
+        "spec": {"restartPolicy": "Never", "securityContext": pod_security(), "containers": [container]},
     }
 
 

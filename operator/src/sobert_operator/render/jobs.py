@@ -12,6 +12,7 @@ from sobert_operator.render.common import (
     container_security,
     labels,
     object_name,
+    pod_security,
     scratch_volume,
     spec_volume,
     storage_env,
@@ -36,7 +37,7 @@ def render_stage_job(spec: RunSpec, cluster: ClusterConfig, stage: str, dataset_
     scratch_vol, scratch_mount = scratch_volume()
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},
+        "securityContext": pod_security(),
         "containers": [
             {
                 "name": "sobert",

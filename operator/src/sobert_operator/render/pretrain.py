@@ -20,6 +20,7 @@ from sobert_operator.render.common import (
     labels,
     object_name,
     place_on_pool,
+    pod_security,
     scratch_volume,
     spec_volume,
     storage_env,
@@ -72,6 +73,7 @@ def pod_template(spec: RunSpec, cluster: ClusterConfig, dataset_id: str, contain
     pod_spec: dict[str, Any] = {
         # Long enough to finish the step and write a checkpoint after SIGTERM.
         "terminationGracePeriodSeconds": cluster.termination_grace_seconds,
+        "securityContext": pod_security(),
         "containers": [
             {
                 "name": container_name,
