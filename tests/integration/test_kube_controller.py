@@ -639,3 +639,45 @@ def test_budget_warns_checkpoints_and_suspends_in_order_then_resumes_after_a_rai
     assert 'sobert_run_budget_usd{run="large-1"} 1000.0' in scraped
     assert 'sobert_run_phase{phase="Pretraining",run="large-1"} 1.0' in scraped
     assert "sobert_run_spend_usd" in scraped and "sobert_run_forecast_usd" in scraped
+
+
+def test_a_finished_stage_is_not_rerun_when_its_job_is_gone(kube, api, namespace, controller, s3_server, s3_bucket):
+    """The prepare Job and the PyTorchJob removed by their ttlSecondsAfterFinished while the run goes
+    on: their outputs are published, so neither stage starts again (no second multi-GPU job)."""
+    from sobert_trainer.storage import Storage
+
+    start, _ = controller
+    kube.kubectl(
+        "create", "secret", "generic", "s3-creds", "-n", namespace,
+        f"--from-literal=AWS_ACCESS_KEY_ID={s3_server.access_key}",
+        f"--from-literal=AWS_SECRET_ACCESS_KEY={s3_server.secret_key}",
+    )  # fmt: skip
+    storage_uri = f"s3://{s3_bucket}/sobert"
+    s3 = Storage.open(storage_uri, s3_server.endpoint_url, (s3_server.access_key, s3_server.secret_key))
+    start()
+    storage = {"uri": storage_uri, "endpoint_url": s3_server.endpoint_url, "credentials_secret": "s3-creds"}
+    api.create(run_doc(storage=storage), namespace)
+    status = wait_for(lambda: (s := run_status(api, namespace)).get("datasetId") and s)
+    # What the prepare Job publishes, then its completion.
+    s3.write_json(f"data/{status['datasetId']}/manifest.json", {"dataset_id": status["datasetId"], "files": {}})
+    wait_for(lambda: api.get("batch/v1", "Job", "large-1-prepare", namespace))
+    set_job_condition(kube, namespace, "jobs.batch", "large-1-prepare", [("Complete", "")])
+    wait_for(lambda: api.get("kubeflow.org/v1", "PyTorchJob", "large-1-pretrain", namespace))
+    # Pretraining publishes its final checkpoint and succeeds; conversion starts.
+    from sobert_api import build_spec
+
+    iters = build_spec({**run_doc()["spec"], "name": "large-1"}).train_iters
+    s3.write_json(f"runs/large-1/pretrain/checkpoints/iter_{iters:07d}/manifest.json", {"step": iters, "files": {}})
+    set_job_condition(kube, namespace, "pytorchjobs.kubeflow.org", "large-1-pretrain", [("Succeeded", "")])
+    wait_for(lambda: api.get("batch/v1", "Job", "large-1-convert", namespace))
+    assert wait_for(lambda: run_status(api, namespace).get("phase") == "Converting")
+
+    # The TTL controller's part: both finished jobs are deleted.
+    kube.kubectl("delete", "job", "large-1-prepare", "-n", namespace)
+    kube.kubectl("delete", "pytorchjob", "large-1-pretrain", "-n", namespace)
+    time.sleep(8)  # several resyncs (SOBERT_RESYNC_SECONDS=2)
+    assert api.get("batch/v1", "Job", "large-1-prepare", namespace) is None
+    assert api.get("kubeflow.org/v1", "PyTorchJob", "large-1-pretrain", namespace) is None
+    status = run_status(api, namespace)
+    assert status["phase"] == "Converting"
+    assert status["stages"]["prepare"]["state"] == status["stages"]["pretrain"]["state"] == "succeeded"
