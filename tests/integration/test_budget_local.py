@@ -13,7 +13,7 @@ import pytest
 
 from sobert_api import paths
 from sobert_operator.cost.catalog import load_catalog
-from sobert_trainer.pretrain.checkpoint import complete_checkpoints
+from sobert_trainer.pretrain.checkpoint_index import complete_checkpoints
 from sobert_trainer.storage import Storage
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,9 @@ import pytest
 
 from conftest import shared_path
 from sobert_api import build_spec, paths
-from sobert_operator.local_executor import LocalExecutor, observe, record_spec
+from sobert_operator.local_executor import LocalExecutor, record_spec
 from sobert_operator.pipeline import Stage
+from sobert_operator.published import observe
 from sobert_trainer.storage import Storage
 
 pytestmark = pytest.mark.integration

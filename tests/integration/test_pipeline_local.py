@@ -16,7 +16,7 @@ import pytest
 from sobert_api import build_spec, paths
 from sobert_operator.local_executor import LocalExecutor
 from sobert_trainer.data.prepare import PrepareConfig
-from sobert_trainer.pretrain.checkpoint import checkpoint_name, complete_checkpoints
+from sobert_trainer.pretrain.checkpoint_index import checkpoint_name, complete_checkpoints
 from sobert_trainer.pretrain.progress import read_progress
 from sobert_trainer.storage import Storage
 

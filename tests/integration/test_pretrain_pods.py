@@ -30,7 +30,7 @@ from sobert_operator.cluster import ClusterConfig
 from sobert_operator.render.common import spec_configmap
 from sobert_operator.render.pretrain import render_pytorchjob
 from sobert_trainer.data.prepare import PrepareConfig, prepare_dataset
-from sobert_trainer.pretrain.checkpoint import checkpoint_name, complete_checkpoints
+from sobert_trainer.pretrain.checkpoint_index import checkpoint_name, complete_checkpoints
 from sobert_trainer.pretrain.progress import read_progress
 from sobert_trainer.storage import Storage
 

@@ -32,8 +32,9 @@ from sobert_operator.launch import (
 )
 from sobert_operator.local_meter import BudgetStoppedError, LocalMeter
 from sobert_operator.pipeline import Observed, Stage, next_stage
+from sobert_operator.published import observe
 from sobert_operator.report import write_report
-from sobert_operator.results import finetune_results, finetuned_tasks
+from sobert_operator.results import finetune_results
 from sobert_trainer.data.prepare import PrepareConfig
 from sobert_trainer.pretrain.progress import read_progress
 from sobert_trainer.stage_cli import EXIT_PREEMPTED
@@ -85,20 +86,6 @@ class RunSummary:
             "finetune": self.finetune,
             "spent_usd": round(self.spent_usd, 6),
         }
-
-
-def observe(spec: RunSpec, storage: Storage, dataset_id: str) -> Observed:
-    from sobert_trainer.pretrain.checkpoint import complete_checkpoints
-
-    steps = complete_checkpoints(storage.child(paths.checkpoints_prefix(spec.name)))
-    hf = storage.read_manifest(paths.hf_prefix(spec.name))
-    hf_step = hf.get("step") if hf else None
-    return Observed(
-        dataset_published=storage.read_manifest(paths.dataset_prefix(dataset_id)) is not None,
-        checkpoint_step=steps[-1] if steps else None,
-        hf_step=hf_step,
-        finetuned=finetuned_tasks(spec, storage, hf_step),
-    )
 
 
 def record_spec(spec: RunSpec, storage: Storage) -> None:

@@ -52,14 +52,18 @@ class Observed:
         """Tasks of the spec without results for the current converted model, in spec order."""
         return [task.value for task in spec.finetune.tasks if task.value not in self.finetuned]
 
+    def done(self, spec: RunSpec, stage: Stage, task: str | None = None) -> bool:
+        """The stage's outputs (one task's, for finetune with `task`) are published."""
+        if stage is Stage.prepare:
+            return self.dataset_published
+        if stage is Stage.pretrain:
+            return self.checkpoint_step is not None and self.checkpoint_step >= spec.train_iters
+        if stage is Stage.convert:
+            return self.hf_step is not None and self.hf_step == self.checkpoint_step
+        return task in self.finetuned if task is not None else not self.missing_tasks(spec)
+
     def stage_states(self, spec: RunSpec) -> dict[Stage, StageState]:
-        done = {
-            Stage.prepare: self.dataset_published,
-            Stage.pretrain: self.checkpoint_step is not None and self.checkpoint_step >= spec.train_iters,
-            Stage.convert: self.hf_step is not None and self.hf_step == self.checkpoint_step,
-            Stage.finetune: not self.missing_tasks(spec),
-        }
-        return {stage: StageState.succeeded if ok else StageState.missing for stage, ok in done.items()}
+        return {stage: StageState.succeeded if self.done(spec, stage) else StageState.missing for stage in STAGE_ORDER}
 
 
 def combine(states: list[StageState]) -> StageState:

@@ -26,10 +26,11 @@ from sobert_operator.cost.records import append_allocation, read_ledger, request
 from sobert_operator.kube.budget import SUSPEND_PATCH, BudgetStep, budget_step, gpu_price, merge_ledger, pod_allocations
 from sobert_operator.kube.client import KubeClient, PrerequisiteMissingError
 from sobert_operator.kube.observe import job_state
-from sobert_operator.kube.plan import condition, is_terminal, plan, stage_kind, stage_objects
+from sobert_operator.kube.plan import condition, gone_after_success, is_terminal, plan, stage_kind, stage_objects
 from sobert_operator.kube.progress import last_progress, storage_credentials
 from sobert_operator.pipeline import STAGE_ORDER, Stage, StageState
 from sobert_operator.preflight import preflight
+from sobert_operator.published import observe
 from sobert_operator.render.common import LABEL_RUN, object_name
 from sobert_operator.results import finetune_results
 from sobert_trainer.data.prepare import PrepareConfig
@@ -152,9 +153,26 @@ def _reconcile(name: str, namespace: str, logger) -> None:
     previous_cost = status.get("cost") or {}
     progressing = any(jobs.get(o.name) for o in objects if o.stage is Stage.pretrain)
     step, storage = _meter(spec, cluster, client, namespace, secret_obj, previous_cost, progressing, logger)
-    result = plan(spec, cluster, dataset_id, jobs, _now(), configmap is not None, step.cost_status["secondsLeft"])
-    _apply_budget(run, spec, step, storage, result, jobs, objects, client, namespace, logger)
     credentials = storage_credentials(secret_obj)
+    published = None
+    if gone_after_success(objects, jobs, status):  # removed by their TTL: storage says whether they finished
+        try:
+            published = observe(
+                spec, Storage.open(spec.storage.uri, spec.storage.endpoint_url, credentials), dataset_id
+            )
+        except Exception as exc:
+            raise kopf.TemporaryError(f"cannot read the run's published outputs: {exc}", delay=30) from exc
+    result = plan(
+        spec,
+        cluster,
+        dataset_id,
+        jobs,
+        _now(),
+        configmap is not None,
+        step.cost_status["secondsLeft"],
+        published=published,
+    )
+    _apply_budget(run, spec, step, storage, result, jobs, objects, client, namespace, logger)
     if result.status["stages"][Stage.pretrain.value]["state"] in ("running", "succeeded"):
         progress = _best_effort("progress", lambda: last_progress(spec, credentials), spec, logger)
         if progress:

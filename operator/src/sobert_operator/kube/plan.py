@@ -12,7 +12,7 @@ from typing import Any
 from sobert_api.spec import RunSpec, TaskName
 from sobert_operator.cluster import ClusterConfig, PretrainTarget
 from sobert_operator.kube.observe import failure_message, job_phase, job_state
-from sobert_operator.pipeline import STAGE_ORDER, Decision, Stage, StageState, combine, decide
+from sobert_operator.pipeline import STAGE_ORDER, Decision, Observed, Stage, StageState, combine, decide
 from sobert_operator.render.common import object_name, spec_configmap
 from sobert_operator.render.finetune import finetune_object_name, render_rayjob
 from sobert_operator.render.jobs import render_stage_job
@@ -81,6 +81,28 @@ def render_all(spec: RunSpec, cluster: ClusterConfig, dataset_id: str) -> list[d
     return [spec_configmap(spec)] + [render_object(spec, cluster, obj, dataset_id) for obj in objects]
 
 
+def _object_state(
+    spec: RunSpec, obj: StageObject, job: dict[str, Any] | None, published: Observed | None
+) -> StageState:
+    state = job_state(job)
+    if state is StageState.missing and published is not None and published.done(spec, obj.stage, obj.task):
+        return StageState.succeeded
+    return state
+
+
+def gone_after_success(objects: list[StageObject], jobs: dict[str, Any], status: dict[str, Any]) -> list[StageObject]:
+    """Objects the run's last status saw succeed that no longer exist: what storage must settle."""
+    stages = status.get("stages") or {}
+
+    def last_state(obj: StageObject) -> str | None:
+        entry = stages.get(obj.stage.value) or {}
+        if obj.task is not None:
+            entry = (entry.get("tasks") or {}).get(obj.task.value) or {}
+        return entry.get("state")
+
+    return [o for o in objects if jobs.get(o.name) is None and last_state(o) == StageState.succeeded.value]
+
+
 def condition(type_: str, status: bool, reason: str, message: str, now: str) -> dict[str, Any]:
     return {
         "type": type_,
@@ -107,11 +129,14 @@ def plan(
     now: str,
     configmap_exists: bool,
     deadline_seconds: int | None = None,
+    published: Observed | None = None,
 ) -> Plan:
     """`jobs` maps each of `stage_objects(spec, cluster)`'s names to the object found (or None).
-    `deadline_seconds` (what the budget leaves) becomes the new GPU jobs' activeDeadlineSeconds."""
+    `deadline_seconds` (what the budget leaves) becomes the new GPU jobs' activeDeadlineSeconds.
+    `published` (what storage holds, when read): an object that is gone but whose outputs are
+    published succeeded (its job was removed by its TTL after it finished); it is not run again."""
     objects = stage_objects(spec, cluster)
-    object_states = {obj.name: job_state(jobs.get(obj.name)) for obj in objects}
+    object_states = {obj.name: _object_state(spec, obj, jobs.get(obj.name), published) for obj in objects}
     states = {
         stage: combine([object_states[o.name] for o in objects if o.stage is stage])
         if any(o.stage is stage for o in objects)
@@ -176,4 +201,13 @@ def is_terminal(status: dict[str, Any] | None) -> bool:
     return (status or {}).get("phase") in ("Succeeded", "Failed", "Invalid")
 
 
-__all__ = ["Plan", "StageObject", "StageState", "plan", "render_all", "stage_kind", "stage_objects"]
+__all__ = [
+    "Plan",
+    "StageObject",
+    "StageState",
+    "gone_after_success",
+    "plan",
+    "render_all",
+    "stage_kind",
+    "stage_objects",
+]

@@ -18,7 +18,7 @@ import torch
 from sobert_api import paths
 from sobert_api.spec import ModelSpec, RunSpec
 from sobert_trainer.data.tokenizer import CLS, MASK, PAD, SEP, SPECIAL_TOKENS, UNK
-from sobert_trainer.pretrain.checkpoint import checkpoint_name, complete_checkpoints
+from sobert_trainer.pretrain.checkpoint_index import checkpoint_name, complete_checkpoints
 from sobert_trainer.storage import Storage
 
 log = logging.getLogger(__name__)

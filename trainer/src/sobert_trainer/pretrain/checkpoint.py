@@ -9,29 +9,13 @@ save cut short by a crash or preemption is never loaded.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
 import torch.distributed as dist
 
+from sobert_trainer.pretrain.checkpoint_index import checkpoint_name, complete_checkpoints
 from sobert_trainer.storage import MANIFEST, Storage, sha256_file
-
-_ITER = re.compile(r"^iter_(\d{7})$")
-
-
-def checkpoint_name(step: int) -> str:
-    return f"iter_{step:07d}"
-
-
-def complete_checkpoints(storage: Storage) -> list[int]:
-    """Steps of fully published checkpoints, ascending."""
-    steps = set()
-    for key in storage.list():
-        parts = key.split("/")
-        if len(parts) == 2 and parts[1] == MANIFEST and (m := _ITER.match(parts[0])):
-            steps.add(int(m.group(1)))
-    return sorted(steps)
 
 
 class CheckpointStore:
