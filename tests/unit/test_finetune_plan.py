@@ -77,7 +77,9 @@ def test_rayjob_render():
     assert job["metadata"]["labels"]["sobert.dev/task"] == "quality"
     body = job["spec"]
     assert body["entrypoint"] == "python -m sobert_trainer.finetune --spec=/etc/sobert/spec.json --task=quality"
-    assert body["shutdownAfterJobFinishes"] is True and body["ttlSecondsAfterFinished"] == 86_400
+    # The task's Ray cluster (GPU workers included) goes a minute after its job ends, not a day later:
+    # KubeRay deletes it at EndTime + ttlSecondsAfterFinished and keeps the submitter (the driver's log).
+    assert body["shutdownAfterJobFinishes"] is True and body["ttlSecondsAfterFinished"] == 60
     cluster_spec = body["rayClusterSpec"]
     assert cluster_spec["rayVersion"] == RAY_VERSION
     assert cluster_spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"

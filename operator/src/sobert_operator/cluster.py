@@ -77,7 +77,17 @@ class ClusterConfig(_Config):
     training_runtime: Annotated[str, Field(description="ClusterTrainingRuntime for TrainJob.")] = "torch-distributed"
     termination_grace_seconds: Annotated[int, Field(ge=30, description="Time to checkpoint on SIGTERM.")] = 300
     backoff_limit: Annotated[int, Field(ge=0)] = 3
-    ttl_seconds_after_finished: Annotated[int, Field(ge=0)] = 86_400
+    ttl_seconds_after_finished: Annotated[
+        int, Field(ge=0, description="Seconds a finished prepare/pretrain/convert job is kept (for its logs).")
+    ] = 86_400
+    ray_cluster_ttl_seconds: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="Seconds a finetune task's Ray cluster (GPU workers included) stays up after its job ends; "
+            "KubeRay deletes it then and keeps the submitter pod with the driver's log.",
+        ),
+    ] = 60
     ray_version: Annotated[
         str, Field(description="Ray version in the trainer image (RayJob rayClusterSpec.rayVersion).")
     ] = RAY_VERSION

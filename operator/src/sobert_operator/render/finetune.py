@@ -4,7 +4,8 @@ Each RayJob brings up its own small Ray cluster: a head that runs the driver
 (`python -m sobert_trainer.finetune`, the same command the local executor runs) and schedules
 no training (`num-cpus: 0`), plus one worker group sized by the task (Ray Train workers, each
 with a GPU from the run's node pool when `finetune.use_gpu`). The cluster is torn down when
-the job finishes (`shutdownAfterJobFinishes`); results are in the run's S3 storage.
+the job finishes (`shutdownAfterJobFinishes`, after `cluster.ray_cluster_ttl_seconds`); results
+are in the run's S3 storage.
 """
 
 from __future__ import annotations
@@ -128,7 +129,9 @@ def render_rayjob(
     job_spec: dict[str, Any] = {
         "entrypoint": " ".join(finetune_command(SPEC_PATH, task.value)),
         "shutdownAfterJobFinishes": True,
-        "ttlSecondsAfterFinished": cluster.ttl_seconds_after_finished,
+        # KubeRay deletes the RayCluster at EndTime + this (rayjob_controller.go
+        # handleShutdownAfterJobFinishes, v1.5.1); the submitter Job, with the driver's log, stays.
+        "ttlSecondsAfterFinished": cluster.ray_cluster_ttl_seconds,
         "backoffLimit": cluster.backoff_limit,
         "submissionMode": "K8sJobMode",
         "submitterPodTemplate": _submitter_pod(spec, cluster, task),
