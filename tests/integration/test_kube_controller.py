@@ -681,3 +681,42 @@ def test_a_finished_stage_is_not_rerun_when_its_job_is_gone(kube, api, namespace
     status = run_status(api, namespace)
     assert status["phase"] == "Converting"
     assert status["stages"]["prepare"]["state"] == status["stages"]["pretrain"]["state"] == "succeeded"
+
+
+def test_rayjob_changes_move_the_run_without_waiting_for_the_resync(kube, api, namespace, tmp_path):
+    """The controller watches its RayJobs as it watches its other jobs: with the resync at 10
+    minutes, a task finishing still moves the run on in seconds. (A controller process of its own:
+    the resync interval is fixed when the controller module is imported.)"""
+    kube.kubectl(
+        "create", "secret", "generic", "s3-creds", "-n", namespace,
+        "--from-literal=AWS_ACCESS_KEY_ID=k", "--from-literal=AWS_SECRET_ACCESS_KEY=s",
+    )  # fmt: skip
+    config = tmp_path / "cluster.yaml"
+    config.write_text(yaml.safe_dump(CLUSTER))
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kube.kubeconfig),
+        "SOBERT_CLUSTER_CONFIG": str(config),
+        "SOBERT_RESYNC_SECONDS": "600",
+        "SOBERT_METRICS_PORT": str(METRICS_PORT + 1),
+    }
+    command = [sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", namespace]
+    command += ["-m", "sobert_operator.controller.main"]
+    with open(tmp_path / "controller.log", "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        api.create(run_doc(), namespace)
+        wait_for(lambda: api.get("batch/v1", "Job", "large-1-prepare", namespace), timeout=60)
+        set_job_condition(kube, namespace, "jobs.batch", "large-1-prepare", [("Complete", "")])
+        wait_for(lambda: api.get("kubeflow.org/v1", "PyTorchJob", "large-1-pretrain", namespace))
+        set_job_condition(kube, namespace, "pytorchjobs.kubeflow.org", "large-1-pretrain", [("Succeeded", "")])
+        wait_for(lambda: api.get("batch/v1", "Job", "large-1-convert", namespace))
+        set_job_condition(kube, namespace, "jobs.batch", "large-1-convert", [("Complete", "")])
+        for task in ("quality", "ner"):
+            wait_for(lambda task=task: api.get("ray.io/v1", "RayJob", f"large-1-finetune-{task}", namespace))
+        set_rayjob_status(kube, namespace, "large-1-finetune-quality", "Complete", "SUCCEEDED")
+        set_rayjob_status(kube, namespace, "large-1-finetune-ner", "Complete", "SUCCEEDED")
+        wait_for(lambda: run_status(api, namespace).get("phase") == "Succeeded", timeout=20)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
