@@ -13,6 +13,7 @@ OWNED_JOBS = [
     ("batch", "v1", "jobs"),
     ("kubeflow.org", "v1", "pytorchjobs"),
     ("trainer.kubeflow.org", "v1alpha1", "trainjobs"),
+    ("ray.io", "v1", "rayjobs"),
 ]
 
 
