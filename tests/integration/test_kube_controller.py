@@ -266,9 +266,12 @@ def test_run_walks_every_phase_and_survives_a_controller_restart(kube, api, name
     assert wait_for(lambda: run_status(api, namespace).get("phase") == "Finetuning")
     set_rayjob_status(kube, namespace, "large-1-finetune-quality", "Complete", "SUCCEEDED")
     set_rayjob_status(kube, namespace, "large-1-finetune-ner", "Running", "RUNNING")
+    # RayJobs are watched: the first patch may be reconciled before the second lands.
     tasks = wait_for(
         lambda: (
-            (t := run_status(api, namespace)["stages"]["finetune"]["tasks"])["quality"]["state"] == "succeeded" and t
+            (t := run_status(api, namespace)["stages"]["finetune"]["tasks"])["quality"]["state"] == "succeeded"
+            and t["ner"]["jobPhase"] == "Running"
+            and t
         )
     )
     assert tasks["ner"] == {"state": "running", "job": "large-1-finetune-ner", "jobPhase": "Running"}
@@ -720,3 +723,60 @@ def test_rayjob_changes_move_the_run_without_waiting_for_the_resync(kube, api, n
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_finished_runs_ray_cluster_is_priced_until_it_is_gone(kube, api, namespace, controller, s3_server, s3_bucket):
+    """The run is Succeeded when its last task's job ends; the task's Ray cluster lives on for its
+    TTL. Its GPU pods stay in the ledger until they are gone, even when they vanish unseen."""
+    from sobert_operator.cost.records import read_ledger
+    from sobert_trainer.storage import Storage
+
+    start, _ = controller
+    kube.kubectl(
+        "create", "secret", "generic", "s3-creds", "-n", namespace,
+        f"--from-literal=AWS_ACCESS_KEY_ID={s3_server.access_key}",
+        f"--from-literal=AWS_SECRET_ACCESS_KEY={s3_server.secret_key}",
+    )  # fmt: skip
+    kube.kubectl("create", "serviceaccount", "default", "-n", namespace)  # no controller-manager makes it here
+    storage_uri = f"s3://{s3_bucket}/sobert"
+    s3 = Storage.open(storage_uri, s3_server.endpoint_url, (s3_server.access_key, s3_server.secret_key))
+    start()
+    storage = {"uri": storage_uri, "endpoint_url": s3_server.endpoint_url, "credentials_secret": "s3-creds"}
+    api.create(run_doc(storage=storage), namespace)
+    wait_for(lambda: api.get("batch/v1", "Job", "large-1-prepare", namespace))
+    set_job_condition(kube, namespace, "jobs.batch", "large-1-prepare", [("Complete", "")])
+    wait_for(lambda: api.get("kubeflow.org/v1", "PyTorchJob", "large-1-pretrain", namespace))
+    set_job_condition(kube, namespace, "pytorchjobs.kubeflow.org", "large-1-pretrain", [("Succeeded", "")])
+    wait_for(lambda: api.get("batch/v1", "Job", "large-1-convert", namespace))
+    set_job_condition(kube, namespace, "jobs.batch", "large-1-convert", [("Complete", "")])
+    for task in ("quality", "ner"):
+        wait_for(lambda task=task: api.get("ray.io/v1", "RayJob", f"large-1-finetune-{task}", namespace))
+    worker = "large-1-finetune-ner-train-worker-0"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": worker, "labels": {"sobert.dev/run": "large-1", "sobert.dev/stage": "finetune",
+                                                "sobert.dev/task": "ner"}},
+        "spec": {"automountServiceAccountToken": False, "containers": [{"name": "ray-worker", "image": "trainer:1",
+                 "resources": {"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}}}]},
+    }  # fmt: skip
+    assert api.create(pod, namespace)
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+    kube.kubectl("patch", "pod", worker, "-n", namespace, "--subresource=status", "--type=merge",
+                 "-p", json.dumps({"status": {"phase": "Running", "startTime": started}}))  # fmt: skip
+    set_rayjob_status(kube, namespace, "large-1-finetune-quality", "Complete", "SUCCEEDED")
+    set_rayjob_status(kube, namespace, "large-1-finetune-ner", "Complete", "SUCCEEDED")
+    assert wait_for(lambda: run_status(api, namespace).get("phase") == "Succeeded")
+    cost = wait_for(lambda: (c := run_status(api, namespace).get("cost") or {}).get("openPods") and c)
+    assert worker in cost["openPods"]
+    first = cost["spentUsd"]
+    assert first > 0
+    time.sleep(3)
+    assert wait_for(lambda: run_status(api, namespace)["cost"]["spentUsd"] > first)  # still priced after Succeeded
+
+    # KubeRay deletes the cluster at the end of its TTL: the pod is gone before anyone saw it end.
+    kube.kubectl("delete", "pod", worker, "-n", namespace, "--wait=true")
+    ended = wait_for(lambda: [a for a in read_ledger(s3, "large-1") if a.name == worker])
+    assert ended[0].end is not None and ended[0].reason == "Deleted" and ended[0].phase == "finetune/ner"
+    assert ended[0].end - ended[0].start >= 3600
+    assert wait_for(lambda: not run_status(api, namespace)["cost"].get("openPods"))
