@@ -23,7 +23,16 @@ from sobert_operator.cost.devices import forecast_for
 from sobert_operator.cost.ledger import summarize
 from sobert_operator.cost.policy import BudgetAction
 from sobert_operator.cost.records import append_allocation, read_ledger, request_checkpoint
-from sobert_operator.kube.budget import SUSPEND_PATCH, BudgetStep, budget_step, gpu_price, merge_ledger, pod_allocations
+from sobert_operator.kube.budget import (
+    SUSPEND_PATCH,
+    BudgetStep,
+    budget_step,
+    gpu_price,
+    merge_ledger,
+    open_pods,
+    pod_allocations,
+    vanished_allocations,
+)
 from sobert_operator.kube.client import KubeClient, PrerequisiteMissingError
 from sobert_operator.kube.observe import job_state
 from sobert_operator.kube.plan import condition, gone_after_success, is_terminal, plan, stage_kind, stage_objects
@@ -83,7 +92,8 @@ def login(**kwargs):
 
 
 def is_done(status: dict[str, Any] | None) -> bool:
-    return is_terminal(status)
+    """Finished, and none of its pods left to price (a Ray cluster outlives its job by its TTL)."""
+    return is_terminal(status) and not ((status or {}).get("cost") or {}).get("openPods")
 
 
 def _lock(namespace: str, name: str) -> threading.Lock:
@@ -106,6 +116,8 @@ def _reconcile(name: str, namespace: str, logger) -> None:
     status = run.get("status") or {}
     generation = run["metadata"].get("generation")
     if is_terminal(status) and status.get("observedGeneration") == generation:
+        if not is_done(status):
+            _meter_until_gone(run, status, logger)
         return
 
     def set_status(**fields: Any) -> None:
@@ -199,6 +211,20 @@ def _reconcile(name: str, namespace: str, logger) -> None:
     set_status(**{"message": None, **result.status})  # clear a stale message unless the plan sets one
 
 
+def _meter_until_gone(run: Any, status: dict[str, Any], logger) -> None:
+    """A finished run whose pods are not all gone (a task's Ray cluster until its TTL): the ledger
+    prices them until they are, then the run is done."""
+    client: KubeClient = _state["client"]
+    cluster: ClusterConfig = _state["cluster"]
+    name, namespace = run["metadata"]["name"], run["metadata"]["namespace"]
+    spec = build_spec({**run.get("spec", {}), "name": name, "backend": "kubernetes"}, source=f"SobertRun {name}")
+    secret = client.get("v1", "Secret", spec.storage.credentials_secret or cluster.storage_secret, namespace)
+    if secret is None:
+        return
+    step, _ = _meter(spec, cluster, client, namespace, secret, status.get("cost") or {}, False, logger)
+    client.patch_status(API_VERSION, KIND, name, namespace, {"cost": step.cost_status})
+
+
 def _meter(spec, cluster, client, namespace, secret, previous, progressing: bool, logger):
     """The run's ledger and the policy's next step, as (BudgetStep, Storage or None).
 
@@ -214,12 +240,16 @@ def _meter(spec, cluster, client, namespace, secret, previous, progressing: bool
         logger.warning("pods of %s unavailable for the ledger: %s", spec.name, type(exc).__name__)
         pods = []
     calibrated = previous.get("forecastCalibrated", False)
-    wanted = bool(pods) or (progressing and not calibrated)
+    was_open = previous.get("openPods") or {}
+    live = pod_allocations(pods, spec, cluster, catalog)
+    now = time.time()
+    wanted = bool(pods) or bool(was_open) or (progressing and not calibrated)
     storage = None
     if wanted and _state.setdefault("storage_backoff", {}).get(key, 0) < time.time():
         try:
             storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url, storage_credentials(secret))
-            ledger, ended = merge_ledger(read_ledger(storage, spec.name), pod_allocations(pods, spec, cluster, catalog))
+            gone = vanished_allocations(was_open, live)
+            ledger, ended = merge_ledger(read_ledger(storage, spec.name), [*live, *gone])
             for allocation in ended:
                 append_allocation(storage, spec.name, allocation)
             spent = summarize(ledger, time.time())["usd"]
@@ -250,6 +280,11 @@ def _meter(spec, cluster, client, namespace, secret, previous, progressing: bool
         burn = spec.parallel.world_size * gpu_price(spec, cluster, catalog)[1]
     step = budget_step(spec, spent, forecast, burn, previous)
     step.cost_status["forecastCalibrated"] = calibrated
+    # Running pods, to close any that vanish before they are seen ending; until the ledger has
+    # recorded the ones that did (storage read), the ones known before stay open too. Status is
+    # merge-patched: a pod no longer open is removed by a null.
+    still_open = open_pods(live, now) if storage is not None else {**was_open, **open_pods(live, now)}
+    step.cost_status["openPods"] = {**dict.fromkeys(set(was_open) - set(still_open)), **still_open}
     return step, storage
 
 

@@ -61,6 +61,25 @@ def pod_allocations(
     return out
 
 
+def vanished_allocations(open_pods: dict[str, dict[str, Any]], live: list[Allocation]) -> list[Allocation]:
+    """Pods last seen running that are gone now (a Ray cluster deleted after its TTL, a pod removed
+    between two looks): ended when they were last seen, so the ledger covers them until then."""
+    seen = {a.name for a in live}
+    fields = set(Allocation.__dataclass_fields__)
+    return [
+        Allocation(
+            **{**{k: v for k, v in record.items() if k in fields}, "end": record["lastSeen"], "reason": "Deleted"}
+        )
+        for name, record in open_pods.items()
+        if name not in seen
+    ]
+
+
+def open_pods(live: list[Allocation], now: float) -> dict[str, dict[str, Any]]:
+    """The running allocations, kept in the run's status so one that vanishes can still be closed."""
+    return {a.name: {**a.as_dict(), "lastSeen": round(now, 3)} for a in live if a.end is None}
+
+
 def merge_ledger(stored: list[Allocation], live: list[Allocation]) -> tuple[list[Allocation], list[Allocation]]:
     """(every allocation, the ended ones not yet stored). Stored entries win: pods go away, money stays."""
     known = {a.name for a in stored}
