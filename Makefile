@@ -58,7 +58,7 @@ run: setup  ## Embedded end-to-end run of the tiny preset on CPU, ending with th
 	$(BIN)/sobertctl submit tiny --name $(RUN_NAME) --storage $(RUN_STORAGE) \
 		--posts $(RUN_POSTS) --comments $(RUN_COMMENTS) --procs-per-node $(RUN_PROCS) $(RUN_FINETUNE)
 
-test: setup  ## All tests: unit and integration (its own S3 server, kube-apiserver, helm, Chromium, torchrun, Ray)
+test: setup  ## All tests: unit and integration (its own S3 server, Kubernetes built with Go, helm, Chromium, torchrun, Ray)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: setup  ## Unit tests only (no servers, no subprocesses)

@@ -278,7 +278,7 @@ def render_controller(c: dict) -> list[str]:
         "",
         f"## Controller ({c['runs']} SobertRuns submitted at once)",
         "",
-        "Real kube-apiserver 1.20 + etcd on 127.0.0.1 (the test harness's), controller as a `kopf run`",
+        "Real kube-apiserver 1.35 + etcd on 127.0.0.1 (the test harness's), controller as a `kopf run`",
         "subprocess; the bench marks each prepare Job Complete as soon as it appears (playing the Job",
         "controller), so the PyTorchJob latency includes one full stage transition.",
         "",

@@ -138,6 +138,19 @@ def test_every_rendered_object_is_stored_as_sent(api, namespace):
     assert all("value" not in e for e in container["env"] if e["name"].startswith("AWS_SECRET"))
 
 
+def test_the_upstream_crds_validation_rules_are_enforced(api, namespace):
+    """The testbed is a current API server: the CEL rules (`x-kubernetes-validations`) of the
+    upstream CRDs reject what a user's cluster rejects, so "stored as sent" above means accepted."""
+    from kubernetes.dynamic.exceptions import UnprocessibleEntityError
+
+    cluster = ClusterConfig.model_validate(CLUSTER)
+    spec = build_spec({**run_doc()["spec"], "name": "cel", "backend": "kubernetes"})
+    rayjob = render_rayjob(spec, cluster, TaskName.ner)
+    rayjob["spec"]["managedBy"] = "someone-else"  # the RayJob CRD allows KubeRay or MultiKueue only
+    with pytest.raises(UnprocessibleEntityError, match="managedBy"):
+        api.create(rayjob, namespace)
+
+
 # -- the controller -----------------------------------------------------------------------------
 
 
@@ -191,20 +204,34 @@ def run_status(api, namespace, name="large-1"):
 
 
 def set_job_condition(kube, namespace, api_path: str, name: str, conditions: list[tuple[str, str]]):
-    """Play the batch/Kubeflow controller: write conditions to the job's status subresource."""
+    """Play the batch/Kubeflow controller: write conditions to the job's status subresource.
+
+    A batch Job's status is validated by the API server as the Job controller writes it
+    (Kubernetes 1.35 pkg/apis/batch/validation ValidateJobUpdateStatus): a finished Job has a start
+    and (when complete) a completion time, and Complete/Failed follow SuccessCriteriaMet/FailureTarget.
+    """
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    body = {
-        "status": {
-            "conditions": [
-                {"type": t, "status": "True", "reason": t, "lastTransitionTime": now, "lastUpdateTime": now}
-                | ({"message": m} if m else {})
-                for t, m in conditions
-            ]
-        }
-    }
+    types = [(t, m) for t, m in conditions]
+    status: dict = {}
+    if api_path == "jobs.batch":
+        status["startTime"] = now
+        if any(t == "Complete" for t, _ in types):
+            types = [("SuccessCriteriaMet", ""), *types]
+            status |= {"completionTime": now, "succeeded": 1}
+        if any(t == "Failed" for t, _ in types):
+            message = next(m for t, m in types if t == "Failed")
+            types = [("FailureTarget", message), *types]
+            status["failed"] = 1
+    status["conditions"] = [
+        {"type": t, "status": "True", "reason": t, "lastTransitionTime": now}
+        | ({"lastUpdateTime": now} if api_path != "jobs.batch" else {})
+        | ({"message": m} if m else {})
+        for t, m in types
+    ]
     kube.kubectl(
-        "patch", api_path, name, "-n", namespace, "--subresource=status", "--type=merge", "-p", json.dumps(body)
-    )
+        "patch", api_path, name, "-n", namespace, "--subresource=status", "--type=merge", "-p",
+        json.dumps({"status": status}),
+    )  # fmt: skip
 
 
 def count(api, namespace, api_version, kind):
