@@ -142,6 +142,54 @@ def render_pytorchjob(
     }
 
 
+# The Trainer release the TrainJob is rendered for (scripts/testbed/build-operators.sh runs it). Its
+# pod-level override field changed across releases: podSpecOverrides (v2.0), podTemplateOverrides
+# (v2.1), runtimePatches (v2.2+, pkg/apis/trainer/v1alpha1/trainjob_types.go RuntimePatch).
+TRAINER_VERSION = "v2.2.1"
+# The replicated job and container of the stock torch runtime (manifests/base/runtimes/torch_distributed.yaml).
+TRAINER_REPLICATED_JOB = "node"
+TRAINER_CONTAINER = "node"
+RUNTIME_PATCH_MANAGER = "sobert.dev/controller"
+
+
+def _runtime_patch(spec: RunSpec, cluster: ClusterConfig, dataset_id: str) -> dict[str, Any]:
+    """What the runtime's pods need beyond the trainer's command, env and resources: the spec
+    ConfigMap, node-local scratch, /dev/shm, the image's user, and the node pool's placement; the
+    same pod as the PyTorchJob's, as far as RuntimePatch (Trainer v2.2) can carry it."""
+    pod = pod_template(spec, cluster, dataset_id, container_name=TRAINER_CONTAINER)
+    pod_spec = pod["spec"]
+    container = pod_spec["containers"][0]
+    patch_spec: dict[str, Any] = {
+        "volumes": pod_spec["volumes"],
+        "containers": [
+            {
+                "name": TRAINER_CONTAINER,
+                "volumeMounts": container["volumeMounts"],
+                "securityContext": container["securityContext"],
+            }
+        ],
+        "securityContext": pod_spec["securityContext"],
+    }
+    for key in ("nodeSelector", "tolerations", "affinity"):
+        if key in pod_spec:
+            patch_spec[key] = pod_spec[key]
+    return {
+        "manager": RUNTIME_PATCH_MANAGER,
+        "trainingRuntimeSpec": {
+            "template": {
+                "spec": {
+                    "replicatedJobs": [
+                        {
+                            "name": TRAINER_REPLICATED_JOB,
+                            "template": {"spec": {"template": {"metadata": pod["metadata"], "spec": patch_spec}}},
+                        }
+                    ]
+                }
+            }
+        },
+    }
+
+
 def render_trainjob(
     spec: RunSpec,
     cluster: ClusterConfig,
@@ -149,11 +197,12 @@ def render_trainjob(
     active_deadline_seconds: int | None = None,
     suspend: bool = False,
 ) -> dict[str, Any]:
-    """The same pretraining for Kubeflow Trainer v2. Placement, volumes and shared memory come from
-    the ClusterTrainingRuntime (`cluster.training_runtime`), as Trainer v2 intends: platform admins
-    own the runtime, runs own the trainer."""
+    """The same pretraining for Kubeflow Trainer v2 (TRAINER_VERSION): the trainer's command, env and
+    resources, and a runtime patch with the volumes, user and placement the PyTorchJob's pods have.
+    The grace period is not patchable (RuntimePatch has no terminationGracePeriodSeconds): it is the
+    ClusterTrainingRuntime's (`cluster.training_runtime`), which must allow a checkpoint after SIGTERM."""
     _, pool = cluster.pool(spec.placement.node_pool)
-    container = pod_template(spec, cluster, dataset_id, container_name="node")["spec"]["containers"][0]
+    container = pod_template(spec, cluster, dataset_id, container_name=TRAINER_CONTAINER)["spec"]["containers"][0]
     job_spec: dict[str, Any] = {
         "runtimeRef": {
             "apiGroup": "trainer.kubeflow.org",
@@ -169,6 +218,7 @@ def render_trainjob(
             "numProcPerNode": spec.parallel.procs_per_node,
             "resourcesPerNode": _resources(spec, pool),
         },
+        "runtimePatches": [_runtime_patch(spec, cluster, dataset_id)],
     }
     if active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = active_deadline_seconds
