@@ -234,6 +234,28 @@ def set_job_condition(kube, namespace, api_path: str, name: str, conditions: lis
     )  # fmt: skip
 
 
+def s3_secret(kube, namespace, s3_server) -> None:
+    """The runs' storage Secret (`s3-creds`), holding the test S3 server's keys."""
+    kube.kubectl(
+        "create", "secret", "generic", "s3-creds", "-n", namespace,
+        f"--from-literal=AWS_ACCESS_KEY_ID={s3_server.access_key}",
+        f"--from-literal=AWS_SECRET_ACCESS_KEY={s3_server.secret_key}",
+    )  # fmt: skip
+
+
+def walk_to_finetuning(kube, api, namespace) -> None:
+    """Play the operators from the prepare Job to the RayJobs of run large-1: prepare complete,
+    pretraining succeeded, conversion complete, both tasks' RayJobs created."""
+    wait_for(lambda: api.get("batch/v1", "Job", "large-1-prepare", namespace), timeout=60)
+    set_job_condition(kube, namespace, "jobs.batch", "large-1-prepare", [("Complete", "")])
+    wait_for(lambda: api.get("kubeflow.org/v1", "PyTorchJob", "large-1-pretrain", namespace))
+    set_job_condition(kube, namespace, "pytorchjobs.kubeflow.org", "large-1-pretrain", [("Succeeded", "")])
+    wait_for(lambda: api.get("batch/v1", "Job", "large-1-convert", namespace))
+    set_job_condition(kube, namespace, "jobs.batch", "large-1-convert", [("Complete", "")])
+    for task in ("quality", "ner"):
+        wait_for(lambda task=task: api.get("ray.io/v1", "RayJob", f"large-1-finetune-{task}", namespace))
+
+
 def count(api, namespace, api_version, kind):
     from sobert_operator.render.common import LABEL_RUN
 
@@ -588,11 +610,7 @@ def test_budget_warns_checkpoints_and_suspends_in_order_then_resumes_after_a_rai
     from sobert_trainer.storage import Storage
 
     start, _ = controller
-    kube.kubectl(
-        "create", "secret", "generic", "s3-creds", "-n", namespace,
-        f"--from-literal=AWS_ACCESS_KEY_ID={s3_server.access_key}",
-        f"--from-literal=AWS_SECRET_ACCESS_KEY={s3_server.secret_key}",
-    )  # fmt: skip
+    s3_secret(kube, namespace, s3_server)
     kube.kubectl("create", "serviceaccount", "default", "-n", namespace)  # no controller-manager makes it here
     storage_uri = f"s3://{s3_bucket}/sobert"
     start()
@@ -677,11 +695,7 @@ def test_a_finished_stage_is_not_rerun_when_its_job_is_gone(kube, api, namespace
     from sobert_trainer.storage import Storage
 
     start, _ = controller
-    kube.kubectl(
-        "create", "secret", "generic", "s3-creds", "-n", namespace,
-        f"--from-literal=AWS_ACCESS_KEY_ID={s3_server.access_key}",
-        f"--from-literal=AWS_SECRET_ACCESS_KEY={s3_server.secret_key}",
-    )  # fmt: skip
+    s3_secret(kube, namespace, s3_server)
     storage_uri = f"s3://{s3_bucket}/sobert"
     s3 = Storage.open(storage_uri, s3_server.endpoint_url, (s3_server.access_key, s3_server.secret_key))
     start()
@@ -736,14 +750,7 @@ def test_rayjob_changes_move_the_run_without_waiting_for_the_resync(kube, api, n
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         api.create(run_doc(), namespace)
-        wait_for(lambda: api.get("batch/v1", "Job", "large-1-prepare", namespace), timeout=60)
-        set_job_condition(kube, namespace, "jobs.batch", "large-1-prepare", [("Complete", "")])
-        wait_for(lambda: api.get("kubeflow.org/v1", "PyTorchJob", "large-1-pretrain", namespace))
-        set_job_condition(kube, namespace, "pytorchjobs.kubeflow.org", "large-1-pretrain", [("Succeeded", "")])
-        wait_for(lambda: api.get("batch/v1", "Job", "large-1-convert", namespace))
-        set_job_condition(kube, namespace, "jobs.batch", "large-1-convert", [("Complete", "")])
-        for task in ("quality", "ner"):
-            wait_for(lambda task=task: api.get("ray.io/v1", "RayJob", f"large-1-finetune-{task}", namespace))
+        walk_to_finetuning(kube, api, namespace)
         set_rayjob_status(kube, namespace, "large-1-finetune-quality", "Complete", "SUCCEEDED")
         set_rayjob_status(kube, namespace, "large-1-finetune-ner", "Complete", "SUCCEEDED")
         wait_for(lambda: run_status(api, namespace).get("phase") == "Succeeded", timeout=20)
@@ -759,25 +766,14 @@ def test_a_finished_runs_ray_cluster_is_priced_until_it_is_gone(kube, api, names
     from sobert_trainer.storage import Storage
 
     start, _ = controller
-    kube.kubectl(
-        "create", "secret", "generic", "s3-creds", "-n", namespace,
-        f"--from-literal=AWS_ACCESS_KEY_ID={s3_server.access_key}",
-        f"--from-literal=AWS_SECRET_ACCESS_KEY={s3_server.secret_key}",
-    )  # fmt: skip
+    s3_secret(kube, namespace, s3_server)
     kube.kubectl("create", "serviceaccount", "default", "-n", namespace)  # no controller-manager makes it here
     storage_uri = f"s3://{s3_bucket}/sobert"
     s3 = Storage.open(storage_uri, s3_server.endpoint_url, (s3_server.access_key, s3_server.secret_key))
     start()
     storage = {"uri": storage_uri, "endpoint_url": s3_server.endpoint_url, "credentials_secret": "s3-creds"}
     api.create(run_doc(storage=storage), namespace)
-    wait_for(lambda: api.get("batch/v1", "Job", "large-1-prepare", namespace))
-    set_job_condition(kube, namespace, "jobs.batch", "large-1-prepare", [("Complete", "")])
-    wait_for(lambda: api.get("kubeflow.org/v1", "PyTorchJob", "large-1-pretrain", namespace))
-    set_job_condition(kube, namespace, "pytorchjobs.kubeflow.org", "large-1-pretrain", [("Succeeded", "")])
-    wait_for(lambda: api.get("batch/v1", "Job", "large-1-convert", namespace))
-    set_job_condition(kube, namespace, "jobs.batch", "large-1-convert", [("Complete", "")])
-    for task in ("quality", "ner"):
-        wait_for(lambda task=task: api.get("ray.io/v1", "RayJob", f"large-1-finetune-{task}", namespace))
+    walk_to_finetuning(kube, api, namespace)
     worker = "large-1-finetune-ner-train-worker-0"
     pod = {
         "apiVersion": "v1",
