@@ -196,3 +196,19 @@ def test_preempted_pod_exits_143_with_a_checkpoint_and_resumes_identically(clust
     final = checkpoints.read_manifest(partial)
     assert final is not None and "node-7" not in json.dumps(final)
     assert set(final["files"]) == set(manifest["files"])  # the same layout's files, nothing left over
+
+
+def test_sigterm_during_a_save_still_ends_with_a_complete_checkpoint(cluster):
+    """A checkpoint every step, so the SIGTERM lands while one is being written: megatron's
+    checkpoint writer helper processes share the worker's process group, which torchrun signals
+    whole. The save must complete, then the stop's own checkpoint, then exit 143."""
+    spec = cluster.spec("midsave", nodes=1, procs_per_node=2)
+    spec = spec.model_copy(update={"train": spec.train.model_copy(update={"checkpoint_interval": 1})})
+    storage = cluster.storage(spec)
+    checkpoints = storage.child(paths.checkpoints_prefix(spec.name))
+    (main,) = cluster.start(spec, cluster.dataset_id).values()
+    _wait_for(lambda: len(complete_checkpoints(checkpoints)) >= 2)
+    main.send_signal(signal.SIGTERM)
+    assert main.wait(timeout=CLUSTER.termination_grace_seconds) == 143, cluster.logs(spec)[-3000:]
+    stopped_at = max(r["step"] for r in read_progress(storage, paths.progress_key(spec.name)))
+    assert complete_checkpoints(checkpoints)[-1] == stopped_at, cluster.logs(spec)[-3000:]
