@@ -10,12 +10,40 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 from pathlib import Path
 
 import torch.distributed as dist
 
 from sobert_trainer.pretrain.checkpoint_index import checkpoint_name, complete_checkpoints
 from sobert_trainer.storage import MANIFEST, Storage, sha256_file
+
+
+def start_writer_helpers() -> None:
+    """Start the helper process `dist_checkpointing` saves through, so that it outlives a SIGTERM.
+
+    Its writer sends results through a multiprocessing Manager queue, a *spawned* process created
+    at the first save and kept (`_get_write_results_queue` in megatron/core/dist_checkpointing/
+    strategies/filesystem_async.py, megatron-core 0.16.1; its forked writers inherit this process's
+    SIGTERM handler and are safe). The Manager shares the worker's process group, which torchrun
+    signals whole (`os.killpg` in torch's SubprocessHandler.close): started with its default SIGTERM
+    action it dies, and a save under way fails (BrokenPipeError), losing both that checkpoint and the
+    one the stop asks for. Started here with SIGTERM ignored (kept across exec), it ignores the
+    group's SIGTERM. A SIGTERM to this process meanwhile stays pending (blocked, so not discarded)
+    and reaches the StopFlag handler afterwards. Call before any other thread exists.
+    """
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    start = getattr(filesystem_async, "_get_write_results_queue", None)
+    if start is None:  # a megatron-core without it saves without a Manager
+        return
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    previous_action = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        start()
+    finally:
+        signal.signal(signal.SIGTERM, previous_action)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
 
 
 class CheckpointStore:

@@ -75,7 +75,7 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path) -> int:
     from megatron.core import dist_checkpointing, parallel_state
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    from sobert_trainer.pretrain.checkpoint import CheckpointStore
+    from sobert_trainer.pretrain.checkpoint import CheckpointStore, start_writer_helpers
     from sobert_trainer.pretrain.dataset import build_train_dataset, dataset_config, micro_batches
     from sobert_trainer.pretrain.progress import ProgressLog
     from sobert_trainer.pretrain.setup import setup_model_and_optimizer
@@ -83,6 +83,7 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path) -> int:
     launched = time.time()  # checkpoint requests older than this were satisfied by an earlier process
     ranks = RankInfo.from_env()
     stop = StopFlag()
+    start_writer_helpers()  # before any other thread: see its docstring
     init_distributed(spec, ranks)
     bf16 = use_bf16(spec)
     tp, dp = spec.parallel.tensor_parallel, parallel_state.get_data_parallel_world_size()
