@@ -14,7 +14,9 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
-CACHE="${SOBERT_TESTBED_CACHE:-$HOME/.cache/sobert/testbed}/operators-v1"
+# A change of this script's pins or of the JobSet build module makes a new cache directory.
+KEY=$(cat "$0" "$HERE/jobset/go.mod" "$HERE/jobset/go.sum" | sha256sum | cut -c1-12)
+CACHE="${SOBERT_TESTBED_CACHE:-$HOME/.cache/sobert/testbed}/operators-${KEY}"
 PACKAGES=(
   "github.com/kubeflow/training-operator/cmd/training-operator.v1@v1.9.3"
   "github.com/ray-project/kuberay/ray-operator@v1.5.1"
