@@ -66,3 +66,15 @@ def test_prepare_streams_compressed_dumps_from_s3(s3_bucket, tmp_path):
     manifest = prepare_dataset(config, storage)
     assert manifest["counts"]["documents"] > 20 and manifest["counts"]["tokens"] > 1000
     assert storage.read_manifest(f"data/{manifest['dataset_id']}") == manifest
+
+
+def test_a_child_storage_keeps_explicit_credentials(s3_server, s3_bucket, monkeypatch):
+    """Keys given explicitly (the controller reads them from a Secret; its pod has no AWS env) reach
+    every storage below: a run's checkpoints are listed through `child()`."""
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key)
+    storage = Storage.open(
+        f"s3://{s3_bucket}/sobert", s3_server.endpoint_url, (s3_server.access_key, s3_server.secret_key)
+    )
+    storage.write_json("runs/r/pretrain/checkpoints/iter_0000001/manifest.json", {"step": 1})
+    assert storage.child("runs/r/pretrain/checkpoints").list() == ["iter_0000001/manifest.json"]
