@@ -69,8 +69,8 @@ class Storage(ABC):
         return self.root.rstrip("/") + ("/" + key.strip("/") if key.strip("/") else "")
 
     def child(self, key: str) -> Storage:
-        """A Storage rooted at `key` below this one."""
-        return Storage.open(self.uri(key), getattr(self, "endpoint_url", None))
+        """A Storage rooted at `key` below this one, with this one's endpoint and credentials."""
+        return Storage.open(self.uri(key), getattr(self, "endpoint_url", None), getattr(self, "credentials", None))
 
     # -- objects --------------------------------------------------------------------------
     @abstractmethod
@@ -245,6 +245,7 @@ class S3Storage(Storage):
         self.root = uri.rstrip("/")
         self.bucket, self.prefix = split_s3(uri)
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+        self.credentials = credentials  # explicit keys (e.g. from a Secret), kept for child() storages
         import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
