@@ -33,15 +33,19 @@ def numerics_spec(name: str, storage_uri: str, dump: dict[str, list[str]], **ove
     return build_spec(document)
 
 
-def loss_curve(spec: RunSpec) -> dict[int, float]:
-    """step -> loss from the run's progress.jsonl (the last record of a step wins, as after a resume)."""
-    records = read_progress(Storage.open(spec.storage.uri, spec.storage.endpoint_url), paths.progress_key(spec.name))
-    return {record["step"]: record["loss"] for record in records}
+def progress(spec: RunSpec, storage: Storage | None = None) -> list[dict]:
+    """The run's progress.jsonl records, from `storage` (default: the spec's, keys from the environment)."""
+    storage = storage or Storage.open(spec.storage.uri, spec.storage.endpoint_url)
+    return read_progress(storage, paths.progress_key(spec.name))
 
 
-def first_grad_norm(spec: RunSpec) -> float:
-    records = read_progress(Storage.open(spec.storage.uri, spec.storage.endpoint_url), paths.progress_key(spec.name))
-    return next(r["grad_norm"] for r in records if r["step"] == 1)
+def loss_curve(spec: RunSpec, storage: Storage | None = None) -> dict[int, float]:
+    """step -> loss (the last record of a step wins, as after a resume)."""
+    return {record["step"]: record["loss"] for record in progress(spec, storage)}
+
+
+def first_grad_norm(spec: RunSpec, storage: Storage | None = None) -> float:
+    return next(r["grad_norm"] for r in progress(spec, storage) if r["step"] == 1)
 
 
 def assert_same_curve(curve: dict[int, float], reference: dict[int, float], label: str) -> None:

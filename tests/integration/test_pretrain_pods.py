@@ -69,8 +69,14 @@ class Cluster:
             storage={"endpoint_url": self.s3.endpoint_url},
         )
 
+    def curve(self, spec: RunSpec) -> dict[int, float]:
+        return loss_curve(spec, self.storage(spec))
+
+    def grad_norm(self, spec: RunSpec) -> float:
+        return first_grad_norm(spec, self.storage(spec))
+
     def storage(self, spec: RunSpec) -> Storage:
-        return Storage.open(spec.storage.uri, spec.storage.endpoint_url)
+        return Storage.open(spec.storage.uri, spec.storage.endpoint_url, (self.s3.access_key, self.s3.secret_key))
 
     def start(self, spec: RunSpec, dataset_id: str, attempt: int = 0) -> dict[str, object]:
         """Every pod of the run's PyTorchJob, started; pod name -> process."""
@@ -130,10 +136,11 @@ def cluster(tmp_path_factory, s3_server, so_dump):
             dump[kind].append(f"s3://{bucket}/{key}")
     pods = Cluster(tmp_path_factory.mktemp("pods"), s3_server, bucket, dump)
     reference = pods.spec("ref", nodes=1, procs_per_node=2)
-    for key, value in s3_server.env().items():  # prepare runs in this process
-        pytest.MonkeyPatch().setenv(key, value)
     config = PrepareConfig.from_spec(reference)
-    prepare_dataset(config, pods.storage(reference))
+    with pytest.MonkeyPatch.context() as env:  # prepare runs in this process, with the server's keys
+        for key, value in s3_server.env().items():
+            env.setenv(key, value)
+        prepare_dataset(config, pods.storage(reference))
     pods.dataset_id = config.dataset_id()
     pods.run(reference, pods.dataset_id)
     pods.reference = reference
@@ -148,10 +155,14 @@ def test_two_nodes_match_one_node_of_the_same_world_size(cluster):
     logs = cluster.logs(spec)
     # Rank 0 built megatron's sample index and published it; the other node fetched it.
     assert cluster.storage(spec).read_manifest(paths.dataset_index_prefix(spec.name)) is not None
-    assert_same_grad_norm(first_grad_norm(spec), first_grad_norm(cluster.reference), "2 nodes vs 1")
-    curve = loss_curve(spec)
+    assert_same_grad_norm(
+        cluster.grad_norm(spec),
+        cluster.grad_norm(cluster.reference),
+        "2 nodes vs 1",
+    )
+    curve = cluster.curve(spec)
     assert max(curve) == spec.train_iters, logs[-2000:]
-    assert_same_curve(curve, loss_curve(cluster.reference), "2 nodes x 1 vs 1 node x 2")
+    assert_same_curve(curve, cluster.curve(cluster.reference), "2 nodes x 1 vs 1 node x 2")
     progress = read_progress(cluster.storage(spec), paths.progress_key(spec.name))
     assert progress[-1]["world_size"] == 2
 
@@ -190,9 +201,13 @@ def test_preempted_pod_exits_143_with_a_checkpoint_and_resumes_identically(clust
     (restarted,) = cluster.start(spec, cluster.dataset_id, attempt=1).values()
     assert restarted.wait(timeout=600) == 0, cluster.logs(spec)[-3000:]
     assert f"resumed from step {stopped_at}" in cluster.logs(spec)
-    curve = loss_curve(spec)
+    curve = cluster.curve(spec)
     assert sorted(curve) == list(range(1, spec.train_iters + 1))
-    assert_same_curve(curve, loss_curve(cluster.reference), "preempted and resumed vs uninterrupted")
+    assert_same_curve(
+        curve,
+        cluster.curve(cluster.reference),
+        "preempted and resumed vs uninterrupted",
+    )
     final = checkpoints.read_manifest(partial)
     assert final is not None and "node-7" not in json.dumps(final)
     assert set(final["files"]) == set(manifest["files"])  # the same layout's files, nothing left over

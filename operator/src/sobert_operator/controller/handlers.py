@@ -16,6 +16,7 @@ from kubernetes import config as k8s_config
 from sobert_api import paths
 from sobert_api.crd import API_VERSION, KIND
 from sobert_api.loading import SpecError, build_spec
+from sobert_api.spec import RunSpec
 from sobert_operator.cluster import ClusterConfig, load_cluster_config
 from sobert_operator.controller import metrics
 from sobert_operator.cost.catalog import PriceCatalog, load_catalog
@@ -40,7 +41,7 @@ from sobert_operator.kube.progress import last_progress, storage_credentials
 from sobert_operator.pipeline import STAGE_ORDER, Stage, StageState
 from sobert_operator.preflight import preflight
 from sobert_operator.published import observe
-from sobert_operator.render.common import LABEL_RUN, object_name
+from sobert_operator.render.common import LABEL_RUN, object_name, storage_secret_name
 from sobert_operator.results import finetune_results
 from sobert_trainer.data.prepare import PrepareConfig
 from sobert_trainer.pretrain.progress import read_progress
@@ -124,9 +125,7 @@ def _reconcile(name: str, namespace: str, logger) -> None:
         client.patch_status(API_VERSION, KIND, name, namespace, {"observedGeneration": generation, **fields})
 
     try:
-        spec = build_spec(
-            {**run.get("spec", {}), "name": name, "backend": "kubernetes"}, source=f"SobertRun {namespace}/{name}"
-        )
+        spec = _run_spec(run)
         problems = preflight(spec, cluster)
         if problems:
             raise SpecError("; ".join(problems))
@@ -148,7 +147,7 @@ def _reconcile(name: str, namespace: str, logger) -> None:
             conditions=[condition("Ready", False, "PrerequisitesMissing", message, _now())],
         )
         return
-    secret = spec.storage.credentials_secret or cluster.storage_secret
+    secret = storage_secret_name(spec, cluster)
     secret_obj = client.get("v1", "Secret", secret, namespace)  # read once: checked, then used for storage
     if secret_obj is None:
         message = f"storage Secret {namespace}/{secret} not found (needs AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
@@ -211,14 +210,22 @@ def _reconcile(name: str, namespace: str, logger) -> None:
     set_status(**{"message": None, **result.status})  # clear a stale message unless the plan sets one
 
 
+def _run_spec(run: Any) -> RunSpec:
+    """The RunSpec a SobertRun carries (SpecError when it is invalid)."""
+    name, namespace = run["metadata"]["name"], run["metadata"]["namespace"]
+    return build_spec(
+        {**run.get("spec", {}), "name": name, "backend": "kubernetes"}, source=f"SobertRun {namespace}/{name}"
+    )
+
+
 def _meter_until_gone(run: Any, status: dict[str, Any], logger) -> None:
     """A finished run whose pods are not all gone (a task's Ray cluster until its TTL): the ledger
     prices them until they are, then the run is done."""
     client: KubeClient = _state["client"]
     cluster: ClusterConfig = _state["cluster"]
     name, namespace = run["metadata"]["name"], run["metadata"]["namespace"]
-    spec = build_spec({**run.get("spec", {}), "name": name, "backend": "kubernetes"}, source=f"SobertRun {name}")
-    secret = client.get("v1", "Secret", spec.storage.credentials_secret or cluster.storage_secret, namespace)
+    spec = _run_spec(run)
+    secret = client.get("v1", "Secret", storage_secret_name(spec, cluster), namespace)
     if secret is None:
         return
     step, _ = _meter(spec, cluster, client, namespace, secret, status.get("cost") or {}, False, logger)

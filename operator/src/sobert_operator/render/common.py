@@ -39,8 +39,13 @@ def labels(spec: RunSpec, stage: str | None = None) -> dict[str, str]:
     return out
 
 
+def storage_secret_name(spec: RunSpec, cluster: ClusterConfig) -> str:
+    """The Secret with the run's S3 keys: the run's own, else the cluster's default."""
+    return spec.storage.credentials_secret or cluster.storage_secret
+
+
 def storage_env(spec: RunSpec, cluster: ClusterConfig) -> list[dict[str, Any]]:
-    secret = spec.storage.credentials_secret or cluster.storage_secret
+    secret = storage_secret_name(spec, cluster)
     env: list[dict[str, Any]] = [
         {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")

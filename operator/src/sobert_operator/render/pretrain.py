@@ -142,21 +142,19 @@ def render_pytorchjob(
     }
 
 
-# The Trainer release the TrainJob is rendered for (scripts/testbed/build-operators.sh runs it). Its
-# pod-level override field changed across releases: podSpecOverrides (v2.0), podTemplateOverrides
+# The TrainJob is rendered for Kubeflow Trainer v2.2 (v2.2.1 is pinned in scripts/testbed/build-operators.sh).
+# Its pod-level override field changed across releases: podSpecOverrides (v2.0), podTemplateOverrides
 # (v2.1), runtimePatches (v2.2+, pkg/apis/trainer/v1alpha1/trainjob_types.go RuntimePatch).
-TRAINER_VERSION = "v2.2.1"
 # The replicated job and container of the stock torch runtime (manifests/base/runtimes/torch_distributed.yaml).
 TRAINER_REPLICATED_JOB = "node"
 TRAINER_CONTAINER = "node"
 RUNTIME_PATCH_MANAGER = "sobert.dev/controller"
 
 
-def _runtime_patch(spec: RunSpec, cluster: ClusterConfig, dataset_id: str) -> dict[str, Any]:
+def _runtime_patch(pod: dict[str, Any]) -> dict[str, Any]:
     """What the runtime's pods need beyond the trainer's command, env and resources: the spec
     ConfigMap, node-local scratch, /dev/shm, the image's user, and the node pool's placement; the
-    same pod as the PyTorchJob's, as far as RuntimePatch (Trainer v2.2) can carry it."""
-    pod = pod_template(spec, cluster, dataset_id, container_name=TRAINER_CONTAINER)
+    same pod as the PyTorchJob's (`pod`), as far as RuntimePatch (Trainer v2.2) can carry it."""
     pod_spec = pod["spec"]
     container = pod_spec["containers"][0]
     patch_spec: dict[str, Any] = {
@@ -197,12 +195,13 @@ def render_trainjob(
     active_deadline_seconds: int | None = None,
     suspend: bool = False,
 ) -> dict[str, Any]:
-    """The same pretraining for Kubeflow Trainer v2 (TRAINER_VERSION): the trainer's command, env and
+    """The same pretraining for Kubeflow Trainer v2.2: the trainer's command, env and
     resources, and a runtime patch with the volumes, user and placement the PyTorchJob's pods have.
     The grace period is not patchable (RuntimePatch has no terminationGracePeriodSeconds): it is the
     ClusterTrainingRuntime's (`cluster.training_runtime`), which must allow a checkpoint after SIGTERM."""
     _, pool = cluster.pool(spec.placement.node_pool)
-    container = pod_template(spec, cluster, dataset_id, container_name=TRAINER_CONTAINER)["spec"]["containers"][0]
+    pod = pod_template(spec, cluster, dataset_id, container_name=TRAINER_CONTAINER)
+    container = pod["spec"]["containers"][0]
     job_spec: dict[str, Any] = {
         "runtimeRef": {
             "apiGroup": "trainer.kubeflow.org",
@@ -218,7 +217,7 @@ def render_trainjob(
             "numProcPerNode": spec.parallel.procs_per_node,
             "resourcesPerNode": _resources(spec, pool),
         },
-        "runtimePatches": [_runtime_patch(spec, cluster, dataset_id)],
+        "runtimePatches": [_runtime_patch(pod)],
     }
     if active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = active_deadline_seconds

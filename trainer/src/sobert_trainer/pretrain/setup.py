@@ -17,7 +17,6 @@ class TrainingSetup:
     model: Any  # DistributedDataParallel(Float16Module(bert)) as the schedule sees it
     optimizer: Any
     scheduler: Any
-    config: Any  # the TransformerConfig, carrying the schedule's hooks
 
 
 def setup_model_and_optimizer(spec: RunSpec, bf16: bool, device: torch.device) -> TrainingSetup:
@@ -75,4 +74,4 @@ def setup_model_and_optimizer(spec: RunSpec, bf16: bool, device: torch.device) -
     # overlapped with the backward pass here.)
     config.grad_scale_func = optimizer.scale_loss
     config.finalize_model_grads_func = finalize_model_grads
-    return TrainingSetup(bert=bert, model=model, optimizer=optimizer, scheduler=scheduler, config=config)
+    return TrainingSetup(bert=bert, model=model, optimizer=optimizer, scheduler=scheduler)
