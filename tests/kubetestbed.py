@@ -88,7 +88,7 @@ class KubeTestbed:
             process.wait(timeout=30)
 
 
-def _certs(workdir: Path) -> None:
+def _certs(workdir: Path, sans: tuple[str, ...] = ()) -> None:
     ssl = ["openssl"]
     _run(
         [
@@ -108,7 +108,8 @@ def _certs(workdir: Path) -> None:
             str(workdir / "ca.crt"),
         ]
     )
-    (workdir / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    names = ["IP:127.0.0.1", "DNS:localhost", *sans]
+    (workdir / "san.cnf").write_text(f"subjectAltName={','.join(names)}\n")
     _run(
         [
             *ssl,
@@ -148,11 +149,22 @@ def _certs(workdir: Path) -> None:
     _run([*ssl, "rsa", "-in", str(workdir / "sa.key"), "-pubout", "-out", str(workdir / "sa.pub")])
 
 
-def start(workdir: Path, extra_tokens: dict[str, tuple[str, str]] | None = None, timeout: float = 60.0) -> KubeTestbed:
-    """Start etcd + kube-apiserver. `extra_tokens`: user -> (token, comma-separated groups)."""
+def start(
+    workdir: Path,
+    extra_tokens: dict[str, tuple[str, str]] | None = None,
+    timeout: float = 60.0,
+    *,
+    address: str = "127.0.0.1",
+    sans: tuple[str, ...] = (),
+    hosts: Path | None = None,
+) -> KubeTestbed:
+    """Start etcd + kube-apiserver. `extra_tokens`: user -> (token, comma-separated groups).
+    `address`: where the API server also listens and what it advertises (the bridge address in
+    cluster mode, so pods reach it); `sans`: more names for its serving certificate; `hosts`: an
+    /etc/hosts for the API server alone (it resolves webhook URLs through it)."""
     binaries = control_plane()
     workdir.mkdir(parents=True, exist_ok=True)
-    _certs(workdir)
+    _certs(workdir, sans)
     admin_token = secrets.token_hex(16)
     lines = [f'{admin_token},admin,admin,"system:masters"']
     for user, (token, groups) in (extra_tokens or {}).items():
@@ -176,12 +188,18 @@ def start(workdir: Path, extra_tokens: dict[str, tuple[str, str]] | None = None,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    wrapper: list[str] = []
+    if hosts is not None:
+        # Its own mount namespace, where /etc/hosts is `hosts` (the machine's stays untouched).
+        wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                   f'mount --bind "{hosts}" /etc/hosts && exec "$0" "$@"']
     apiserver = subprocess.Popen(
         [
+            *wrapper,
             str(binaries / "kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={'127.0.0.1' if address == '127.0.0.1' else '0.0.0.0'}",
+            f"--advertise-address={address}",
             f"--secure-port={api_port}",
             "--endpoint-reconciler-type=none",
             f"--tls-cert-file={workdir / 'apiserver.crt'}",
@@ -195,6 +213,8 @@ def start(workdir: Path, extra_tokens: dict[str, tuple[str, str]] | None = None,
             "--service-cluster-ip-range=10.96.0.0/24",
             "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,OwnerReferencesPermissionEnforcement",
             "--disable-admission-plugins=StorageObjectInUseProtection",
+            # `kubectl logs` reaches a (process) kubelet at its node's InternalIP.
+            "--kubelet-preferred-address-types=InternalIP",
             "--v=1",
         ],
         stdout=open(workdir / "apiserver.log", "wb"),  # noqa: SIM115 - owned by the child for its lifetime

@@ -62,7 +62,8 @@ def weed_binary() -> str:
     return found
 
 
-def start(workdir: Path, timeout: float = 60.0) -> S3Server:
+def start(workdir: Path, timeout: float = 60.0, address: str = "127.0.0.1") -> S3Server:
+    """`address`: where it listens (the cluster testbed's bridge address, so pods reach it)."""
     port = _free_port()
     access, secret = "sobert" + secrets.token_hex(4), secrets.token_hex(20)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -73,8 +74,8 @@ def start(workdir: Path, timeout: float = 60.0) -> S3Server:
             weed_binary(),
             "mini",
             f"-dir={workdir / 'data'}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
+            f"-ip={address}",
+            f"-ip.bind={address}",
             f"-s3.port={port}",
             "-admin.ui=false",
             "-master.telemetry=false",
@@ -85,7 +86,7 @@ def start(workdir: Path, timeout: float = 60.0) -> S3Server:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    server = S3Server(f"http://127.0.0.1:{port}", access, secret, process)
+    server = S3Server(f"http://{address}:{port}", access, secret, process)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -1,0 +1,325 @@
+"""The cluster tier of the testbed: a Kubernetes where only the kubelet is emulated.
+
+On top of `kubetestbed` (kube-apiserver + etcd, the upstream CRDs) this starts the real
+kube-scheduler and kube-controller-manager (same build), a bridge for the pod network, one
+process kubelet per node (`prockubelet.py`), and the real operators, run out of cluster at the
+versions `scripts/testbed/build-operators.sh` pins. Needs root (network namespaces, mounts).
+
+Operators' webhooks: each operator makes its own serving certificate for `<service>.<namespace>.svc`
+(as in-cluster) and writes its CA into its webhook configuration. The configurations are the
+upstream ones (read from the operator's Go module at its pinned version) with each
+`clientConfig.service` turned into a `url` with the same host name and the operator's local port;
+the API server resolves those names to 127.0.0.1 through an /etc/hosts of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import kubetestbed
+import podsandbox
+from kubetestbed import KubeTestbed, _free_port, _run
+
+ROOT = Path(__file__).resolve().parents[1]
+OPERATORS_SCRIPT = ROOT / "scripts" / "testbed" / "build-operators.sh"
+GO_MODULES = Path(os.environ.get("GOMODCACHE", Path.home() / "go" / "pkg" / "mod"))
+
+
+def operators_dir() -> Path:
+    return Path(_run(["bash", str(OPERATORS_SCRIPT)], timeout=3600).splitlines()[-1])
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """An operator's webhook server: the Service name its certificate is made for, its port, and
+    the upstream configuration documents to install (paths inside its Go module)."""
+
+    service: str
+    namespace: str
+    port: int
+    manifests: tuple[Path, ...]
+    names: dict[str, str]  # upstream configuration name -> the name the operator patches
+
+
+@dataclass
+class Cluster:
+    testbed: KubeTestbed
+    gateway: str
+    bridge: str
+    workdir: Path
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.testbed.kubeconfig
+
+    @property
+    def hosts(self) -> Path:
+        """The cluster's names as a process outside the cluster sees them (node 0 keeps it current)."""
+        return self.workdir / "node-0" / "hosts"
+
+    def kubectl(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess:
+        return self.testbed.kubectl(*args, **kwargs)
+
+    def spawn(self, name: str, command: list[str], *, private: tuple[str, ...] = (), env: dict[str, str] | None = None) -> subprocess.Popen:
+        """A host process with this cluster's names in its /etc/hosts (its own mount namespace),
+        with a private directory at each of `private` (operators write their webhook certificates
+        to a fixed path; each gets its own)."""
+        mounts = f'mount --bind "{self.hosts}" /etc/hosts'
+        for index, path in enumerate(private):
+            own = self.private_dir(name, index)
+            own.mkdir(parents=True, exist_ok=True)
+            Path(path).mkdir(parents=True, exist_ok=True)
+            mounts += f' && mount --bind "{own}" "{path}"'
+        process = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", f'{mounts} && exec "$0" "$@"', *command],
+            stdout=open(self.workdir / f"{name}.log", "wb"),  # noqa: SIM115 - owned by the child
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "KUBECONFIG": str(self.kubeconfig), **(env or {})},
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def private_dir(self, name: str, index: int) -> Path:
+        return self.workdir / f"{name}-private-{index}"
+
+    def stop(self, process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        process.wait(timeout=60)
+
+
+def _require_root() -> None:
+    import pytest
+
+    missing = [tool for tool in ("ip", "unshare", "nsenter", "openssl") if not _which(tool)]
+    if os.geteuid() != 0 or missing:
+        reason = f"the cluster testbed needs root and {', '.join(missing) or 'iproute2/util-linux'}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def _which(tool: str) -> bool:
+    return any(Path(d, tool).exists() for d in ("/usr/sbin", "/usr/bin", "/sbin", "/bin"))
+
+
+def _self_signed(workdir: Path, name: str, sans: str) -> tuple[Path, Path]:
+    cert, key = workdir / f"{name}.crt", workdir / f"{name}.key"
+    _run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+         "-addext", f"subjectAltName={sans}", "-keyout", str(key), "-out", str(cert)]
+    )
+    return cert, key
+
+
+def sync_secret_volume(cluster: Cluster, namespace: str, name: str, directory: Path) -> None:
+    """What the kubelet does for a Secret volume, for an operator running outside the cluster:
+    keep `directory` holding the Secret's keys as files (cert-controller writes the webhook
+    certificate into its Secret and waits for the kubelet to mount it into the pod)."""
+    import base64
+    import threading
+
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(config.new_client_from_config(config_file=str(cluster.kubeconfig)))
+
+    def loop() -> None:
+        while True:
+            try:
+                data = api.read_namespaced_secret(name, namespace).data or {}
+            except Exception:  # noqa: BLE001 - the cluster is going away, or not there yet
+                data = {}
+            for key, value in data.items():
+                path = directory / key
+                content = base64.b64decode(value)
+                if not path.exists() or path.read_bytes() != content:
+                    path.write_bytes(content)
+            time.sleep(1)
+
+    threading.Thread(target=loop, daemon=True, name=f"secret-volume-{name}").start()
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} not within {timeout:.0f}s")
+
+
+def start_control_plane_controllers(testbed: KubeTestbed, workdir: Path) -> list[subprocess.Popen]:
+    """kube-scheduler and kube-controller-manager v1.35.4, out of cluster with the admin kubeconfig."""
+    binaries = kubetestbed.control_plane()
+    scheduler = subprocess.Popen(
+        [str(binaries / "kube-scheduler"), f"--kubeconfig={testbed.kubeconfig}", "--leader-elect=false",
+         "--bind-address=127.0.0.1", f"--secure-port={_free_port()}", "--v=1"],
+        stdout=open(workdir / "scheduler.log", "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    manager = subprocess.Popen(
+        [str(binaries / "kube-controller-manager"), f"--kubeconfig={testbed.kubeconfig}", "--leader-elect=false",
+         "--bind-address=127.0.0.1", f"--secure-port={_free_port()}",
+         f"--service-account-private-key-file={workdir / 'sa.key'}", f"--root-ca-file={workdir / 'ca.crt'}",
+         "--use-service-account-credentials=false", "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller",
+         "--v=1"],
+        stdout=open(workdir / "controller-manager.log", "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return [scheduler, manager]
+
+
+def _webhook_configurations(hook: Webhook) -> list[dict[str, Any]]:
+    documents = []
+    for path in hook.manifests:
+        for document in yaml.safe_load_all(path.read_text()):
+            if not document or not document.get("kind", "").endswith("WebhookConfiguration"):
+                continue
+            document["metadata"] = {"name": hook.names.get(document["metadata"]["name"], document["metadata"]["name"])}
+            for webhook in document["webhooks"]:
+                service = webhook["clientConfig"].pop("service")
+                webhook["clientConfig"]["url"] = (
+                    f"https://{hook.service}.{hook.namespace}.svc:{hook.port}{service.get('path', '/')}"
+                )
+            documents.append(document)
+    return documents
+
+
+def install_webhooks(cluster: Cluster, hook: Webhook) -> None:
+    for document in _webhook_configurations(hook):
+        cluster.kubectl("create", "-f", "-", input=yaml.safe_dump(document))
+
+
+def ensure_namespace(cluster: Cluster, name: str) -> None:
+    if cluster.kubectl("get", "namespace", name, check=False).returncode != 0:
+        cluster.kubectl("create", "namespace", name)
+
+
+def start_training_operator(cluster: Cluster) -> subprocess.Popen:
+    """Kubeflow Training Operator v1.9.3 (cmd/training-operator.v1), PyTorchJob only, its
+    validating webhook on a local port (pkg/cert/cert.go: the Secret must exist beforehand, as
+    the upstream manifests create it)."""
+    binary = operators_dir() / "training-operator.v1"
+    module = GO_MODULES / "github.com" / "kubeflow" / "training-operator@v1.9.3"
+    hook = Webhook(
+        service="training-operator",
+        namespace="kubeflow",
+        port=_free_port(),
+        manifests=(module / "manifests" / "base" / "webhook" / "manifests.yaml",),
+        names={"validating-webhook-configuration": "validator.training-operator.kubeflow.org"},
+    )
+    ensure_namespace(cluster, hook.namespace)
+    cluster.kubectl("create", "secret", "generic", "training-operator-webhook-cert", "-n", hook.namespace)
+    install_webhooks(cluster, hook)
+    cert_dir = "/tmp/k8s-webhook-server/serving-certs"
+    process = cluster.spawn(
+        "training-operator",
+        [str(binary), "--enable-scheme=pytorchjob", f"--webhook-server-port={hook.port}",
+         f"--metrics-bind-address=127.0.0.1:{_free_port()}", f"--health-probe-bind-address=127.0.0.1:{_free_port()}"],
+        private=(cert_dir,),
+        env={"MY_POD_NAMESPACE": hook.namespace},
+    )
+    sync_secret_volume(cluster, hook.namespace, "training-operator-webhook-cert", cluster.private_dir("training-operator", 0))
+    return process
+
+
+def start_kuberay(cluster: Cluster) -> subprocess.Popen:
+    """KubeRay ray-operator v1.5.1; its webhooks are off by default (ENABLE_WEBHOOKS unset). It
+    reaches each Ray head's dashboard at `<head-svc>.<ns>.svc.cluster.local:8265` through the
+    cluster's names."""
+    binary = operators_dir() / "ray-operator"
+    module = GO_MODULES / "github.com" / "ray-project" / "kuberay" / "ray-operator@v1.5.1"
+    # The operator's other CRDs (../shared has the RayJob's): it watches all three kinds.
+    bases = module / "config" / "crd" / "bases"
+    kubetestbed.install_crds(cluster.testbed, [bases / "ray.io_rayclusters.yaml", bases / "ray.io_rayservices.yaml"])
+    return cluster.spawn(
+        "kuberay",
+        [str(binary), "--enable-leader-election=false", f"--metrics-addr=127.0.0.1:{_free_port()}",
+         f"--health-probe-bind-address=127.0.0.1:{_free_port()}", "--log-stdout-encoder=console"],
+    )
+
+
+WEBHOOK_NAMES = ("training-operator.kubeflow.svc",)
+
+
+@contextlib.contextmanager
+def cluster(workdir: Path, nodes: int = 2, node_labels: dict[str, str] | None = None) -> Iterator[Cluster]:
+    """A started cluster with `nodes` process kubelets; operators are started by the caller."""
+    _require_root()
+    workdir.mkdir(parents=True, exist_ok=True)
+    octet = random.randint(200, 250)
+    gateway, bridge = f"10.{octet}.0.1", f"sbr{os.getpid() % 100000:05d}"
+    podsandbox.ensure_bridge(bridge, f"{gateway}/16")
+    api_hosts = workdir / "apiserver-hosts"
+    api_hosts.write_text("127.0.0.1 localhost " + " ".join(WEBHOOK_NAMES) + "\n")
+    sans = (f"IP:{gateway}", "IP:10.96.0.1", "DNS:kubernetes", "DNS:kubernetes.default", "DNS:kubernetes.default.svc",
+            "DNS:kubernetes.default.svc.cluster.local")
+    testbed = kubetestbed.start(workdir / "control-plane", address=gateway, sans=sans, hosts=api_hosts)
+    result = Cluster(testbed, gateway, bridge, workdir)
+    try:
+        crds = sorted((ROOT.parent / "shared" / "k8s" / "crds").glob("*.yaml"))
+        if not crds:
+            import pytest
+
+            if os.environ.get("CI") == "true":
+                pytest.fail("../shared/k8s/crds is missing under CI")
+            pytest.skip("../shared/k8s/crds not present")
+        kubetestbed.install_crds(testbed, crds)
+        result.processes += start_control_plane_controllers(testbed, testbed.workdir)
+        api_port = int(testbed.server.rsplit(":", 1)[1])
+        cert, key = _self_signed(workdir, "kubelet", f"IP:{gateway}")
+        for index in range(nodes):
+            labels = [f"--label={k}={v}" for k, v in (node_labels or {}).items()]
+            node_dir = workdir / f"node-{index}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            result.processes.append(
+                subprocess.Popen(
+                    [sys.executable, str(ROOT / "tests" / "prockubelet.py"), f"--kubeconfig={testbed.kubeconfig}",
+                     f"--node=node-{index}", f"--workdir={node_dir}", f"--bridge={bridge}", f"--gateway={gateway}",
+                     f"--pod-subnet=10.{octet}.{index + 1}.", f"--api-port={api_port}", f"--log-port={_free_port()}",
+                     f"--tls-cert={cert}", f"--tls-key={key}", *labels, *(["--serve-dns"] if index == 0 else [])],
+                    stdout=open(workdir / f"kubelet-{index}.log", "wb"),  # noqa: SIM115
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        _wait(lambda: result.hosts.exists(), 60, "node-0's hosts file")
+
+        def nodes_ready() -> bool:
+            out = testbed.kubectl("get", "nodes", "-o", "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}", check=False)
+            return out.stdout.split() == ["True"] * nodes
+
+        _wait(nodes_ready, 60, f"{nodes} Ready nodes")
+        _wait(lambda: testbed.kubectl("get", "serviceaccount", "default", check=False).returncode == 0, 60, "the default ServiceAccount")
+        yield result
+    finally:
+        for process in reversed(result.processes):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in reversed(result.processes):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=20)
+        testbed.stop()
+        for line in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("sobert-"):
+                podsandbox.delete_pod_network(line.split()[0])
+        podsandbox.delete_bridge(bridge)
