@@ -60,6 +60,10 @@ def _now() -> str:
 def startup(settings: kopf.OperatorSettings, logger) -> None:
     settings.persistence.finalizer = "sobert.dev/cleanup"
     settings.posting.level = 20  # INFO and above become Events
+    # No scanning: kopf would list CRDs and namespaces cluster-wide (kopf 1.45
+    # `_core/reactor/observation.py`), which the chart's namespaced Role does not allow, and fail
+    # nine times at each start. The resources watched are fixed and the namespace is given.
+    settings.scanning.disabled = True
     path = os.environ.get("SOBERT_CLUSTER_CONFIG", "/etc/sobert/cluster.yaml")
     _state["cluster"] = load_cluster_config(path)
     _state["catalog"] = load_catalog(os.environ.get("SOBERT_PRICE_CATALOG") or None)
