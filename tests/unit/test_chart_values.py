@@ -221,6 +221,6 @@ def test_trainer_dockerfile_installs_the_pyproject_pins():
     extras = project["optional-dependencies"]
     dockerfile = (ROOT / "trainer" / "Dockerfile").read_text()
     assert re.search(r"^FROM nvcr\.io/nvidia/pytorch:\d\d\.\d\d-py3\b", dockerfile, re.M)
-    for requirement in ("megatron-core==", "ray[train]=="):
+    for requirement in ("megatron-core==", "ray[default,train]=="):
         pin = next(r for r in extras["trainer"] + extras["finetune"] if r.startswith(requirement))
         assert pin in dockerfile, pin
