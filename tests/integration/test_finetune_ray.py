@@ -134,6 +134,9 @@ def test_task_data_errors_exit_2_with_the_file(s3_server, s3_bucket, converted, 
     assert result.returncode == 2
     assert str(bad) in result.stderr and "MAYBE" in result.stderr
     assert not storage.exists(paths.finetune_metrics_key("ft", "quality"))
+    # The driver's output outlives its Ray cluster: a copy is in storage, failure or not.
+    driver_log = storage.read_bytes(paths.finetune_driver_log_key("ft", "quality")).decode()
+    assert "MAYBE" in driver_log and str(bad) in driver_log
 
 
 def test_local_executor_finetunes_from_a_relative_prefix_and_skips_done_tasks(
