@@ -54,7 +54,9 @@ def _sobertctl(cluster, s3, *args: str, check: bool = True, timeout: float = 300
         [sys.executable, "-m", "sobertctl.main", *args], capture_output=True, text=True, env=env, timeout=timeout
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"sobertctl {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"sobertctl {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
@@ -93,15 +95,35 @@ def controller(cluster, s3, tmp_path_factory):
     values.write_text(yaml.safe_dump(_values(s3)))
     cluster.kubectl("create", "namespace", NAMESPACE)
     cluster.kubectl(
-        "create", "secret", "generic", "sobert-s3", "-n", NAMESPACE,
-        f"--from-literal=AWS_ACCESS_KEY_ID={s3.access_key}", f"--from-literal=AWS_SECRET_ACCESS_KEY={s3.secret_key}",
+        "create",
+        "secret",
+        "generic",
+        "sobert-s3",
+        "-n",
+        NAMESPACE,
+        f"--from-literal=AWS_ACCESS_KEY_ID={s3.access_key}",
+        f"--from-literal=AWS_SECRET_ACCESS_KEY={s3.secret_key}",
     )
     home = tmp_path_factory.mktemp("helm-home")
     helm_env = {**os.environ, **{f"HELM_{k}_HOME": str(home / k.lower()) for k in ("CACHE", "CONFIG", "DATA")}}
     result = subprocess.run(
-        [str(tools / "helm4"), "install", "sobert", str(ROOT / "charts" / "sobert"), "-n", NAMESPACE, "-f", str(values),
-         f"--kubeconfig={cluster.kubeconfig}", "--wait", "--timeout=180s"],
-        capture_output=True, text=True, timeout=240, env=helm_env,
+        [
+            str(tools / "helm4"),
+            "install",
+            "sobert",
+            str(ROOT / "charts" / "sobert"),
+            "-n",
+            NAMESPACE,
+            "-f",
+            str(values),
+            f"--kubeconfig={cluster.kubeconfig}",
+            "--wait",
+            "--timeout=180s",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=helm_env,
     )
     if result.returncode != 0:
         pods = cluster.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
@@ -136,10 +158,30 @@ def test_submit_tiny_two_nodes_runs_every_phase_to_succeeded(cluster, s3, contro
     comments = [_upload(s3, Path(p), f"dumps/{Path(p).name}") for p in so_dump["comments"]]
     quality = _upload(s3, shared_path("question_quality", "processed_valid_sample.jsonl"), "tasks/quality.jsonl")
     _sobertctl(
-        cluster, s3, "submit", "tiny", "--backend", "kubernetes", "-n", NAMESPACE, "--name", "e2e",
-        "--nodes", "2", "--procs-per-node", "1",
-        "--storage", f"s3://{BUCKET}/runs", "--endpoint-url", s3.endpoint_url,
-        "--posts", *posts, "--comments", *comments, "--finetune", f"quality={quality}",
+        cluster,
+        s3,
+        "submit",
+        "tiny",
+        "--backend",
+        "kubernetes",
+        "-n",
+        NAMESPACE,
+        "--name",
+        "e2e",
+        "--nodes",
+        "2",
+        "--procs-per-node",
+        "1",
+        "--storage",
+        f"s3://{BUCKET}/runs",
+        "--endpoint-url",
+        s3.endpoint_url,
+        "--posts",
+        *posts,
+        "--comments",
+        *comments,
+        "--finetune",
+        f"quality={quality}",
     )
     status = _wait_phase(cluster, "e2e", {"Succeeded", "Failed"}, timeout=900)
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
@@ -157,9 +199,107 @@ def test_submit_tiny_two_nodes_runs_every_phase_to_succeeded(cluster, s3, contro
     assert "e2e" in listing and "Succeeded" in listing
     logs = _sobertctl(cluster, s3, "logs", "e2e", "--stage", "pretrain", "-n", NAMESPACE).stdout
     assert "step" in logs.lower(), logs[-2000:]
-    report = _sobertctl(cluster, s3, "report", "e2e", "--storage", f"s3://{BUCKET}/runs", "--endpoint-url", s3.endpoint_url)
+    report = _sobertctl(
+        cluster, s3, "report", "e2e", "--storage", f"s3://{BUCKET}/runs", "--endpoint-url", s3.endpoint_url
+    )
     assert "pretrain" in report.stdout and "$" in report.stdout
 
     # The controller ran with the chart's namespaced Role and never hit a permission it lacks.
     controller_log = cluster.kubectl("logs", "-n", NAMESPACE, "deploy/sobert").stdout
     assert "Forbidden" not in controller_log, controller_log[-3000:]
+
+
+def _progress(s3, run: str) -> list[dict[str, Any]]:
+    from sobert_api import paths
+    from sobert_trainer.pretrain.progress import read_progress
+    from sobert_trainer.storage import Storage
+
+    storage = Storage.open(f"s3://{BUCKET}/runs", s3.endpoint_url, (s3.access_key, s3.secret_key))
+    return read_progress(storage, paths.progress_key(run))
+
+
+def _wait_step(s3, run: str, step: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        records = _progress(s3, run)
+        if records and records[-1]["step"] >= step:
+            return
+        time.sleep(1)
+    raise AssertionError(f"run {run} did not reach step {step} in {timeout}s")
+
+
+def _pod_uid(cluster, name: str) -> str | None:
+    out = cluster.kubectl("get", "pod", name, "-n", NAMESPACE, "-o", "jsonpath={.metadata.uid}", check=False)
+    return out.stdout or None
+
+
+def _jobs_of(cluster, run: str) -> dict[str, list[str]]:
+    """kind -> names of the objects the controller created for `run` (by its label)."""
+    found: dict[str, list[str]] = {}
+    for kind in ("jobs.batch", "pytorchjobs.kubeflow.org", "rayjobs.ray.io"):
+        out = cluster.kubectl("get", kind, "-n", NAMESPACE, "-l", f"sobert.dev/run={run}", "-o", "name").stdout
+        found[kind] = sorted(out.split())
+    return found
+
+
+def test_preempted_pretrain_pod_restarts_and_resumes_and_a_controller_restart_duplicates_nothing(
+    cluster, s3, controller, so_dump
+):
+    """A node's pod is evicted mid-run (graceful delete: SIGTERM, then the grace period): the
+    Training Operator starts it again, the job resumes from the checkpoint the SIGTERM wrote and
+    ends at the same final step. The controller pod is killed meanwhile; its successor picks the
+    run up without creating any object twice."""
+    posts = [_upload(s3, Path(p), f"dumps/{Path(p).name}") for p in so_dump["posts"]]
+    comments = [_upload(s3, Path(p), f"dumps/{Path(p).name}") for p in so_dump["comments"]]
+    _sobertctl(
+        cluster,
+        s3,
+        "submit",
+        "tiny",
+        "--backend",
+        "kubernetes",
+        "-n",
+        NAMESPACE,
+        "--name",
+        "preempt",
+        "--nodes",
+        "2",
+        "--procs-per-node",
+        "1",
+        "--storage",
+        f"s3://{BUCKET}/runs",
+        "--endpoint-url",
+        s3.endpoint_url,
+        "--posts",
+        *posts,
+        "--comments",
+        *comments,
+    )
+    _wait_step(s3, "preempt", 10, timeout=600)
+    before = _jobs_of(cluster, "preempt")
+    evicted = _pod_uid(cluster, "preempt-pretrain-worker-0")
+    cluster.kubectl("delete", "pod", "preempt-pretrain-worker-0", "-n", NAMESPACE, "--wait=false")
+    cluster.kubectl("delete", "pod", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=sobert", "--wait=false")
+    # The Training Operator, not the controller, brings the evicted replica back as a new pod.
+    deadline = time.monotonic() + 180
+    while _pod_uid(cluster, "preempt-pretrain-worker-0") in (None, evicted):
+        assert time.monotonic() < deadline, "the evicted worker was not replaced"
+        time.sleep(0.5)
+    status = _wait_phase(cluster, "preempt", {"Succeeded", "Failed"}, timeout=900)
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+
+    records = _progress(s3, "preempt")
+    assert records[-1]["step"] == 40
+    # The SIGTERM's checkpoint is the one step off the logging grid (every 5), and the run went
+    # on from it to the last step.
+    stopped = [r["step"] for r in records if r["step"] % 5 and r["step"] != 1]
+    assert len(stopped) == 1, [r["step"] for r in records]
+    after = _jobs_of(cluster, "preempt")
+    assert (
+        after["pytorchjobs.kubeflow.org"]
+        == before["pytorchjobs.kubeflow.org"]
+        == ["pytorchjob.kubeflow.org/preempt-pretrain"]
+    )
+    assert len(after["jobs.batch"]) == 2  # one prepare, one convert
+    job = json.loads(cluster.kubectl("get", "pytorchjob", "preempt-pretrain", "-n", NAMESPACE, "-o", "json").stdout)
+    assert {c["type"]: c["status"] for c in job["status"]["conditions"]}["Succeeded"] == "True"
