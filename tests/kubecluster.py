@@ -73,7 +73,9 @@ class Cluster:
     def kubectl(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess:
         return self.testbed.kubectl(*args, **kwargs)
 
-    def spawn(self, name: str, command: list[str], *, private: tuple[str, ...] = (), env: dict[str, str] | None = None) -> subprocess.Popen:
+    def spawn(
+        self, name: str, command: list[str], *, private: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         """A host process with this cluster's names in its /etc/hosts (its own mount namespace),
         with a private directory at each of `private` (operators write their webhook certificates
         to a fixed path; each gets its own)."""
@@ -120,8 +122,24 @@ def _which(tool: str) -> bool:
 def _self_signed(workdir: Path, name: str, sans: str) -> tuple[Path, Path]:
     cert, key = workdir / f"{name}.crt", workdir / f"{name}.key"
     _run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
-         "-addext", f"subjectAltName={sans}", "-keyout", str(key), "-out", str(cert)]
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            f"subjectAltName={sans}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ]
     )
     return cert, key
 
@@ -141,7 +159,7 @@ def sync_secret_volume(cluster: Cluster, namespace: str, name: str, directory: P
         while True:
             try:
                 data = api.read_namespaced_secret(name, namespace).data or {}
-            except Exception:  # noqa: BLE001 - the cluster is going away, or not there yet
+            except Exception:
                 data = {}
             for key, value in data.items():
                 path = directory / key
@@ -166,18 +184,31 @@ def start_control_plane_controllers(testbed: KubeTestbed, workdir: Path) -> list
     """kube-scheduler and kube-controller-manager v1.35.4, out of cluster with the admin kubeconfig."""
     binaries = kubetestbed.control_plane()
     scheduler = subprocess.Popen(
-        [str(binaries / "kube-scheduler"), f"--kubeconfig={testbed.kubeconfig}", "--leader-elect=false",
-         "--bind-address=127.0.0.1", f"--secure-port={_free_port()}", "--v=1"],
+        [
+            str(binaries / "kube-scheduler"),
+            f"--kubeconfig={testbed.kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={_free_port()}",
+            "--v=1",
+        ],
         stdout=open(workdir / "scheduler.log", "wb"),  # noqa: SIM115
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     manager = subprocess.Popen(
-        [str(binaries / "kube-controller-manager"), f"--kubeconfig={testbed.kubeconfig}", "--leader-elect=false",
-         "--bind-address=127.0.0.1", f"--secure-port={_free_port()}",
-         f"--service-account-private-key-file={workdir / 'sa.key'}", f"--root-ca-file={workdir / 'ca.crt'}",
-         "--use-service-account-credentials=false", "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller",
-         "--v=1"],
+        [
+            str(binaries / "kube-controller-manager"),
+            f"--kubeconfig={testbed.kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={_free_port()}",
+            f"--service-account-private-key-file={workdir / 'sa.key'}",
+            f"--root-ca-file={workdir / 'ca.crt'}",
+            "--use-service-account-credentials=false",
+            "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller",
+            "--v=1",
+        ],
         stdout=open(workdir / "controller-manager.log", "wb"),  # noqa: SIM115
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -230,12 +261,19 @@ def start_training_operator(cluster: Cluster) -> subprocess.Popen:
     cert_dir = "/tmp/k8s-webhook-server/serving-certs"
     process = cluster.spawn(
         "training-operator",
-        [str(binary), "--enable-scheme=pytorchjob", f"--webhook-server-port={hook.port}",
-         f"--metrics-bind-address=127.0.0.1:{_free_port()}", f"--health-probe-bind-address=127.0.0.1:{_free_port()}"],
+        [
+            str(binary),
+            "--enable-scheme=pytorchjob",
+            f"--webhook-server-port={hook.port}",
+            f"--metrics-bind-address=127.0.0.1:{_free_port()}",
+            f"--health-probe-bind-address=127.0.0.1:{_free_port()}",
+        ],
         private=(cert_dir,),
         env={"MY_POD_NAMESPACE": hook.namespace},
     )
-    sync_secret_volume(cluster, hook.namespace, "training-operator-webhook-cert", cluster.private_dir("training-operator", 0))
+    sync_secret_volume(
+        cluster, hook.namespace, "training-operator-webhook-cert", cluster.private_dir("training-operator", 0)
+    )
     return process
 
 
@@ -250,8 +288,13 @@ def start_kuberay(cluster: Cluster) -> subprocess.Popen:
     kubetestbed.install_crds(cluster.testbed, [bases / "ray.io_rayclusters.yaml", bases / "ray.io_rayservices.yaml"])
     return cluster.spawn(
         "kuberay",
-        [str(binary), "--enable-leader-election=false", f"--metrics-addr=127.0.0.1:{_free_port()}",
-         f"--health-probe-bind-address=127.0.0.1:{_free_port()}", "--log-stdout-encoder=console"],
+        [
+            str(binary),
+            "--enable-leader-election=false",
+            f"--metrics-addr=127.0.0.1:{_free_port()}",
+            f"--health-probe-bind-address=127.0.0.1:{_free_port()}",
+            "--log-stdout-encoder=console",
+        ],
     )
 
 
@@ -268,8 +311,14 @@ def cluster(workdir: Path, nodes: int = 2, node_labels: dict[str, str] | None = 
     podsandbox.ensure_bridge(bridge, f"{gateway}/16")
     api_hosts = workdir / "apiserver-hosts"
     api_hosts.write_text("127.0.0.1 localhost " + " ".join(WEBHOOK_NAMES) + "\n")
-    sans = (f"IP:{gateway}", "IP:10.96.0.1", "DNS:kubernetes", "DNS:kubernetes.default", "DNS:kubernetes.default.svc",
-            "DNS:kubernetes.default.svc.cluster.local")
+    sans = (
+        f"IP:{gateway}",
+        "IP:10.96.0.1",
+        "DNS:kubernetes",
+        "DNS:kubernetes.default",
+        "DNS:kubernetes.default.svc",
+        "DNS:kubernetes.default.svc.cluster.local",
+    )
     testbed = kubetestbed.start(workdir / "control-plane", address=gateway, sans=sans, hosts=api_hosts)
     result = Cluster(testbed, gateway, bridge, workdir)
     try:
@@ -290,10 +339,22 @@ def cluster(workdir: Path, nodes: int = 2, node_labels: dict[str, str] | None = 
             node_dir.mkdir(parents=True, exist_ok=True)
             result.processes.append(
                 subprocess.Popen(
-                    [sys.executable, str(ROOT / "tests" / "prockubelet.py"), f"--kubeconfig={testbed.kubeconfig}",
-                     f"--node=node-{index}", f"--workdir={node_dir}", f"--bridge={bridge}", f"--gateway={gateway}",
-                     f"--pod-subnet=10.{octet}.{index + 1}.", f"--api-port={api_port}", f"--log-port={_free_port()}",
-                     f"--tls-cert={cert}", f"--tls-key={key}", *labels, *(["--serve-dns"] if index == 0 else [])],
+                    [
+                        sys.executable,
+                        str(ROOT / "tests" / "prockubelet.py"),
+                        f"--kubeconfig={testbed.kubeconfig}",
+                        f"--node=node-{index}",
+                        f"--workdir={node_dir}",
+                        f"--bridge={bridge}",
+                        f"--gateway={gateway}",
+                        f"--pod-subnet=10.{octet}.{index + 1}.",
+                        f"--api-port={api_port}",
+                        f"--log-port={_free_port()}",
+                        f"--tls-cert={cert}",
+                        f"--tls-key={key}",
+                        *labels,
+                        *(["--serve-dns"] if index == 0 else []),
+                    ],
                     stdout=open(workdir / f"kubelet-{index}.log", "wb"),  # noqa: SIM115
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
@@ -302,11 +363,17 @@ def cluster(workdir: Path, nodes: int = 2, node_labels: dict[str, str] | None = 
         _wait(lambda: result.hosts.exists(), 60, "node-0's hosts file")
 
         def nodes_ready() -> bool:
-            out = testbed.kubectl("get", "nodes", "-o", "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}", check=False)
+            out = testbed.kubectl(
+                "get", "nodes", "-o", "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}", check=False
+            )
             return out.stdout.split() == ["True"] * nodes
 
         _wait(nodes_ready, 60, f"{nodes} Ready nodes")
-        _wait(lambda: testbed.kubectl("get", "serviceaccount", "default", check=False).returncode == 0, 60, "the default ServiceAccount")
+        _wait(
+            lambda: testbed.kubectl("get", "serviceaccount", "default", check=False).returncode == 0,
+            60,
+            "the default ServiceAccount",
+        )
         yield result
     finally:
         for process in reversed(result.processes):

@@ -191,8 +191,15 @@ def start(
     wrapper: list[str] = []
     if hosts is not None:
         # Its own mount namespace, where /etc/hosts is `hosts` (the machine's stays untouched).
-        wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                   f'mount --bind "{hosts}" /etc/hosts && exec "$0" "$@"']
+        wrapper = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f'mount --bind "{hosts}" /etc/hosts && exec "$0" "$@"',
+        ]
     apiserver = subprocess.Popen(
         [
             *wrapper,

@@ -17,6 +17,7 @@ What a container runtime (containerd + runc) gives a pod, done with iproute2 and
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
@@ -216,7 +217,9 @@ def container_binds(layout: ImageLayout, container_root: Path) -> list[tuple[str
         etc = container_root / "etc"
         etc.mkdir(parents=True, exist_ok=True)
         passwd, group = etc / "passwd", etc / "group"
-        passwd.write_text(Path("/etc/passwd").read_text() + f"{name}:x:{layout.user}:{layout.user}::{home_path}:/bin/bash\n")
+        passwd.write_text(
+            Path("/etc/passwd").read_text() + f"{name}:x:{layout.user}:{layout.user}::{home_path}:/bin/bash\n"
+        )
         group.write_text(Path("/etc/group").read_text() + f"{name}:x:{layout.user}:\n")
         binds += [("/etc/passwd", str(passwd), True), ("/etc/group", str(group), True)]
     if layout.shims:
@@ -335,17 +338,12 @@ def forward(server, upstream: tuple[str, int]) -> None:
     import threading
 
     def pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
+        with contextlib.suppress(OSError):
             while data := source.recv(65536):
                 sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     while True:
         try:

@@ -43,8 +43,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import clusterdns  # noqa: E402
-import podsandbox  # noqa: E402
+import clusterdns
+import podsandbox
 
 log = logging.getLogger("prockubelet")
 KUBELET_VERSION = "v1.35.4-sobert-process-kubelet"
@@ -77,9 +77,7 @@ class Api:
 
         config = self.client.configuration
         headers = {"Accept": "application/json", "Content-Type": content_type, **self.auth}
-        response = self.client.call_api(
-            method, config.host + path, header_params=headers, body=body
-        )
+        response = self.client.call_api(method, config.host + path, header_params=headers, body=body)
         data = response.read() if hasattr(response, "read") else response.data
         if not 200 <= response.status < 300:
             raise ApiException(status=response.status, reason=response.reason or data.decode(errors="replace")[:300])
@@ -305,10 +303,14 @@ class PodWorker(threading.Thread):
                 ref = source.get("name") or source.get("secretName")
                 data = self._ref_data(kind, ref, bool(source.get("optional")))
                 target.mkdir(parents=True, exist_ok=True)
-                self._write_files(target, self._items(data or {}, source.get("items")), source.get("defaultMode", 0o644))
+                self._write_files(
+                    target, self._items(data or {}, source.get("items")), source.get("defaultMode", 0o644)
+                )
                 readonly = True
             elif "downwardAPI" in volume:
-                files = {i["path"]: _field(self.pod, i["fieldRef"]["fieldPath"]) for i in volume["downwardAPI"]["items"]}
+                files = {
+                    i["path"]: _field(self.pod, i["fieldRef"]["fieldPath"]) for i in volume["downwardAPI"]["items"]
+                }
                 target.mkdir(parents=True, exist_ok=True)
                 self._write_files(target, files, volume["downwardAPI"].get("defaultMode", 0o644))
                 readonly = True
@@ -400,7 +402,13 @@ class PodWorker(threading.Thread):
         security = {**pod_security, **(spec.get("securityContext") or {})}
         uid = int(security.get("runAsUser", layout.user))
         gid = int(security.get("runAsGroup", uid if uid else 0))
-        groups = sorted({gid, *pod_security.get("supplementalGroups", []), *([pod_security["fsGroup"]] if "fsGroup" in pod_security else [])})
+        groups = sorted(
+            {
+                gid,
+                *pod_security.get("supplementalGroups", []),
+                *([pod_security["fsGroup"]] if "fsGroup" in pod_security else []),
+            }
+        )
         if security.get("runAsNonRoot") and uid == 0:
             raise PermissionError("container has runAsNonRoot and would run as root")
         container_root = self.root / "containers" / container.name
@@ -446,8 +454,24 @@ class PodWorker(threading.Thread):
             if pid is None or container.exec_context is None:
                 return False
             uid, gid, env, workdir = container.exec_context
-            command = ["nsenter", "-t", str(pid), "-m", "-u", "-n", "-p", f"--wd={workdir}", "-S", str(uid), "-G", str(gid),
-                       "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items()), *probe["exec"]["command"]]
+            command = [
+                "nsenter",
+                "-t",
+                str(pid),
+                "-m",
+                "-u",
+                "-n",
+                "-p",
+                f"--wd={workdir}",
+                "-S",
+                str(uid),
+                "-G",
+                str(gid),
+                "/usr/bin/env",
+                "-i",
+                *(f"{k}={v}" for k, v in env.items()),
+                *probe["exec"]["command"],
+            ]
             try:
                 return subprocess.run(command, capture_output=True, timeout=timeout + 5).returncode == 0
             except subprocess.TimeoutExpired:
@@ -458,7 +482,7 @@ class PodWorker(threading.Thread):
         if "httpGet" in probe:
             url = f"http://{self.ip}:{port}{probe['httpGet'].get('path', '/')}"
             try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - a pod's probe
+                with urllib.request.urlopen(url, timeout=timeout) as response:
                     return 200 <= response.status < 400
             except OSError:
                 return False
@@ -880,7 +904,7 @@ class ProcessKubelet:
         while True:
             try:
                 pods = self.api.get(f"/api/v1/pods?fieldSelector={selector}")["items"]
-            except Exception as exc:  # noqa: BLE001 - the API server may be restarting; keep trying
+            except Exception as exc:
                 log.warning("listing pods failed: %s", exc)
                 time.sleep(1)
                 continue
@@ -918,7 +942,7 @@ class ProcessKubelet:
                 for worker in workers:
                     worker.write_hosts(self.records)
                 clusterdns.write_in_place(self.workdir / "hosts", clusterdns.hosts_file(self.records, None))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("dns refresh failed: %s", exc)
             time.sleep(0.5)
 
@@ -940,10 +964,10 @@ class ProcessKubelet:
         kubelet = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 url = urllib.parse.urlparse(self.path)
                 parts = url.path.strip("/").split("/")
                 query = urllib.parse.parse_qs(url.query)
