@@ -50,6 +50,12 @@ def finetune_metrics_key(run: str, task: str) -> str:
     return f"{finetune_prefix(run, task)}/metrics.json"
 
 
+def finetune_driver_log_key(run: str, task: str) -> str:
+    """The finetune driver's stdout and stderr, uploaded as it exits (its Ray cluster is deleted
+    soon after the job ends)."""
+    return f"{finetune_prefix(run, task)}/driver.log"
+
+
 def finetune_checkpoint_prefix(run: str, task: str) -> str:
     """The best checkpoint (a Hugging Face model directory), published with a manifest."""
     return f"{finetune_prefix(run, task)}/checkpoint"

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 
-from sobert_api.spec import TaskName
+from sobert_api.spec import RunSpec, TaskName
 from sobert_trainer.stage_cli import EXIT_BAD_INPUT, start_stage
 
 
@@ -26,6 +27,20 @@ def main(argv: list[str] | None = None) -> int:
     if task not in spec.finetune.tasks:
         print(f"error: {args.spec}: finetune.tasks has no {task.value!r} entry", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from sobert_api import paths
+    from sobert_trainer.finetune.driver_log import copied_to_storage
+    from sobert_trainer.storage import Storage
+
+    storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url)
+    with copied_to_storage(storage, paths.finetune_driver_log_key(spec.name, task.value)):
+        try:
+            return _run(spec, task)
+        except Exception:  # the traceback goes into the copied log too
+            traceback.print_exc()
+            return 1
+
+
+def _run(spec: RunSpec, task: TaskName) -> int:
     from sobert_trainer.finetune.examples import TaskDataError
     from sobert_trainer.finetune.job import TaskDataMissingError, run_task
 
