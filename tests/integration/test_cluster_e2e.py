@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, shared_path
+from sobert_api import paths
 
 pytestmark = pytest.mark.integration
 NAMESPACE = "sobert"
@@ -194,6 +195,19 @@ def test_submit_tiny_two_nodes_runs_every_phase_to_succeeded(cluster, s3, contro
     assert status["pretrain"]["step"] == 40 and status["pretrain"]["world_size"] == 2
     assert 0 <= status["finetune"]["quality"]["macro_f1"] <= 1, status["finetune"]
 
+    # The task's Ray cluster (GPU workers included) is gone soon after its job (rayClusterTtlSeconds
+    # 10 here); the driver's output outlives it in storage; the ledger priced the cluster's pods.
+    deadline = time.monotonic() + 180
+    while cluster.kubectl("get", "rayclusters", "-n", NAMESPACE, "-o", "name").stdout.strip():
+        assert time.monotonic() < deadline, "the finished task's Ray cluster is still up"
+        time.sleep(2)
+    assert "finetune quality:" in _storage(s3).read_bytes(paths.finetune_driver_log_key("e2e", "quality")).decode()
+    deadline = time.monotonic() + 150  # the controller's resync (60 s) closes the vanished pods
+    while (status := _run_status(cluster, "e2e"))["cost"].get("openPods"):
+        assert time.monotonic() < deadline, status["cost"]
+        time.sleep(3)
+    assert status["cost"]["spentUsd"] > 0
+
     # What a user runs next.
     listing = _sobertctl(cluster, s3, "status", "-n", NAMESPACE).stdout
     assert "e2e" in listing and "Succeeded" in listing
@@ -209,13 +223,16 @@ def test_submit_tiny_two_nodes_runs_every_phase_to_succeeded(cluster, s3, contro
     assert "Forbidden" not in controller_log, controller_log[-3000:]
 
 
-def _progress(s3, run: str) -> list[dict[str, Any]]:
-    from sobert_api import paths
-    from sobert_trainer.pretrain.progress import read_progress
+def _storage(s3):
     from sobert_trainer.storage import Storage
 
-    storage = Storage.open(f"s3://{BUCKET}/runs", s3.endpoint_url, (s3.access_key, s3.secret_key))
-    return read_progress(storage, paths.progress_key(run))
+    return Storage.open(f"s3://{BUCKET}/runs", s3.endpoint_url, (s3.access_key, s3.secret_key))
+
+
+def _progress(s3, run: str) -> list[dict[str, Any]]:
+    from sobert_trainer.pretrain.progress import read_progress
+
+    return read_progress(_storage(s3), paths.progress_key(run))
 
 
 def _wait_step(s3, run: str, step: int, timeout: float) -> None:
