@@ -242,11 +242,26 @@ def ensure_namespace(cluster: Cluster, name: str) -> None:
         cluster.kubectl("create", "namespace", name)
 
 
+CERT_DIR = "/tmp/k8s-webhook-server/serving-certs"  # where cert-controller users read their certificate
+
+
+def _start_webhook_operator(
+    cluster: Cluster, name: str, hook: Webhook, secret: str, command: list[str], env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """An operator whose cert-controller makes its webhook certificate: its namespace, the empty
+    Secret the upstream manifests create, its webhook configurations, the process (a private
+    certificate directory) and the Secret kept mounted there."""
+    ensure_namespace(cluster, hook.namespace)
+    cluster.kubectl("create", "secret", "generic", secret, "-n", hook.namespace)
+    install_webhooks(cluster, hook)
+    process = cluster.spawn(name, command, private=(CERT_DIR,), env=env)
+    sync_secret_volume(cluster, hook.namespace, secret, cluster.private_dir(name, 0))
+    return process
+
+
 def start_training_operator(cluster: Cluster) -> subprocess.Popen:
     """Kubeflow Training Operator v1.9.3 (cmd/training-operator.v1), PyTorchJob only, its
-    validating webhook on a local port (pkg/cert/cert.go: the Secret must exist beforehand, as
-    the upstream manifests create it)."""
-    binary = operators_dir() / "training-operator.v1"
+    validating webhook on a local port (pkg/cert/cert.go)."""
     module = GO_MODULES / "github.com" / "kubeflow" / "training-operator@v1.9.3"
     hook = Webhook(
         service="training-operator",
@@ -255,25 +270,84 @@ def start_training_operator(cluster: Cluster) -> subprocess.Popen:
         manifests=(module / "manifests" / "base" / "webhook" / "manifests.yaml",),
         names={"validating-webhook-configuration": "validator.training-operator.kubeflow.org"},
     )
-    ensure_namespace(cluster, hook.namespace)
-    cluster.kubectl("create", "secret", "generic", "training-operator-webhook-cert", "-n", hook.namespace)
-    install_webhooks(cluster, hook)
-    cert_dir = "/tmp/k8s-webhook-server/serving-certs"
-    process = cluster.spawn(
-        "training-operator",
-        [
-            str(binary),
-            "--enable-scheme=pytorchjob",
-            f"--webhook-server-port={hook.port}",
-            f"--metrics-bind-address=127.0.0.1:{_free_port()}",
-            f"--health-probe-bind-address=127.0.0.1:{_free_port()}",
-        ],
-        private=(cert_dir,),
-        env={"MY_POD_NAMESPACE": hook.namespace},
+    command = [
+        str(operators_dir() / "training-operator.v1"),
+        "--enable-scheme=pytorchjob",
+        f"--webhook-server-port={hook.port}",
+        f"--metrics-bind-address=127.0.0.1:{_free_port()}",
+        f"--health-probe-bind-address=127.0.0.1:{_free_port()}",
+    ]
+    env = {"MY_POD_NAMESPACE": hook.namespace}
+    return _start_webhook_operator(cluster, "training-operator", hook, "training-operator-webhook-cert", command, env)
+
+
+def start_jobset(cluster: Cluster) -> subprocess.Popen:
+    """JobSet v0.11.1 (the version Trainer v2.2.1 requires), with its mutating and validating
+    webhooks (pkg/util/cert/cert.go; the names carry the kustomization's `jobset-` prefix)."""
+    module = GO_MODULES / "sigs.k8s.io" / "jobset@v0.11.1"
+    components = module / "config" / "components"
+    kubetestbed.install_crds(cluster.testbed, [components / "crd" / "bases" / "jobset.x-k8s.io_jobsets.yaml"])
+    hook = Webhook(
+        service="jobset-webhook-service",
+        namespace="jobset-system",
+        port=_free_port(),
+        manifests=(components / "webhook" / "manifests.yaml",),
+        names={
+            "mutating-webhook-configuration": "jobset-mutating-webhook-configuration",
+            "validating-webhook-configuration": "jobset-validating-webhook-configuration",
+        },
     )
-    sync_secret_volume(
-        cluster, hook.namespace, "training-operator-webhook-cert", cluster.private_dir("training-operator", 0)
+    config = cluster.workdir / "jobset-config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "config.jobset.x-k8s.io/v1alpha1",
+                "kind": "Configuration",
+                "leaderElection": {"leaderElect": False},
+                "internalCertManagement": {"enable": True},
+                "webhook": {"port": hook.port},
+                "metrics": {"bindAddress": f"127.0.0.1:{_free_port()}"},
+                "health": {"healthProbeBindAddress": f"127.0.0.1:{_free_port()}"},
+            }
+        )
     )
+    command = [str(operators_dir() / "jobset"), f"--config={config}"]
+    return _start_webhook_operator(cluster, "jobset", hook, "jobset-webhook-server-cert", command)
+
+
+def start_trainer(cluster: Cluster) -> subprocess.Popen:
+    """Kubeflow Trainer v2.2.1 (cmd/trainer-controller-manager) with its webhooks and its
+    `torch-distributed` ClusterTrainingRuntime, as its manifests install them."""
+    module = GO_MODULES / "github.com" / "kubeflow" / "trainer" / "v2@v2.2.1"
+    base = module / "manifests" / "base"
+    kubetestbed.install_crds(cluster.testbed, [base / "crds" / "trainer.kubeflow.org_trainingruntimes.yaml"])
+    hook = Webhook(
+        service="kubeflow-trainer-controller-manager",
+        namespace="kubeflow-system",
+        port=_free_port(),
+        manifests=(base / "webhook" / "manifests.yaml",),
+        names={
+            "validating-webhook-configuration": "validator.trainer.kubeflow.org",
+            "mutating-webhook-configuration": "defaulter.trainer.kubeflow.org",
+        },
+    )
+    config = cluster.workdir / "trainer-config.yaml"
+    document = yaml.safe_load((base / "manager" / "controller_manager_config.yaml").read_text())
+    document["health"]["healthProbeBindAddress"] = f"127.0.0.1:{_free_port()}"
+    document["metrics"] = {"bindAddress": f"127.0.0.1:{_free_port()}", "secureServing": False}
+    document["webhook"]["port"] = hook.port
+    document["leaderElection"]["leaderElect"] = False
+    document["statusServer"]["port"] = _free_port()
+    config.write_text(yaml.safe_dump(document))
+    command = [str(operators_dir() / "trainer-controller-manager"), f"--config={config}"]
+    process = _start_webhook_operator(
+        cluster, "trainer", hook, document["certManagement"]["webhookSecretName"], command
+    )
+    runtime = base / "runtimes" / "torch_distributed.yaml"
+    deadline = time.monotonic() + 120  # its validating webhook must be up to admit the runtime
+    while cluster.kubectl("apply", "--server-side", "-f", str(runtime), check=False).returncode != 0:
+        assert time.monotonic() < deadline, (cluster.workdir / "trainer.log").read_text()[-3000:]
+        time.sleep(2)
     return process
 
 
@@ -298,12 +372,19 @@ def start_kuberay(cluster: Cluster) -> subprocess.Popen:
     )
 
 
-WEBHOOK_NAMES = ("training-operator.kubeflow.svc",)
+WEBHOOK_NAMES = (
+    "training-operator.kubeflow.svc",
+    "jobset-webhook-service.jobset-system.svc",
+    "kubeflow-trainer-controller-manager.kubeflow-system.svc",
+)
 
 
 @contextlib.contextmanager
-def cluster(workdir: Path, nodes: int = 2, node_labels: dict[str, str] | None = None) -> Iterator[Cluster]:
-    """A started cluster with `nodes` process kubelets; operators are started by the caller."""
+def cluster(
+    workdir: Path, nodes: int = 2, node_labels: dict[str, str] | None = None, gpus: int = 8
+) -> Iterator[Cluster]:
+    """A started cluster with `nodes` process kubelets, each advertising `gpus` (fake) GPUs;
+    operators are started by the caller."""
     _require_root()
     workdir.mkdir(parents=True, exist_ok=True)
     octet = random.randint(200, 250)
@@ -353,6 +434,7 @@ def cluster(workdir: Path, nodes: int = 2, node_labels: dict[str, str] | None = 
                         f"--tls-cert={cert}",
                         f"--tls-key={key}",
                         *labels,
+                        f"--gpus={gpus}",
                         *(["--serve-dns"] if index == 0 else []),
                     ],
                     stdout=open(workdir / f"kubelet-{index}.log", "wb"),  # noqa: SIM115

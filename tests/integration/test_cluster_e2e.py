@@ -33,7 +33,9 @@ BUCKET = "sobert-e2e"
 def cluster(tmp_path_factory):
     import kubecluster
 
-    with kubecluster.cluster(tmp_path_factory.mktemp("cluster"), nodes=2, node_labels={"sobert.dev/pool": "cpu"}) as c:
+    # One (fake) GPU per node, as in the pool below: a 2-node job must span both nodes.
+    labels = {"sobert.dev/pool": "cpu"}
+    with kubecluster.cluster(tmp_path_factory.mktemp("cluster"), nodes=2, node_labels=labels, gpus=1) as c:
         kubecluster.start_training_operator(c)
         kubecluster.start_kuberay(c)
         yield c
@@ -86,50 +88,32 @@ def _values(s3) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def controller(cluster, s3, tmp_path_factory):
-    """`helm install` of charts/sobert into the testbed; the controller runs as a pod."""
+def _helm_install(cluster, s3, workdir: Path, namespace: str, **cluster_values: Any) -> None:
+    """`helm install` of charts/sobert into `namespace`; the controller runs there as a pod."""
     import kubetestbed
 
-    tools = kubetestbed.tools_dir()
-    values = tmp_path_factory.mktemp("helm") / "values.yaml"
-    values.write_text(yaml.safe_dump(_values(s3)))
-    cluster.kubectl("create", "namespace", NAMESPACE)
+    values = _values(s3)
+    values["cluster"].update(cluster_values)
+    (workdir / "values.yaml").write_text(yaml.safe_dump(values))
+    cluster.kubectl("create", "namespace", namespace)
     cluster.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "sobert-s3",
-        "-n",
-        NAMESPACE,
-        f"--from-literal=AWS_ACCESS_KEY_ID={s3.access_key}",
-        f"--from-literal=AWS_SECRET_ACCESS_KEY={s3.secret_key}",
-    )
-    home = tmp_path_factory.mktemp("helm-home")
-    helm_env = {**os.environ, **{f"HELM_{k}_HOME": str(home / k.lower()) for k in ("CACHE", "CONFIG", "DATA")}}
+        "create", "secret", "generic", "sobert-s3", "-n", namespace,
+        f"--from-literal=AWS_ACCESS_KEY_ID={s3.access_key}", f"--from-literal=AWS_SECRET_ACCESS_KEY={s3.secret_key}",
+    )  # fmt: skip
+    helm_env = {**os.environ, **{f"HELM_{k}_HOME": str(workdir / k.lower()) for k in ("CACHE", "CONFIG", "DATA")}}
     result = subprocess.run(
-        [
-            str(tools / "helm4"),
-            "install",
-            "sobert",
-            str(ROOT / "charts" / "sobert"),
-            "-n",
-            NAMESPACE,
-            "-f",
-            str(values),
-            f"--kubeconfig={cluster.kubeconfig}",
-            "--wait",
-            "--timeout=180s",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=helm_env,
-    )
+        [str(kubetestbed.tools_dir() / "helm4"), "install", "sobert", str(ROOT / "charts" / "sobert"), "-n", namespace,
+         "-f", str(workdir / "values.yaml"), f"--kubeconfig={cluster.kubeconfig}", "--wait", "--timeout=180s"],
+        capture_output=True, text=True, timeout=240, env=helm_env,
+    )  # fmt: skip
     if result.returncode != 0:
         pods = cluster.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
         raise AssertionError(f"helm install failed:\n{result.stdout}\n{result.stderr}\n{pods}")
-    yield
+
+
+@pytest.fixture(scope="module")
+def controller(cluster, s3, tmp_path_factory):
+    _helm_install(cluster, s3, tmp_path_factory.mktemp("helm"), NAMESPACE)
 
 
 def _upload(s3, path: Path, key: str) -> str:
@@ -137,16 +121,24 @@ def _upload(s3, path: Path, key: str) -> str:
     return f"s3://{BUCKET}/{key}"
 
 
-def _run_status(cluster, name: str) -> dict[str, Any]:
-    out = cluster.kubectl("get", "sobertrun", name, "-n", NAMESPACE, "-o", "json", check=False)
+def _run_status(cluster, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+    out = cluster.kubectl("get", "sobertrun", name, "-n", namespace, "-o", "json", check=False)
     return (json.loads(out.stdout).get("status") or {}) if out.returncode == 0 else {}
 
 
-def _wait_phase(cluster, name: str, phases: set[str], timeout: float) -> dict[str, Any]:
+def _wait_phase(
+    cluster, name: str, phases: set[str], timeout: float, namespace: str = NAMESPACE, placements: dict | None = None
+) -> dict[str, Any]:
+    """Wait for the run to reach one of `phases`; `placements` collects pod name -> node meanwhile."""
     deadline = time.monotonic() + timeout
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        status = _run_status(cluster, name)
+        if placements is not None:
+            out = cluster.kubectl("get", "pods", "-n", namespace, "-o", "json", check=False).stdout
+            for pod in json.loads(out or '{"items": []}')["items"]:
+                if pod["spec"].get("nodeName"):
+                    placements[pod["metadata"]["name"]] = pod["spec"]["nodeName"]
+        status = _run_status(cluster, name, namespace)
         if status.get("phase") in phases:
             return status
         time.sleep(2)
@@ -184,16 +176,18 @@ def test_submit_tiny_two_nodes_runs_every_phase_to_succeeded(cluster, s3, contro
         "--finetune",
         f"quality={quality}",
     )
-    status = _wait_phase(cluster, "e2e", {"Succeeded", "Failed"}, timeout=900)
+    placements: dict[str, str] = {}
+    status = _wait_phase(cluster, "e2e", {"Succeeded", "Failed"}, timeout=900, placements=placements)
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
 
-    # Pretraining ran on both nodes, as one job of two pods, and its progress reached the status.
-    pods = json.loads(cluster.kubectl("get", "pods", "-n", NAMESPACE, "-o", "json").stdout)["items"]
-    pretrain = [p for p in pods if p["metadata"]["name"].startswith("e2e-pretrain-")]
-    assert sorted(p["spec"]["nodeName"] for p in pretrain) == ["node-0", "node-1"]
-    assert all(p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0 for p in pretrain)
-    assert status["pretrain"]["step"] == 40 and status["pretrain"]["world_size"] == 2
-    assert 0 <= status["finetune"]["quality"]["macro_f1"] <= 1, status["finetune"]
+    # Pretraining ran as one job of two pods, one per node (one GPU each), and its progress
+    # reached the status.
+    pretrain = {pod: node for pod, node in placements.items() if pod.startswith("e2e-pretrain-")}
+    assert sorted(pretrain.values()) == ["node-0", "node-1"], pretrain
+    assert status["pretrain"]["step"] == status["pretrain"]["trainIters"] == 40, status["pretrain"]
+    assert _progress(s3, "e2e")[-1]["world_size"] == 2
+    quality = status["finetune"]["quality"]
+    assert quality["metric"] == "macro_f1" and 0 <= quality["score"] <= 1 and quality["hf_step"] == 40, quality
 
     # The task's Ray cluster (GPU workers included) is gone soon after its job (rayClusterTtlSeconds
     # 10 here); the driver's output outlives it in storage; the ledger priced the cluster's pods.
@@ -320,3 +314,32 @@ def test_preempted_pretrain_pod_restarts_and_resumes_and_a_controller_restart_du
     assert len(after["jobs.batch"]) == 2  # one prepare, one convert
     job = json.loads(cluster.kubectl("get", "pytorchjob", "preempt-pretrain", "-n", NAMESPACE, "-o", "json").stdout)
     assert {c["type"]: c["status"] for c in job["status"]["conditions"]}["Succeeded"] == "True"
+
+
+def test_trainjob_target_pretrains_on_two_nodes(cluster, s3, so_dump, tmp_path_factory):
+    """The same pretraining through Kubeflow Trainer v2.2.1 and JobSet v0.11.1: the controller
+    renders a TrainJob on the `torch-distributed` runtime, whose patches carry the spec volume,
+    scratch, shm, placement and user; Trainer makes a JobSet, JobSet the Jobs, the Job controller
+    the pods."""
+    import kubecluster
+
+    kubecluster.start_jobset(cluster)
+    kubecluster.start_trainer(cluster)
+    namespace = "sobert-tj"
+    _helm_install(cluster, s3, tmp_path_factory.mktemp("helm-tj"), namespace, pretrainTarget="trainjob")
+    posts = [_upload(s3, Path(p), f"dumps/{Path(p).name}") for p in so_dump["posts"]]
+    comments = [_upload(s3, Path(p), f"dumps/{Path(p).name}") for p in so_dump["comments"]]
+    _sobertctl(
+        cluster, s3, "submit", "tiny", "--backend", "kubernetes", "-n", namespace, "--name", "tj",
+        "--nodes", "2", "--procs-per-node", "1",
+        "--storage", f"s3://{BUCKET}/runs", "--endpoint-url", s3.endpoint_url,
+        "--posts", *posts, "--comments", *comments,
+    )  # fmt: skip
+    placements: dict[str, str] = {}
+    status = _wait_phase(cluster, "tj", {"Succeeded", "Failed"}, 600, namespace=namespace, placements=placements)
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    assert sorted(node for pod, node in placements.items() if pod.startswith("tj-pretrain")) == ["node-0", "node-1"]
+    records = _progress(s3, "tj")
+    assert records[-1]["step"] == 40 and records[-1]["world_size"] == 2
+    trainjob = json.loads(cluster.kubectl("get", "trainjob", "tj-pretrain", "-n", namespace, "-o", "json").stdout)
+    assert {c["type"]: c["status"] for c in trainjob["status"]["conditions"]}.get("Complete") == "True", trainjob
