@@ -17,9 +17,10 @@ import pytest
 
 from conftest import shared_path
 from sobert_api import build_spec, paths
-from sobert_operator.local_executor import LocalExecutor, record_spec
+from sobert_operator.local_executor import LocalExecutor
 from sobert_operator.pipeline import Stage
 from sobert_operator.published import observe
+from sobert_operator.run_record import record_spec
 from sobert_trainer.storage import Storage
 
 pytestmark = pytest.mark.integration

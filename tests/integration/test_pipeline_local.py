@@ -123,7 +123,7 @@ def test_tp2_run_on_s3_checkpoints_and_converts(s3_bucket, so_dump, tmp_path):
 def _start_pretrain(spec, workdir: Path):
     executor = LocalExecutor(spec, workdir, emit=lambda _l: None)
     from sobert_operator.launch import LOCAL_GRACE_SECONDS, LaunchTarget, pretrain_command
-    from sobert_operator.local_executor import record_spec
+    from sobert_operator.run_record import record_spec
 
     record_spec(spec, executor.storage)
     if not executor.observe().dataset_published:

@@ -52,7 +52,7 @@ def test_bad_input_exits_nonzero_with_a_clear_error(argv, code, message, capsys,
 
 def test_resubmitting_a_name_with_another_spec_is_refused(tmp_path):
     from sobert_api import build_spec
-    from sobert_operator.local_executor import RunConflictError, record_spec
+    from sobert_operator.run_record import RunConflictError, record_spec
     from sobert_trainer.storage import Storage
 
     doc = {"preset": "tiny", "name": "r", "data": {"posts": ["p"]}, "storage": {"uri": str(tmp_path)}}

@@ -7,7 +7,6 @@ complete checkpoint, conversion reruns only when a newer checkpoint exists.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -35,16 +34,13 @@ from sobert_operator.pipeline import Observed, Stage, next_stage
 from sobert_operator.published import observe
 from sobert_operator.report import write_report
 from sobert_operator.results import finetune_results
+from sobert_operator.run_record import record_spec
 from sobert_trainer.data.prepare import PrepareConfig
 from sobert_trainer.pretrain.progress import read_progress
 from sobert_trainer.stage_cli import EXIT_PREEMPTED
 from sobert_trainer.storage import Storage
 
 _LOG_PREFIX = re.compile(r"^\S+ \S+ INFO sobert_trainer\.[\w.]+: ")
-
-
-class RunConflictError(ValueError):
-    """A run with this name exists in the storage prefix with a different spec."""
 
 
 class StageFailedError(RuntimeError):
@@ -86,25 +82,6 @@ class RunSummary:
             "finetune": self.finetune,
             "spent_usd": round(self.spent_usd, 6),
         }
-
-
-def record_spec(spec: RunSpec, storage: Storage) -> None:
-    """Write runs/<run>/spec.json, refusing to reuse a name for a different spec."""
-    key = paths.spec_key(spec.name)
-    document = json.loads(spec.model_dump_json())
-    if storage.exists(key):
-        existing = storage.read_json(key)
-        if existing != document:
-            changed = sorted(k for k in set(existing) | set(document) if existing.get(k) != document.get(k))
-            if changed == ["budget"]:  # raising (or lowering) the budget is how a budget-stopped run resumes
-                storage.write_json(key, document)
-                return
-            raise RunConflictError(
-                f"run {spec.name!r} already exists at {storage.uri(key)} with a different spec "
-                f"(differs in: {', '.join(changed)}); choose another --name or delete that run"
-            )
-        return
-    storage.write_json(key, document)
 
 
 class LocalExecutor:

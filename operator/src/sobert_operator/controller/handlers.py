@@ -43,6 +43,7 @@ from sobert_operator.preflight import preflight
 from sobert_operator.published import observe
 from sobert_operator.render.common import LABEL_RUN, object_name, storage_secret_name
 from sobert_operator.results import finetune_results
+from sobert_operator.run_record import RunConflictError, record_spec
 from sobert_trainer.data.prepare import PrepareConfig
 from sobert_trainer.pretrain.progress import read_progress
 from sobert_trainer.storage import Storage
@@ -169,6 +170,8 @@ def _reconcile(name: str, namespace: str, logger) -> None:
     progressing = any(jobs.get(o.name) for o in objects if o.stage is Stage.pretrain)
     step, storage = _meter(spec, cluster, client, namespace, secret_obj, previous_cost, progressing, logger)
     credentials = storage_credentials(secret_obj)
+    if storage is not None:
+        _record_spec(run, spec, storage, logger)
     published = None
     if gone_after_success(objects, jobs, status):  # removed by their TTL: storage says whether they finished
         try:
@@ -325,6 +328,18 @@ def _apply_budget(run, spec, step: BudgetStep, storage, result, jobs, objects, c
         result.create = [o for o in result.create if o["kind"] == "ConfigMap"]  # start nothing new
         result.status.update(phase="BudgetStopped", message=f"budget spent: {step.conditions[-1][3]}")
         result.event = None
+
+
+def _record_spec(run: Any, spec: RunSpec, storage: Storage, logger) -> None:
+    """The run's spec in its storage, as the local executor records it: `sobertctl report`,
+    `finetune` and `eval` read it there. A different run's spec under this name is reported, not
+    overwritten."""
+    try:
+        record_spec(spec, storage)
+    except RunConflictError as exc:
+        kopf.warn(run, reason="StorageConflict", message=str(exc))
+    except Exception as exc:
+        logger.warning("spec of %s not recorded in storage: %s", spec.name, type(exc).__name__)
 
 
 def _best_effort(what: str, read: Callable[[], Any], spec, logger) -> Any:
