@@ -34,7 +34,14 @@ from kubetestbed import KubeTestbed, _free_port, _run
 
 ROOT = Path(__file__).resolve().parents[1]
 OPERATORS_SCRIPT = ROOT / "scripts" / "testbed" / "build-operators.sh"
-GO_MODULES = Path(os.environ.get("GOMODCACHE", Path.home() / "go" / "pkg" / "mod"))
+
+
+def go_module(module: str, version: str) -> Path:
+    """The source of an upstream Go module at a pinned version (its manifests: CRDs, webhook
+    configurations, runtimes), from the module cache or through the proxy."""
+    import json
+
+    return Path(json.loads(_run(["go", "mod", "download", "-json", f"{module}@{version}"], timeout=600))["Dir"])
 
 
 def operators_dir() -> Path:
@@ -262,7 +269,7 @@ def _start_webhook_operator(
 def start_training_operator(cluster: Cluster) -> subprocess.Popen:
     """Kubeflow Training Operator v1.9.3 (cmd/training-operator.v1), PyTorchJob only, its
     validating webhook on a local port (pkg/cert/cert.go)."""
-    module = GO_MODULES / "github.com" / "kubeflow" / "training-operator@v1.9.3"
+    module = go_module("github.com/kubeflow/training-operator", "v1.9.3")
     hook = Webhook(
         service="training-operator",
         namespace="kubeflow",
@@ -284,7 +291,7 @@ def start_training_operator(cluster: Cluster) -> subprocess.Popen:
 def start_jobset(cluster: Cluster) -> subprocess.Popen:
     """JobSet v0.11.1 (the version Trainer v2.2.1 requires), with its mutating and validating
     webhooks (pkg/util/cert/cert.go; the names carry the kustomization's `jobset-` prefix)."""
-    module = GO_MODULES / "sigs.k8s.io" / "jobset@v0.11.1"
+    module = go_module("sigs.k8s.io/jobset", "v0.11.1")
     components = module / "config" / "components"
     kubetestbed.install_crds(cluster.testbed, [components / "crd" / "bases" / "jobset.x-k8s.io_jobsets.yaml"])
     hook = Webhook(
@@ -318,7 +325,7 @@ def start_jobset(cluster: Cluster) -> subprocess.Popen:
 def start_trainer(cluster: Cluster) -> subprocess.Popen:
     """Kubeflow Trainer v2.2.1 (cmd/trainer-controller-manager) with its webhooks and its
     `torch-distributed` ClusterTrainingRuntime, as its manifests install them."""
-    module = GO_MODULES / "github.com" / "kubeflow" / "trainer" / "v2@v2.2.1"
+    module = go_module("github.com/kubeflow/trainer/v2", "v2.2.1")
     base = module / "manifests" / "base"
     kubetestbed.install_crds(cluster.testbed, [base / "crds" / "trainer.kubeflow.org_trainingruntimes.yaml"])
     hook = Webhook(
@@ -356,7 +363,7 @@ def start_kuberay(cluster: Cluster) -> subprocess.Popen:
     reaches each Ray head's dashboard at `<head-svc>.<ns>.svc.cluster.local:8265` through the
     cluster's names."""
     binary = operators_dir() / "ray-operator"
-    module = GO_MODULES / "github.com" / "ray-project" / "kuberay" / "ray-operator@v1.5.1"
+    module = go_module("github.com/ray-project/kuberay/ray-operator", "v1.5.1")
     # The operator's other CRDs (../shared has the RayJob's): it watches all three kinds.
     bases = module / "config" / "crd" / "bases"
     kubetestbed.install_crds(cluster.testbed, [bases / "ray.io_rayclusters.yaml", bases / "ray.io_rayservices.yaml"])
