@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 VENV = Path(sys.prefix)  # this checkout's virtualenv: the images' Python environment
+CHECKOUT = Path(__file__).resolve().parents[1]  # its editable install's sources
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,12 @@ def container_binds(layout: ImageLayout, container_root: Path) -> list[tuple[str
     if layout.python_at:
         binds.append((layout.python_at, str(VENV), True))
         binds += _traversable_shims(Path(sys.base_prefix), container_root / "shims")
+        # Absolute paths baked into the environment (console scripts' shebangs, the editable
+        # install's source paths) must resolve inside the container, also where the checkout
+        # lives under /tmp, which the container's own /tmp hides.
+        for path in sorted({VENV.resolve(), CHECKOUT, Path(sys.base_prefix).resolve()}):
+            if path.is_relative_to("/tmp"):
+                binds.append((str(path), str(path), True))
     if layout.account:
         # The image's /etc/passwd and /etc/group know its user (kopf, Ray and getpass look it up).
         name, home_path = layout.account
