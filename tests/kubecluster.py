@@ -20,6 +20,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -67,6 +68,7 @@ class Cluster:
     bridge: str
     workdir: Path
     processes: list[subprocess.Popen] = field(default_factory=list)
+    stopped: threading.Event = field(default_factory=threading.Event)  # set when the cluster goes
 
     @property
     def kubeconfig(self) -> Path:
@@ -126,44 +128,18 @@ def _which(tool: str) -> bool:
     return any(Path(d, tool).exists() for d in ("/usr/sbin", "/usr/bin", "/sbin", "/bin"))
 
 
-def _self_signed(workdir: Path, name: str, sans: str) -> tuple[Path, Path]:
-    cert, key = workdir / f"{name}.crt", workdir / f"{name}.key"
-    _run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            f"/CN={name}",
-            "-addext",
-            f"subjectAltName={sans}",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ]
-    )
-    return cert, key
-
-
 def sync_secret_volume(cluster: Cluster, namespace: str, name: str, directory: Path) -> None:
     """What the kubelet does for a Secret volume, for an operator running outside the cluster:
     keep `directory` holding the Secret's keys as files (cert-controller writes the webhook
     certificate into its Secret and waits for the kubelet to mount it into the pod)."""
     import base64
-    import threading
 
     from kubernetes import client, config
 
     api = client.CoreV1Api(config.new_client_from_config(config_file=str(cluster.kubeconfig)))
 
     def loop() -> None:
-        while True:
+        while not cluster.stopped.is_set():
             try:
                 data = api.read_namespaced_secret(name, namespace).data or {}
             except Exception:
@@ -173,7 +149,7 @@ def sync_secret_volume(cluster: Cluster, namespace: str, name: str, directory: P
                 content = base64.b64decode(value)
                 if not path.exists() or path.read_bytes() != content:
                     path.write_bytes(content)
-            time.sleep(1)
+            cluster.stopped.wait(1)
 
     threading.Thread(target=loop, daemon=True, name=f"secret-volume-{name}").start()
 
@@ -420,7 +396,7 @@ def cluster(
         kubetestbed.install_crds(testbed, crds)
         result.processes += start_control_plane_controllers(testbed, testbed.workdir)
         api_port = int(testbed.server.rsplit(":", 1)[1])
-        cert, key = _self_signed(workdir, "kubelet", f"IP:{gateway}")
+        cert, key = kubetestbed.self_signed(workdir, "kubelet", "/CN=kubelet", f"IP:{gateway}")
         for index in range(nodes):
             labels = [f"--label={k}={v}" for k, v in (node_labels or {}).items()]
             node_dir = workdir / f"node-{index}"
@@ -465,6 +441,7 @@ def cluster(
         )
         yield result
     finally:
+        result.stopped.set()
         for process in reversed(result.processes):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)

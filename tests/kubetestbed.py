@@ -88,26 +88,21 @@ class KubeTestbed:
             process.wait(timeout=30)
 
 
+def self_signed(workdir: Path, name: str, subject: str, sans: str | None = None) -> tuple[Path, Path]:
+    """A self-signed certificate and key `workdir/<name>.crt|.key` (the testbed's CA; a process
+    kubelet's serving certificate, `sans` e.g. "IP:10.0.0.1")."""
+    cert, key = workdir / f"{name}.crt", workdir / f"{name}.key"
+    extra = ["-addext", f"subjectAltName={sans}"] if sans else []
+    _run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", subject, *extra,
+         "-keyout", str(key), "-out", str(cert)]
+    )  # fmt: skip
+    return cert, key
+
+
 def _certs(workdir: Path, sans: tuple[str, ...] = ()) -> None:
     ssl = ["openssl"]
-    _run(
-        [
-            *ssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=sobert-testbed-ca",
-            "-keyout",
-            str(workdir / "ca.key"),
-            "-out",
-            str(workdir / "ca.crt"),
-        ]
-    )
+    self_signed(workdir, "ca", "/CN=sobert-testbed-ca")
     names = ["IP:127.0.0.1", "DNS:localhost", *sans]
     (workdir / "san.cnf").write_text(f"subjectAltName={','.join(names)}\n")
     _run(

@@ -121,6 +121,19 @@ def _upload(s3, path: Path, key: str) -> str:
     return f"s3://{BUCKET}/{key}"
 
 
+def _submit_tiny(cluster, s3, so_dump, name: str, namespace: str, *extra: str) -> None:
+    """`sobertctl submit tiny --backend kubernetes` of the real dump sample (uploaded to S3) on
+    2 nodes x 1 process, storage on the testbed's S3."""
+    posts = [_upload(s3, Path(p), f"dumps/{Path(p).name}") for p in so_dump["posts"]]
+    comments = [_upload(s3, Path(p), f"dumps/{Path(p).name}") for p in so_dump["comments"]]
+    _sobertctl(
+        cluster, s3, "submit", "tiny", "--backend", "kubernetes", "-n", namespace, "--name", name,
+        "--nodes", "2", "--procs-per-node", "1",
+        "--storage", f"s3://{BUCKET}/runs", "--endpoint-url", s3.endpoint_url,
+        "--posts", *posts, "--comments", *comments, *extra,
+    )  # fmt: skip
+
+
 def _run_status(cluster, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
     out = cluster.kubectl("get", "sobertrun", name, "-n", namespace, "-o", "json", check=False)
     return (json.loads(out.stdout).get("status") or {}) if out.returncode == 0 else {}
@@ -147,35 +160,8 @@ def _wait_phase(
 
 
 def test_submit_tiny_two_nodes_runs_every_phase_to_succeeded(cluster, s3, controller, so_dump):
-    posts = [_upload(s3, Path(p), f"dumps/{Path(p).name}") for p in so_dump["posts"]]
-    comments = [_upload(s3, Path(p), f"dumps/{Path(p).name}") for p in so_dump["comments"]]
     quality = _upload(s3, shared_path("question_quality", "processed_valid_sample.jsonl"), "tasks/quality.jsonl")
-    _sobertctl(
-        cluster,
-        s3,
-        "submit",
-        "tiny",
-        "--backend",
-        "kubernetes",
-        "-n",
-        NAMESPACE,
-        "--name",
-        "e2e",
-        "--nodes",
-        "2",
-        "--procs-per-node",
-        "1",
-        "--storage",
-        f"s3://{BUCKET}/runs",
-        "--endpoint-url",
-        s3.endpoint_url,
-        "--posts",
-        *posts,
-        "--comments",
-        *comments,
-        "--finetune",
-        f"quality={quality}",
-    )
+    _submit_tiny(cluster, s3, so_dump, "e2e", NAMESPACE, "--finetune", f"quality={quality}")
     placements: dict[str, str] = {}
     status = _wait_phase(cluster, "e2e", {"Succeeded", "Failed"}, timeout=900, placements=placements)
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
@@ -260,32 +246,7 @@ def test_preempted_pretrain_pod_restarts_and_resumes_and_a_controller_restart_du
     Training Operator starts it again, the job resumes from the checkpoint the SIGTERM wrote and
     ends at the same final step. The controller pod is killed meanwhile; its successor picks the
     run up without creating any object twice."""
-    posts = [_upload(s3, Path(p), f"dumps/{Path(p).name}") for p in so_dump["posts"]]
-    comments = [_upload(s3, Path(p), f"dumps/{Path(p).name}") for p in so_dump["comments"]]
-    _sobertctl(
-        cluster,
-        s3,
-        "submit",
-        "tiny",
-        "--backend",
-        "kubernetes",
-        "-n",
-        NAMESPACE,
-        "--name",
-        "preempt",
-        "--nodes",
-        "2",
-        "--procs-per-node",
-        "1",
-        "--storage",
-        f"s3://{BUCKET}/runs",
-        "--endpoint-url",
-        s3.endpoint_url,
-        "--posts",
-        *posts,
-        "--comments",
-        *comments,
-    )
+    _submit_tiny(cluster, s3, so_dump, "preempt", NAMESPACE)
     _wait_step(s3, "preempt", 10, timeout=600)
     before = _jobs_of(cluster, "preempt")
     evicted = _pod_uid(cluster, "preempt-pretrain-worker-0")
@@ -327,14 +288,7 @@ def test_trainjob_target_pretrains_on_two_nodes(cluster, s3, so_dump, tmp_path_f
     kubecluster.start_trainer(cluster)
     namespace = "sobert-tj"
     _helm_install(cluster, s3, tmp_path_factory.mktemp("helm-tj"), namespace, pretrainTarget="trainjob")
-    posts = [_upload(s3, Path(p), f"dumps/{Path(p).name}") for p in so_dump["posts"]]
-    comments = [_upload(s3, Path(p), f"dumps/{Path(p).name}") for p in so_dump["comments"]]
-    _sobertctl(
-        cluster, s3, "submit", "tiny", "--backend", "kubernetes", "-n", namespace, "--name", "tj",
-        "--nodes", "2", "--procs-per-node", "1",
-        "--storage", f"s3://{BUCKET}/runs", "--endpoint-url", s3.endpoint_url,
-        "--posts", *posts, "--comments", *comments,
-    )  # fmt: skip
+    _submit_tiny(cluster, s3, so_dump, "tj", namespace)
     placements: dict[str, str] = {}
     status = _wait_phase(cluster, "tj", {"Succeeded", "Failed"}, 600, namespace=namespace, placements=placements)
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
