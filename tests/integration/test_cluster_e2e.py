@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 NAMESPACE = "sobert"
 TRAINER_IMAGE = "ghcr.io/sobert-dev/sobert-trainer:0.1.0"
 BUCKET = "sobert-e2e"
+RESYNC_SECONDS = 5
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +65,11 @@ def _sobertctl(cluster, s3, *args: str, check: bool = True, timeout: float = 300
 
 
 def _values(s3) -> dict[str, Any]:
-    """The chart's values for the testbed: one CPU pool whose nodes advertise a (fake) GPU each."""
+    """The chart's values for the testbed: one CPU pool whose nodes advertise a (fake) GPU each;
+    the controller re-checks each run every RESYNC_SECONDS (spend, budget, vanished pods)."""
     return {
         "metrics": {"port": 0},
+        "resyncSeconds": RESYNC_SECONDS,
         "cluster": {
             "trainerImage": TRAINER_IMAGE,
             "defaultNodePool": "cpu",
@@ -140,17 +143,18 @@ def _run_status(cluster, name: str, namespace: str = NAMESPACE) -> dict[str, Any
 
 
 def _wait_phase(
-    cluster, name: str, phases: set[str], timeout: float, namespace: str = NAMESPACE, placements: dict | None = None
+    cluster, name: str, phases: set[str], timeout: float, namespace: str = NAMESPACE, pods: dict | None = None
 ) -> dict[str, Any]:
-    """Wait for the run to reach one of `phases`; `placements` collects pod name -> node meanwhile."""
+    """Wait for the run to reach one of `phases`; `pods` collects pod name -> spec of each pod
+    scheduled meanwhile (its node, grace period)."""
     deadline = time.monotonic() + timeout
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        if placements is not None:
+        if pods is not None:
             out = cluster.kubectl("get", "pods", "-n", namespace, "-o", "json", check=False).stdout
             for pod in json.loads(out or '{"items": []}')["items"]:
                 if pod["spec"].get("nodeName"):
-                    placements[pod["metadata"]["name"]] = pod["spec"]["nodeName"]
+                    pods[pod["metadata"]["name"]] = pod["spec"]
         status = _run_status(cluster, name, namespace)
         if status.get("phase") in phases:
             return status
@@ -161,28 +165,39 @@ def _wait_phase(
 
 def test_submit_tiny_two_nodes_runs_every_phase_to_succeeded(cluster, s3, controller, so_dump):
     quality = _upload(s3, shared_path("question_quality", "processed_valid_sample.jsonl"), "tasks/quality.jsonl")
-    _submit_tiny(cluster, s3, so_dump, "e2e", NAMESPACE, "--finetune", f"quality={quality}")
-    placements: dict[str, str] = {}
-    status = _wait_phase(cluster, "e2e", {"Succeeded", "Failed"}, timeout=900, placements=placements)
+    closed = _upload(s3, shared_path("closed_questions", "sample_2000.csv"), "tasks/closed.csv")
+    tasks = ("--finetune", f"quality={quality}", "--finetune", f"closed={closed}")
+    _submit_tiny(cluster, s3, so_dump, "e2e", NAMESPACE, *tasks)
+    pods: dict[str, dict] = {}
+    # The controller pod is killed while the tasks' RayJobs run; its successor picks them up.
+    _wait_phase(cluster, "e2e", {"Finetuning"}, timeout=900, pods=pods)
+    finetuning = _jobs_of(cluster, "e2e")
+    _restart_controller(cluster, NAMESPACE)
+    status = _wait_phase(cluster, "e2e", {"Succeeded", "Failed"}, timeout=900, pods=pods)
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    assert _jobs_of(cluster, "e2e") == finetuning, finetuning
+    assert finetuning["rayjobs.ray.io"] == ["rayjob.ray.io/e2e-finetune-closed", "rayjob.ray.io/e2e-finetune-quality"]
 
     # Pretraining ran as one job of two pods, one per node (one GPU each), and its progress
     # reached the status.
-    pretrain = {pod: node for pod, node in placements.items() if pod.startswith("e2e-pretrain-")}
+    pretrain = {pod: spec["nodeName"] for pod, spec in pods.items() if pod.startswith("e2e-pretrain-")}
     assert sorted(pretrain.values()) == ["node-0", "node-1"], pretrain
     assert status["pretrain"]["step"] == status["pretrain"]["trainIters"] == 40, status["pretrain"]
     assert _progress(s3, "e2e")[-1]["world_size"] == 2
-    quality = status["finetune"]["quality"]
-    assert quality["metric"] == "macro_f1" and 0 <= quality["score"] <= 1 and quality["hf_step"] == 40, quality
+    for task, metric in (("quality", "macro_f1"), ("closed", "macro_f1")):
+        result = status["finetune"][task]
+        assert result["metric"] == metric and 0 <= result["score"] <= 1 and result["hf_step"] == 40, (task, result)
 
-    # The task's Ray cluster (GPU workers included) is gone soon after its job (rayClusterTtlSeconds
-    # 10 here); the driver's output outlives it in storage; the ledger priced the cluster's pods.
+    # The tasks' Ray clusters (GPU workers included) are gone soon after their jobs
+    # (rayClusterTtlSeconds 10 here); the drivers' output outlives them in storage; the ledger
+    # priced the clusters' pods.
     deadline = time.monotonic() + 180
     while cluster.kubectl("get", "rayclusters", "-n", NAMESPACE, "-o", "name").stdout.strip():
-        assert time.monotonic() < deadline, "the finished task's Ray cluster is still up"
+        assert time.monotonic() < deadline, "a finished task's Ray cluster is still up"
         time.sleep(2)
-    assert "finetune quality:" in _storage(s3).read_bytes(paths.finetune_driver_log_key("e2e", "quality")).decode()
-    deadline = time.monotonic() + 150  # the controller's resync (60 s) closes the vanished pods
+    for task in ("quality", "closed"):
+        assert f"finetune {task}:" in _storage(s3).read_bytes(paths.finetune_driver_log_key("e2e", task)).decode()
+    deadline = time.monotonic() + 60  # the controller's resync (RESYNC_SECONDS here) closes the vanished pods
     while (status := _run_status(cluster, "e2e"))["cost"].get("openPods"):
         assert time.monotonic() < deadline, status["cost"]
         time.sleep(3)
@@ -225,6 +240,13 @@ def _wait_step(s3, run: str, step: int, timeout: float) -> None:
     raise AssertionError(f"run {run} did not reach step {step} in {timeout}s")
 
 
+def _restart_controller(cluster, namespace: str) -> None:
+    """Kill the controller's pod (no grace); its Deployment starts another."""
+    cluster.kubectl(
+        "delete", "pod", "-n", namespace, "-l", "app.kubernetes.io/name=sobert", "--wait=false", "--grace-period=0"
+    )  # fmt: skip
+
+
 def _pod_uid(cluster, name: str) -> str | None:
     out = cluster.kubectl("get", "pod", name, "-n", NAMESPACE, "-o", "jsonpath={.metadata.uid}", check=False)
     return out.stdout or None
@@ -251,7 +273,7 @@ def test_preempted_pretrain_pod_restarts_and_resumes_and_a_controller_restart_du
     before = _jobs_of(cluster, "preempt")
     evicted = _pod_uid(cluster, "preempt-pretrain-worker-0")
     cluster.kubectl("delete", "pod", "preempt-pretrain-worker-0", "-n", NAMESPACE, "--wait=false")
-    cluster.kubectl("delete", "pod", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=sobert", "--wait=false")
+    _restart_controller(cluster, NAMESPACE)
     # The Training Operator, not the controller, brings the evicted replica back as a new pod.
     deadline = time.monotonic() + 180
     while _pod_uid(cluster, "preempt-pretrain-worker-0") in (None, evicted):
@@ -279,9 +301,9 @@ def test_preempted_pretrain_pod_restarts_and_resumes_and_a_controller_restart_du
 
 def test_trainjob_target_pretrains_on_two_nodes(cluster, s3, so_dump, tmp_path_factory):
     """The same pretraining through Kubeflow Trainer v2.2.1 and JobSet v0.11.1: the controller
-    renders a TrainJob on the `torch-distributed` runtime, whose patches carry the spec volume,
-    scratch, shm, placement and user; Trainer makes a JobSet, JobSet the Jobs, the Job controller
-    the pods."""
+    renders a TrainJob on the chart's TrainingRuntime (Trainer's `torch-distributed` with the grace
+    period), whose patches carry the spec volume, scratch, shm, placement and user; Trainer makes a
+    JobSet, JobSet the Jobs, the Job controller the pods."""
     import kubecluster
 
     kubecluster.start_jobset(cluster)
@@ -289,11 +311,116 @@ def test_trainjob_target_pretrains_on_two_nodes(cluster, s3, so_dump, tmp_path_f
     namespace = "sobert-tj"
     _helm_install(cluster, s3, tmp_path_factory.mktemp("helm-tj"), namespace, pretrainTarget="trainjob")
     _submit_tiny(cluster, s3, so_dump, "tj", namespace)
-    placements: dict[str, str] = {}
-    status = _wait_phase(cluster, "tj", {"Succeeded", "Failed"}, 600, namespace=namespace, placements=placements)
+    pods: dict[str, dict] = {}
+    status = _wait_phase(cluster, "tj", {"Succeeded", "Failed"}, 600, namespace=namespace, pods=pods)
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
-    assert sorted(node for pod, node in placements.items() if pod.startswith("tj-pretrain")) == ["node-0", "node-1"]
+    pretrain = {pod: spec for pod, spec in pods.items() if pod.startswith("tj-pretrain")}
+    assert sorted(spec["nodeName"] for spec in pretrain.values()) == ["node-0", "node-1"]
+    # The pods the process kubelet ran had the grace period the launcher counts on to checkpoint
+    # after SIGTERM (terminationGraceSeconds 60 here; the stock runtime's pods get 30 s).
+    assert {spec["terminationGracePeriodSeconds"] for spec in pretrain.values()} == {60}, pretrain
     records = _progress(s3, "tj")
     assert records[-1]["step"] == 40 and records[-1]["world_size"] == 2
     trainjob = json.loads(cluster.kubectl("get", "trainjob", "tj-pretrain", "-n", namespace, "-o", "json").stdout)
     assert {c["type"]: c["status"] for c in trainjob["status"]["conditions"]}.get("Complete") == "True", trainjob
+
+
+def _patch_budget(cluster, run: str, usd: float) -> None:
+    """What a user does to change a running run's budget (`kubectl patch sobertrun`)."""
+    patch = json.dumps({"spec": {"budget": {"usd": usd}}})
+    cluster.kubectl("patch", "sobertrun", run, "-n", NAMESPACE, "--type=merge", "-p", patch)
+
+
+def _wait_for(what: str, probe, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := probe()):
+        assert time.monotonic() < deadline, f"not after {timeout}s: {what}"
+        time.sleep(1)
+    return found
+
+
+def _events(cluster, run: str) -> list[str]:
+    out = cluster.kubectl(
+        "get", "events", "-n", NAMESPACE, "--field-selector", f"involvedObject.name={run}", "-o", "json"
+    ).stdout  # fmt: skip
+    return [event["reason"] for event in json.loads(out)["items"]]
+
+
+def _stage_pods(cluster, run: str, stage: str) -> list[str]:
+    out = cluster.kubectl(
+        "get", "pods", "-n", NAMESPACE, "-l", f"sobert.dev/run={run},sobert.dev/stage={stage}", "-o", "name"
+    ).stdout  # fmt: skip
+    return out.split()
+
+
+def test_budget_running_out_checkpoints_and_suspends_and_a_raise_resumes_to_succeeded(cluster, s3, controller, so_dump):
+    """The budget runs out while the 2-node pretraining runs: the controller warns, asks the
+    trainer for a checkpoint, then suspends the PyTorchJob, and the Training Operator stops its
+    pods (SIGTERM: one more checkpoint). Nothing is spent while it is suspended. A raise resumes
+    the job from its checkpoint to the last step. The controller is restarted at the prepare stage
+    and while the run is suspended; nothing is created twice."""
+    from sobert_trainer.pretrain.checkpoint_index import complete_checkpoints
+
+    final_step = 120
+    # Warn and checkpoint early, so that a budget cut to a few seconds of pretraining lands between
+    # the checkpoint threshold and the end of the budget.
+    _submit_tiny(
+        cluster, s3, so_dump, "budget", NAMESPACE, "--budget", "50",
+        "--set", "budget.warn_fraction=0.1", "--set", "budget.checkpoint_fraction=0.2",
+        "--set", f"train.train_tokens={final_step * 16 * 128}",
+    )  # fmt: skip
+    _wait_phase(cluster, "budget", {"Preparing"}, timeout=120)
+    _restart_controller(cluster, NAMESPACE)
+    _wait_step(s3, "budget", 10, timeout=600)
+    cost = _run_status(cluster, "budget")["cost"]
+    assert cost["action"] == "ok" and cost["burnUsdPerHour"] > 0, cost
+    # The budget left lasts a third of the time the remaining steps take (at least 10 s), at the
+    # run's burn rate: it runs out mid-pretraining whatever this machine's speed.
+    records = _progress(s3, "budget")
+    seconds_per_step = (records[-1]["time"] - records[0]["time"]) / (records[-1]["step"] - records[0]["step"])
+    seconds = max(10.0, (final_step - records[-1]["step"]) * seconds_per_step / 3)
+    _patch_budget(cluster, "budget", cost["spentUsd"] + cost["burnUsdPerHour"] * seconds / 3600)
+
+    # Over the checkpoint threshold at once: a warning, and a checkpoint request the trainer
+    # answers at its next log interval.
+    requested = _progress(s3, "budget")[-1]["step"]
+    _wait_for("checkpoint requested", lambda: _run_status(cluster, "budget")["cost"].get("checkpointRequested"), 60)
+    conditions = {c["type"]: c["status"] for c in _run_status(cluster, "budget")["conditions"]}
+    assert conditions.get("BudgetWarning") == "True", conditions
+    checkpoints = _storage(s3).child(paths.checkpoints_prefix("budget"))
+    _wait_for("the requested checkpoint", lambda: any(s > requested for s in complete_checkpoints(checkpoints)), 120)
+
+    # Then the budget is spent: the run stops, the job is suspended and its pods are gone.
+    status = _wait_phase(cluster, "budget", {"BudgetStopped", "Succeeded", "Failed"}, timeout=180)
+    assert status["phase"] == "BudgetStopped", json.dumps(status, indent=1)
+    _wait_for("pretraining pods stopped", lambda: not _stage_pods(cluster, "budget", "pretrain"), 120)
+    job = json.loads(cluster.kubectl("get", "pytorchjob", "budget-pretrain", "-n", NAMESPACE, "-o", "json").stdout)
+    assert job["spec"]["runPolicy"]["suspend"] is True
+    assert {c["type"]: c["status"] for c in job["status"]["conditions"]}.get("Suspended") == "True", job["status"]
+    stopped_at = _progress(s3, "budget")[-1]["step"]
+    assert complete_checkpoints(checkpoints)[-1] == stopped_at < final_step, (
+        complete_checkpoints(checkpoints),
+        stopped_at,
+    )
+    assert {"BudgetCheckpoint", "BudgetExceeded"} <= set(_events(cluster, "budget")), _events(cluster, "budget")
+    before = _jobs_of(cluster, "budget")
+
+    # Suspended, the run costs nothing (its pods are closed in the ledger), through a controller restart.
+    _wait_for("ledger closed", lambda: not _run_status(cluster, "budget")["cost"].get("openPods"), 60)
+    spent = _run_status(cluster, "budget")["cost"]["spentUsd"]
+    _restart_controller(cluster, NAMESPACE)
+    time.sleep(15)  # a few resyncs of the new controller
+    status = _run_status(cluster, "budget")
+    assert status["phase"] == "BudgetStopped" and status["cost"]["spentUsd"] == pytest.approx(spent), status["cost"]
+    assert _stage_pods(cluster, "budget", "pretrain") == []
+
+    # A raise resumes the same job, from the checkpoint, to the last step.
+    _patch_budget(cluster, "budget", 50)
+    status = _wait_phase(cluster, "budget", {"Succeeded", "Failed"}, timeout=600)
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    steps = [r["step"] for r in _progress(s3, "budget")]
+    assert steps[-1] == final_step
+    after_stop = steps[len(steps) - steps[::-1].index(stopped_at) :]
+    assert after_stop and min(after_stop) > stopped_at, steps  # on from the checkpoint, not from step 1
+    assert _jobs_of(cluster, "budget") == before
+    assert "BudgetRaised" in _events(cluster, "budget")

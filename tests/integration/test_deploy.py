@@ -194,6 +194,34 @@ def test_config_change_rolls_the_pod_and_bad_values_are_refused(tools, helm_env,
         assert "schema" in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("version", HELMS)
+def test_trainjob_target_installs_the_runtime_its_trainjobs_refer_to(tools, helm_env, version):
+    """With pretrainTarget trainjob the chart installs the TrainingRuntime the controller's
+    TrainJobs name (ClusterConfig's defaults), with the grace period the launcher counts on; a
+    ClusterTrainingRuntime of the user's is not shadowed by one of ours. Trainer's webhook admits
+    it and the pods get the grace period in tests/integration/test_cluster_e2e.py."""
+    from sobert_operator.render.pretrain import TRAINER_CONTAINER, TRAINER_REPLICATED_JOB
+
+    defaults = ClusterConfig.model_validate(DEFAULT_CLUSTER_CONFIG)
+    for sets, grace in ((["cluster.pretrainTarget=trainjob"], defaults.termination_grace_seconds),
+                        (["cluster.pretrainTarget=trainjob", "cluster.terminationGraceSeconds=90"], 90)):  # fmt: skip
+        objects = by_kind(render(tools, helm_env, version, *[f"--set={s}" for s in sets]))
+        runtime = objects["TrainingRuntime"]
+        assert runtime["apiVersion"] == "trainer.kubeflow.org/v1alpha1"
+        assert (runtime["kind"], runtime["metadata"]["name"]) == (
+            defaults.training_runtime_kind.value,
+            defaults.training_runtime,
+        )
+        (job,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+        assert job["name"] == TRAINER_REPLICATED_JOB
+        pod = job["template"]["spec"]["template"]["spec"]
+        assert pod["terminationGracePeriodSeconds"] == grace
+        assert [c["name"] for c in pod["containers"]] == [TRAINER_CONTAINER]
+    own = ["--set=cluster.pretrainTarget=trainjob", "--set=cluster.trainingRuntimeKind=ClusterTrainingRuntime"]
+    assert "TrainingRuntime" not in by_kind(render(tools, helm_env, version, *own))
+    assert "TrainingRuntime" not in by_kind(render(tools, helm_env, version))
+
+
 def test_kustomize_matches_the_chart(tools, helm_env):
     """Same RBAC rules, container and pod settings, and cluster config as the chart's defaults."""
     chart = by_kind(render(tools, helm_env, "helm3"))

@@ -5,7 +5,7 @@ every rank exits 2 on its missing spec.json."""
 from __future__ import annotations
 
 from sobert_api import build_spec
-from sobert_operator.cluster import ClusterConfig
+from sobert_operator.cluster import ClusterConfig, TrainingRuntimeKind
 from sobert_operator.render.pretrain import (
     RUNTIME_PATCH_MANAGER,
     TRAINER_CONTAINER,
@@ -61,3 +61,18 @@ def test_runtime_patch_gives_the_trainer_pod_what_the_pytorchjob_pod_has():
     assert trainjob["trainer"]["command"] == ref_container["command"]
     assert trainjob["trainer"]["env"] == ref_container["env"]
     assert "env" not in container
+
+
+def test_trainjob_refers_to_the_configured_runtime_by_kind():
+    """By default the chart's namespaced TrainingRuntime (it carries the grace period a runtime
+    patch cannot); a ClusterTrainingRuntime when the cluster config names one."""
+    assert render_trainjob(SPEC, CLUSTER, "so-1")["spec"]["runtimeRef"] == {
+        "apiGroup": "trainer.kubeflow.org",
+        "kind": "TrainingRuntime",
+        "name": "sobert-torch-distributed",
+    }
+    stock = CLUSTER.model_copy(
+        update={"training_runtime": "torch-distributed", "training_runtime_kind": TrainingRuntimeKind.cluster}
+    )
+    ref = render_trainjob(SPEC, stock, "so-1")["spec"]["runtimeRef"]
+    assert (ref["kind"], ref["name"]) == ("ClusterTrainingRuntime", "torch-distributed")
