@@ -57,6 +57,11 @@ class PretrainTarget(StrEnum):
     trainjob = "trainjob"  # Kubeflow Trainer v2 (trainer.kubeflow.org/v1alpha1 TrainJob)
 
 
+class TrainingRuntimeKind(StrEnum):
+    namespaced = "TrainingRuntime"  # in the run's namespace: the one the chart installs
+    cluster = "ClusterTrainingRuntime"  # cluster-wide, e.g. Trainer's stock `torch-distributed`
+
+
 # The Ray release pinned in pyproject.toml's `finetune` extra (a test keeps them equal).
 RAY_VERSION = "2.60.0"
 
@@ -74,7 +79,17 @@ class ClusterConfig(_Config):
     }
     scheduler: SchedulerKind = SchedulerKind.none
     pretrain_target: PretrainTarget = PretrainTarget.pytorchjob
-    training_runtime: Annotated[str, Field(description="ClusterTrainingRuntime for TrainJob.")] = "torch-distributed"
+    training_runtime: Annotated[
+        str,
+        Field(
+            description="Runtime a TrainJob refers to. The default is the TrainingRuntime the chart installs "
+            "with pretrainTarget trainjob: its pods get terminationGraceSeconds to checkpoint after SIGTERM, "
+            "which a runtime patch cannot set (the stock runtimes give 30 s)."
+        ),
+    ] = "sobert-torch-distributed"
+    training_runtime_kind: Annotated[
+        TrainingRuntimeKind, Field(description="TrainingRuntime (namespaced) or ClusterTrainingRuntime.")
+    ] = TrainingRuntimeKind.namespaced
     termination_grace_seconds: Annotated[int, Field(ge=30, description="Time to checkpoint on SIGTERM.")] = 300
     backoff_limit: Annotated[int, Field(ge=0)] = 3
     ttl_seconds_after_finished: Annotated[

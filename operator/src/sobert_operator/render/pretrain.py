@@ -197,15 +197,18 @@ def render_trainjob(
 ) -> dict[str, Any]:
     """The same pretraining for Kubeflow Trainer v2.2: the trainer's command, env and
     resources, and a runtime patch with the volumes, user and placement the PyTorchJob's pods have.
-    The grace period is not patchable (RuntimePatch has no terminationGracePeriodSeconds): it is the
-    ClusterTrainingRuntime's (`cluster.training_runtime`), which must allow a checkpoint after SIGTERM."""
+    The grace period is not patchable (RuntimePatch has no terminationGracePeriodSeconds;
+    kubeflow/trainer v2.2.1 pkg/apis/trainer/v1alpha1/trainjob_types.go, PodSpecPatch): it is the
+    runtime's (`cluster.training_runtime`). The chart's TrainingRuntime (charts/sobert/templates/
+    trainingruntime.yaml) sets it to `cluster.termination_grace_seconds`, which the launcher's
+    SIGTERM checkpoint counts on."""
     _, pool = cluster.pool(spec.placement.node_pool)
     pod = pod_template(spec, cluster, dataset_id, container_name=TRAINER_CONTAINER)
     container = pod["spec"]["containers"][0]
     job_spec: dict[str, Any] = {
         "runtimeRef": {
             "apiGroup": "trainer.kubeflow.org",
-            "kind": "ClusterTrainingRuntime",
+            "kind": cluster.training_runtime_kind.value,
             "name": cluster.training_runtime,
         },
         "suspend": suspend,
