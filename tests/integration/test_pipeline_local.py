@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sobert_api import build_spec, paths
@@ -36,21 +37,30 @@ def tiny_spec(name, storage_uri, so_dump, **parallel):
     )
 
 
-def test_prepare_real_sample_publishes_megatron_shards(tmp_path, so_dump):
+@pytest.fixture(scope="module")
+def real_dataset(tmp_path_factory, so_dump):
+    """The real sample prepared (tiny preset's tokenizer size) and fetched: (spec, storage, manifest, dir)."""
+    from sobert_trainer.data.prepare import prepare_dataset
+
+    root = tmp_path_factory.mktemp("prepared")
+    spec = tiny_spec("p", str(root / "store"), so_dump)
+    storage = Storage.open(spec.storage.uri)
+    manifest = prepare_dataset(PrepareConfig.from_spec(spec), storage)
+    storage.fetch_tree(f"data/{manifest['dataset_id']}", root / "fetched")
+    return spec, storage, manifest, root / "fetched"
+
+
+def test_prepare_real_sample_publishes_megatron_shards(real_dataset):
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
     from sobert_trainer.data.prepare import prepare_dataset
 
-    spec = tiny_spec("p", str(tmp_path / "store"), so_dump)
-    storage = Storage.open(spec.storage.uri)
-    manifest = prepare_dataset(PrepareConfig.from_spec(spec), storage)
+    spec, storage, manifest, dataset_dir = real_dataset
     counts = manifest["counts"]
     assert counts["posts"]["rows"] == 326 + 2354 and counts["posts"]["bad_total"] == 0
     assert counts["comments"]["rows"] == 398
     assert counts["skipped"]["post type 4"] == 58  # tag wikis are not pretraining text
     assert counts["documents"] > 2500 and counts["tokens"] > 400_000
-    dataset_dir = tmp_path / "fetched"
-    storage.fetch_tree(f"data/{manifest['dataset_id']}", dataset_dir)
     shard = IndexedDataset(str(dataset_dir / manifest["shards"][0]))
     assert len(shard.document_indices) - 1 == counts["shard_documents"]
     assert int(shard.sequence_lengths.sum()) == counts["tokens"]
@@ -58,6 +68,42 @@ def test_prepare_real_sample_publishes_megatron_shards(tmp_path, so_dump):
     started = time.monotonic()
     assert prepare_dataset(PrepareConfig.from_spec(spec), storage) == manifest
     assert time.monotonic() - started < 2
+
+
+def _samples_at(dataset_dir: Path, manifest: dict, seq_length: int, count: int, cache: Path) -> list[dict]:
+    """The first `count` pretraining samples Megatron's BERT dataset makes at `seq_length`, built
+    the way pretraining builds them (one process group of one rank)."""
+    import socket
+
+    import torch.distributed as dist
+
+    from sobert_trainer.pretrain.dataset import build_dataset, dataset_config
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        config = dataset_config(dataset_dir, manifest, seq_length, 0.15, 1234, cache=cache)
+        dataset = build_dataset(config, count, on_this_rank=lambda: True)
+        return [dataset[i] for i in range(count)]
+    finally:
+        dist.destroy_process_group()
+
+
+def test_samples_at_seq_2048_are_packed_real_tokens_and_deterministic(real_dataset, tmp_path):
+    """At the paper's sequence length the samples are at least 95% real tokens (posts average ~200
+    tokens: one post per sample was ~90% padding), never longer than the sequence, and the same
+    samples come out of a rebuild (what resume and parity rely on)."""
+    _, _, manifest, dataset_dir = real_dataset
+    count = manifest["counts"]["tokens"] // 2048
+    samples = _samples_at(dataset_dir, manifest, 2048, count, tmp_path / "index-a")
+    assert all(s["text"].shape == (2048,) for s in samples)
+    real = sum(int(s["padding_mask"].sum()) for s in samples) / (2048 * len(samples))
+    assert real >= 0.95, f"{real:.1%} of the tokens in {len(samples)} samples are real"
+    again = _samples_at(dataset_dir, manifest, 2048, count, tmp_path / "index-b")
+    for first, second in zip(samples, again, strict=True):
+        assert all(np.array_equal(first[k], second[k]) for k in ("text", "labels", "loss_mask", "padding_mask"))
 
 
 @pytest.fixture(scope="module")
