@@ -24,7 +24,7 @@ from sobert_trainer.data.tokenizer import train_tokenizer
 from sobert_trainer.storage import Storage, is_s3
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: posts packed into Megatron documents (data/shards.py)
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,7 @@ def prepare_dataset(
             "tokenizer": {"file": "tokenizer.json", "vocab_size": tokenizer.get_vocab_size()},
             "counts": {
                 **stats.as_dict(),
+                "packed_posts": shard_stats.posts,
                 "shard_documents": shard_stats.documents,
                 "sentences": shard_stats.sentences,
                 "tokens": shard_stats.tokens,

@@ -29,7 +29,9 @@ def dataset_config(dataset_dir: Path, manifest: dict, seq_length: int, mask_prob
         path_to_cache=str(cache),
         tokenizer=tokenizer,
         masking_probability=mask_prob,
-        short_sequence_probability=0.1,
+        # Every sample filled to the sequence length (RoBERTa dropped BERT's 10% short samples):
+        # short ones are padding the GPU computes on.
+        short_sequence_probability=0.0,
         masking_max_ngram=3,
         # Full-word masking relies on WordPiece "##" continuations; SentencePiece pieces mark word
         # starts instead, so mask pieces.
@@ -41,7 +43,9 @@ def dataset_config(dataset_dir: Path, manifest: dict, seq_length: int, mask_prob
     )
 
 
-def _build(config, num_samples: int, on_this_rank):
+def build_dataset(config, num_samples: int, on_this_rank):
+    """Megatron's `BERTMaskedWordPieceDataset` of `num_samples`; the sample index is built where
+    `on_this_rank()` is true and read from `config.path_to_cache` elsewhere."""
     from megatron.core.datasets.bert_dataset import BERTMaskedWordPieceDataset
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 
@@ -66,7 +70,7 @@ def build_train_dataset(config, num_samples: int, index_store: Storage, local_ra
     published = [index_store.read_manifest("") is not None if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(published, src=0)
     if not published[0]:
-        _build(config, num_samples, on_this_rank=lambda: dist.get_rank() == 0)
+        build_dataset(config, num_samples, on_this_rank=lambda: dist.get_rank() == 0)
         if dist.get_rank() == 0:
             index_store.publish_tree(cache, "")
         dist.barrier()
@@ -74,7 +78,7 @@ def build_train_dataset(config, num_samples: int, index_store: Storage, local_ra
         shutil.rmtree(cache, ignore_errors=True)
         index_store.fetch_tree("", cache)
     dist.barrier()
-    return _build(config, num_samples, on_this_rank=lambda: True)
+    return build_dataset(config, num_samples, on_this_rank=lambda: True)
 
 
 def micro_batches(
