@@ -70,9 +70,10 @@ def test_prepare_real_sample_publishes_megatron_shards(real_dataset):
     assert time.monotonic() - started < 2
 
 
-def _samples_at(dataset_dir: Path, manifest: dict, seq_length: int, count: int, cache: Path) -> list[dict]:
-    """The first `count` pretraining samples Megatron's BERT dataset makes at `seq_length`, built
-    the way pretraining builds them (one process group of one rank)."""
+def _samples_at(dataset_dir: Path, manifest: dict, seq_length: int, count: int, cache: Path, spec=None) -> list[dict]:
+    """The first `count` pretraining samples Megatron's BERT dataset makes at `seq_length` (with
+    `spec`'s masking and seed, else the defaults), built the way pretraining builds them (one
+    process group of one rank)."""
     import socket
 
     import torch.distributed as dist
@@ -84,7 +85,8 @@ def _samples_at(dataset_dir: Path, manifest: dict, seq_length: int, count: int, 
         port = probe.getsockname()[1]
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
     try:
-        config = dataset_config(dataset_dir, manifest, seq_length, 0.15, 1234, cache=cache)
+        mask_prob, seed = (spec.train.mask_prob, spec.train.seed) if spec else (0.15, 1234)
+        config = dataset_config(dataset_dir, manifest, seq_length, mask_prob, seed, cache=cache)
         dataset = build_dataset(config, count, on_this_rank=lambda: True)
         return [dataset[i] for i in range(count)]
     finally:
@@ -113,6 +115,31 @@ def dp2_run(tmp_path_factory, so_dump):
     spec = tiny_spec("dp2", str(root / "store"), so_dump)
     summary = LocalExecutor(spec, root / "work", emit=lambda _l: None).run()
     return spec, summary, root
+
+
+def test_progress_counts_real_tokens_as_the_samples_hold_them(dp2_run, tmp_path):
+    """Each record's real-token fraction is that of the samples the run fed since the previous
+    record (rebuilt here from the same dataset, seed and sample count), its real tokens/s and
+    model TFLOP/s follow from it, and MFU is null on CPU (no GPU peak)."""
+    from sobert_api.flops import flops_per_token
+
+    spec, summary, _ = dp2_run
+    storage = Storage.open(spec.storage.uri)
+    records = read_progress(storage, paths.progress_key(spec.name))
+    storage.fetch_tree(paths.dataset_prefix(summary.dataset_id), tmp_path / "data")
+    manifest = storage.read_manifest(paths.dataset_prefix(summary.dataset_id))
+    gbs, seq = spec.train.global_batch_size, spec.model.seq_length
+    samples = _samples_at(tmp_path / "data", manifest, seq, spec.train_iters * gbs, tmp_path / "index", spec)
+    previous = 0
+    for record in records:
+        fed = samples[previous * gbs : record["step"] * gbs]
+        expected = sum(int(s["padding_mask"].sum()) for s in fed) / (len(fed) * seq)
+        assert record["real_token_fraction"] == pytest.approx(expected, abs=1e-5), record
+        assert record["real_tokens_per_s"] == pytest.approx(record["tokens_per_s"] * expected, rel=1e-3)
+        tflops = record["real_tokens_per_s"] * flops_per_token(spec.model) / record["world_size"] / 1e12
+        assert record["model_tflops_per_s_per_device"] == pytest.approx(tflops, rel=1e-3, abs=1e-4)
+        assert record["mfu"] is None
+        previous = record["step"]
 
 
 def test_dp2_pretrain_converges_and_converts(dp2_run):

@@ -5,12 +5,12 @@ import itertools
 import pytest
 
 from sobert_api import build_spec
+from sobert_api.flops import flops_per_token
 from sobert_api.loading import SpecError
 from sobert_api.spec import BudgetSpec
 from sobert_operator.cost.catalog import load_catalog
 from sobert_operator.cost.devices import budget_problem, forecast_for
-from sobert_operator.cost.flops import flops_per_token
-from sobert_operator.cost.forecast import calibrated_tokens_per_s
+from sobert_operator.cost.forecast import PACKED_REAL_TOKEN_FRACTION, calibrated_tokens_per_s
 from sobert_operator.cost.ledger import Allocation, allocation_from_pod, lost_seconds, spend_series, summarize
 from sobert_operator.cost.policy import BudgetAction, budget_action, seconds_left, threshold_seconds
 
@@ -36,7 +36,8 @@ def test_paper_budgets_are_reproduced_in_order_of_magnitude():
     assert 4 < large.usd / base.usd < 7
     assert base.usd_low < base.usd < base.usd_high
     pretrain = next(p for p in base.phases if p.phase == "pretrain")
-    assert pretrain.tokens == 27_000_307_712 and pretrain.devices == 8
+    # The paper's 27B tokens in sample slots, of which packing leaves the real ones.
+    assert pretrain.tokens == round(27_000_307_712 * PACKED_REAL_TOKEN_FRACTION) and pretrain.devices == 8
     assert [p.phase for p in base.phases] == ["prepare", "pretrain", "convert"]
 
 
@@ -166,3 +167,27 @@ def test_forecast_refreshes_from_measured_throughput_after_the_window():
     assert pretrain.note == "calibrated from progress.jsonl" and after.assumptions["calibrated_tokens_per_s"] == 2e6
     assert pretrain.usd_high / pretrain.usd == pytest.approx(1 / 0.9)  # the band narrows to +-10%
     assert forecast_for(spec(), catalog, gpu="h100", progress=records[:5]).usd == before.usd  # still warming up
+
+
+def test_forecast_and_calibration_count_real_tokens():
+    """Calibration reads real tokens/s where the trainer reports them; the pretraining forecast
+    counts the real tokens (slots x measured fraction), so a calibrated forecast does not charge
+    for padding twice."""
+    from sobert_operator.cost.forecast import measured_real_token_fraction
+
+    records = [
+        {"step": s, "tokens_per_s": 2000.0, "real_tokens_per_s": 1000.0, "real_token_fraction": 0.5}
+        for s in range(1, 16)
+    ]
+    assert calibrated_tokens_per_s(records, window_steps=10) == 1000.0
+    assert measured_real_token_fraction(records) == 0.5
+    assert measured_real_token_fraction([]) == PACKED_REAL_TOKEN_FRACTION  # before any record
+    legacy = [{"step": s, "tokens_per_s": 5.0} for s in range(1, 16)]  # records that predate the measure
+    assert measured_real_token_fraction(legacy) == 1.0
+    assert measured_real_token_fraction(legacy[:5]) == PACKED_REAL_TOKEN_FRACTION  # not calibrated yet
+    catalog = load_catalog()
+    run = spec()
+    pretrain = next(p for p in forecast_for(run, catalog, gpu="h100", progress=records).phases if p.phase == "pretrain")
+    slots = run.train_iters * run.train.global_batch_size * run.model.seq_length
+    assert pretrain.tokens == round(slots * 0.5)
+    assert pretrain.seconds == pytest.approx(slots * 0.5 / 1000.0)

@@ -76,3 +76,26 @@ def test_trainjob_refers_to_the_configured_runtime_by_kind():
     )
     ref = render_trainjob(SPEC, stock, "so-1")["spec"]["runtimeRef"]
     assert (ref["kind"], ref["name"]) == ("ClusterTrainingRuntime", "torch-distributed")
+
+
+def test_pretraining_pods_get_the_pool_gpu_peak_for_their_mfu():
+    from sobert_operator.cost.catalog import load_catalog
+    from sobert_operator.cost.devices import peak_tflops
+
+    peak = peak_tflops(SPEC, load_catalog(), CLUSTER)
+    assert peak == 989.0  # the catalog's H100 dense BF16 peak
+    for render in (render_pytorchjob, render_trainjob):
+        command = " ".join(str(part) for part in _flatten(render(SPEC, CLUSTER, "so-1", peak_tflops=peak)))
+        assert "--peak-tflops=989" in command
+        assert "--peak-tflops" not in " ".join(str(p) for p in _flatten(render(SPEC, CLUSTER, "so-1")))
+
+
+def _flatten(node):
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _flatten(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _flatten(value)
+    else:
+        yield node
