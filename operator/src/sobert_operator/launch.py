@@ -46,9 +46,11 @@ def pretrain_command(
     target: LaunchTarget,
     grace_seconds: int,
     python: str = "python",
+    peak_tflops: float | None = None,
 ) -> list[str]:
     """torchrun (through `sobert_trainer.torchrun`, for exit codes an orchestrator can act on) over
-    the pretraining entry point; `grace_seconds` is the time from SIGTERM to SIGKILL."""
+    the pretraining entry point; `grace_seconds` is the time from SIGTERM to SIGKILL; `peak_tflops`
+    (each device's dense BF16 peak) makes the trainer report MFU."""
     return [
         python,
         "-m",
@@ -60,6 +62,7 @@ def pretrain_command(
         f"--spec={spec_path}",
         f"--dataset-id={dataset_id}",
         f"--workdir={workdir}",
+        *([f"--peak-tflops={peak_tflops:g}"] if peak_tflops else []),
     ]
 
 

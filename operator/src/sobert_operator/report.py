@@ -70,15 +70,25 @@ def _progress(storage: Storage, run: str) -> dict[str, Any] | None:
     records = [json.loads(line) for line in storage.read_bytes(key).decode().splitlines() if line.strip()]
     if not records:
         return None
-    rates = sorted(r["tokens_per_s"] for r in records if r.get("tokens_per_s"))
     last = records[-1]
     return {
         "step": last.get("step"),
         "train_iters": last.get("train_iters"),
         "consumed_tokens": last.get("consumed_tokens"),
         "loss": last.get("loss"),
-        "median_tokens_per_s": rates[len(rates) // 2] if rates else None,
+        "median_tokens_per_s": _median(records, "tokens_per_s"),
+        "median_real_tokens_per_s": _median(records, "real_tokens_per_s"),
+        "real_token_fraction": _median(records, "real_token_fraction"),
+        "median_model_tflops_per_s_per_device": _median(records, "model_tflops_per_s_per_device"),
+        "median_mfu": _median(records, "mfu"),
     }
+
+
+def _median(records: list[dict[str, Any]], key: str) -> float | None:
+    """The median of a progress field over the records that have it (a checkpoint step's slow
+    record does not move it)."""
+    values = sorted(r[key] for r in records if isinstance(r.get(key), int | float))
+    return values[len(values) // 2] if values else None
 
 
 def _prices(ledger: list[Allocation], forecast: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -125,6 +135,14 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"Pretraining: step {pretrain['step']}/{pretrain['train_iters']}, {pretrain['consumed_tokens']:,} tokens, "
             f"loss {pretrain['loss']}, median {pretrain['median_tokens_per_s']:,.0f} tokens/s.",
         ]
+        if pretrain.get("median_real_tokens_per_s") is not None:
+            mfu = pretrain.get("median_mfu")
+            lines.append(
+                f"Real (non-padding) tokens: {pretrain['real_token_fraction']:.1%}, "
+                f"median {pretrain['median_real_tokens_per_s']:,.0f}/s, "
+                f"{pretrain['median_model_tflops_per_s_per_device']:.3f} model TFLOP/s per device, "
+                f"MFU {'n/a (no GPU peak known)' if mfu is None else f'{mfu:.1%}'}."
+            )
     if report["finetune"]:
         lines += ["", "| task | metric | score | train | validation |", "| --- | --- | ---: | ---: | ---: |"]
         for task, r in report["finetune"].items():

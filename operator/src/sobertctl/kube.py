@@ -58,6 +58,8 @@ def run_row(run: dict[str, Any], now: dt.datetime | None = None) -> dict[str, st
     step = f"{pretrain['step']}/{pretrain.get('trainIters', '?')}" if pretrain.get("step") is not None else "-"
     loss = f"{pretrain['loss']:.3f}" if isinstance(pretrain.get("loss"), int | float) else "-"
     tps = f"{pretrain['tokensPerSecond']:,.0f}" if isinstance(pretrain.get("tokensPerSecond"), int | float) else "-"
+    real = pretrain.get("realTokenFraction")
+    mfu = pretrain.get("mfu")
     return {
         "NAME": run["metadata"]["name"],
         "PRESET": (run.get("spec") or {}).get("preset") or "-",
@@ -66,6 +68,8 @@ def run_row(run: dict[str, Any], now: dt.datetime | None = None) -> dict[str, st
         "STEP": step,
         "LOSS": loss,
         "TOK/S": tps,
+        "REAL": f"{real:.0%}" if isinstance(real, int | float) else "-",
+        "MFU": f"{mfu:.1%}" if isinstance(mfu, int | float) else "-",
         "FINETUNE": finetune_cell(status),
         "SPENT": spent_cell(status),
         "AGE": age(run["metadata"].get("creationTimestamp"), now),

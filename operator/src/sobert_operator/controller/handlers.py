@@ -20,7 +20,7 @@ from sobert_api.spec import RunSpec
 from sobert_operator.cluster import ClusterConfig, load_cluster_config
 from sobert_operator.controller import metrics
 from sobert_operator.cost.catalog import PriceCatalog, load_catalog
-from sobert_operator.cost.devices import forecast_for
+from sobert_operator.cost.devices import forecast_for, peak_tflops
 from sobert_operator.cost.ledger import summarize
 from sobert_operator.cost.policy import BudgetAction
 from sobert_operator.cost.records import append_allocation, read_ledger, request_checkpoint
@@ -189,6 +189,7 @@ def _reconcile(name: str, namespace: str, logger) -> None:
         configmap is not None,
         step.cost_status["secondsLeft"],
         published=published,
+        peak_tflops=peak_tflops(spec, _state["catalog"], cluster),
     )
     _apply_budget(run, spec, step, storage, result, jobs, objects, client, namespace, logger)
     if result.status["stages"][Stage.pretrain.value]["state"] in ("running", "succeeded"):

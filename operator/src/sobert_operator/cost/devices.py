@@ -15,6 +15,7 @@ from sobert_operator.cost.forecast import (
     cpu_device,
     forecast_run,
     gpu_device,
+    measured_real_token_fraction,
 )
 from sobert_operator.cost.money import usd
 
@@ -52,7 +53,8 @@ def forecast_for(
 ) -> Forecast:
     """The run's forecast; with progress records past the calibration window, from measured tokens/s."""
     train, cpu = run_devices(spec, catalog, cluster, **device)
-    return forecast_run(spec, train, cpu, calibrated_tokens_per_s(progress or []))
+    records = progress or []
+    return forecast_run(spec, train, cpu, calibrated_tokens_per_s(records), measured_real_token_fraction(records))
 
 
 def budget_problem(spec: RunSpec, forecast: Forecast) -> str | None:
@@ -64,3 +66,10 @@ def budget_problem(spec: RunSpec, forecast: Forecast) -> str | None:
         f"forecast {usd(forecast.usd)} (band {usd(forecast.usd_low)}-{usd(forecast.usd_high)}) exceeds the budget "
         f"{usd(budget)}; raise --budget, shrink the run, or pass --over-budget to submit anyway"
     )
+
+
+def peak_tflops(spec: RunSpec, catalog: PriceCatalog, cluster: ClusterConfig | None = None) -> float | None:
+    """Dense BF16 peak (TFLOP/s) of one of the run's training GPUs, which the trainer's MFU is
+    against; None when it trains on CPU cores."""
+    device = run_devices(spec, catalog, cluster)[0]
+    return None if device.kind == "cpu" else device.flops_per_s / 1e12

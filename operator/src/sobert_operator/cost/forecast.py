@@ -11,10 +11,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from sobert_api.flops import flops_per_token, forward_flops_per_token
 from sobert_api.spec import RunSpec, TaskName
 from sobert_operator.cost.catalog import PriceCatalog
-from sobert_operator.cost.flops import flops_per_token, forward_flops_per_token
 
+# Sample slots that hold real tokens once posts are packed (sobert_trainer/data/shards.py): each
+# sample is [CLS], up to 2,045 tokens and [SEP], then one pad; 99.7% measured at sequence 2,048 on
+# the real sample (BENCHMARKS.md). The trainer's measure replaces it.
+PACKED_REAL_TOKEN_FRACTION = 0.997
 PREPARE_TOKENS_PER_CORE_S = 200_000  # measured: BENCHMARKS.md, data preparation per core
 PREPARE_CORES = 4  # the prepare Job's CPU request (render/jobs.py)
 CONVERT_CORES = 2
@@ -148,14 +152,18 @@ def forecast_run(
     train_device: Device,
     cpu: Device,
     calibrated_tokens_per_s: float | None = None,
+    real_token_fraction: float = PACKED_REAL_TOKEN_FRACTION,
 ) -> Forecast:
-    """Every phase of `spec` priced on `train_device` (pretraining, GPU finetunes) and `cpu`."""
+    """Every phase of `spec` priced on `train_device` (pretraining, GPU finetunes) and `cpu`.
+    Pretraining counts real tokens: the sample slots x `real_token_fraction`, at the model FLOPs
+    per real token, or at the measured real tokens/s (`calibrated_tokens_per_s`)."""
     result = Forecast()
     tokens = pretrain_tokens(spec)
     prepare_s = tokens / (PREPARE_TOKENS_PER_CORE_S * cpu.count)
     result.phases.append(_priced("prepare", cpu, prepare_s, (1.0, 1.0), tokens=tokens,
                                  note="corpus assumed the size of one pass of the token budget"))  # fmt: skip
 
+    tokens = round(tokens * real_token_fraction)
     flops = flops_per_token(spec.model) * tokens
     if calibrated_tokens_per_s:
         seconds, band, note = tokens / calibrated_tokens_per_s, CALIBRATED_BAND, "calibrated from progress.jsonl"
@@ -189,17 +197,34 @@ def forecast_run(
         "prepare_tokens_per_core_s": PREPARE_TOKENS_PER_CORE_S,
         "mfu_band": list(CALIBRATED_BAND if calibrated_tokens_per_s else MFU_BAND),
         "calibrated_tokens_per_s": calibrated_tokens_per_s,
+        "real_token_fraction": real_token_fraction,
         "mean_finetune_example_tokens": MEAN_EXAMPLE_TOKENS,
     }
     return result
 
 
+def _rate_key(records: list[dict[str, Any]]) -> str:
+    """Real tokens/s where the trainer reports them (records before it did count padding too)."""
+    return "real_tokens_per_s" if any(r.get("real_tokens_per_s") for r in records) else "tokens_per_s"
+
+
 def calibrated_tokens_per_s(records: list[dict[str, Any]], window_steps: int = 10) -> float | None:
-    """Measured pretraining throughput after a calibration window: tokens/s over the steps after the
-    first `window_steps` (which include compilation, allocator and data-loader warm-up), or None
-    while fewer than `window_steps` + 2 records exist."""
-    steady = [r for r in records if r.get("step", 0) > window_steps and r.get("tokens_per_s")]
+    """Measured pretraining throughput after a calibration window: real tokens/s over the steps
+    after the first `window_steps` (which include compilation, allocator and data-loader warm-up),
+    or None while fewer than `window_steps` + 2 records exist."""
+    key = _rate_key(records)
+    steady = [r for r in records if r.get("step", 0) > window_steps and r.get(key)]
     if len(steady) < 2:
         return None
-    ordered = sorted(r["tokens_per_s"] for r in steady)
+    ordered = sorted(r[key] for r in steady)
     return float(ordered[len(ordered) // 2])  # the median resists a stray slow step (a checkpoint save)
+
+
+def measured_real_token_fraction(records: list[dict[str, Any]]) -> float:
+    """The real-token fraction the trainer measured (median), else what packing gives; 1 when the
+    forecast is calibrated from records that predate the measure (their tokens/s counted padding
+    too, so the calibrated forecast counts sample slots)."""
+    fractions = sorted(r["real_token_fraction"] for r in records if r.get("real_token_fraction"))
+    if fractions:
+        return float(fractions[len(fractions) // 2])
+    return 1.0 if calibrated_tokens_per_s(records) is not None else PACKED_REAL_TOKEN_FRACTION

@@ -64,11 +64,16 @@ def stage_kind(stage: Stage, cluster: ClusterConfig) -> tuple[str, str]:
 
 
 def render_object(
-    spec: RunSpec, cluster: ClusterConfig, obj: StageObject, dataset_id: str, deadline_seconds: int | None = None
+    spec: RunSpec,
+    cluster: ClusterConfig,
+    obj: StageObject,
+    dataset_id: str,
+    deadline_seconds: int | None = None,
+    peak_tflops: float | None = None,
 ) -> dict[str, Any]:
     if obj.stage is Stage.pretrain:
         render = render_trainjob if cluster.pretrain_target is PretrainTarget.trainjob else render_pytorchjob
-        return render(spec, cluster, dataset_id, active_deadline_seconds=deadline_seconds)
+        return render(spec, cluster, dataset_id, active_deadline_seconds=deadline_seconds, peak_tflops=peak_tflops)
     if obj.stage is Stage.finetune:
         assert obj.task is not None
         return render_rayjob(spec, cluster, obj.task, active_deadline_seconds=deadline_seconds)
@@ -130,9 +135,11 @@ def plan(
     configmap_exists: bool,
     deadline_seconds: int | None = None,
     published: Observed | None = None,
+    peak_tflops: float | None = None,
 ) -> Plan:
     """`jobs` maps each of `stage_objects(spec, cluster)`'s names to the object found (or None).
     `deadline_seconds` (what the budget leaves) becomes the new GPU jobs' activeDeadlineSeconds.
+    `peak_tflops` (the pool's GPU peak, from the price catalog) lets pretraining report its MFU.
     `published` (what storage holds, when read): an object that is gone but whose outputs are
     published succeeded (its job was removed by its TTL after it finished); it is not run again."""
     objects = stage_objects(spec, cluster)
@@ -169,7 +176,7 @@ def plan(
         assert decision.stage is not None
         # A stage's missing objects (several finetune RayJobs start together: each is its own cluster).
         starting = [o for o in objects if o.stage is decision.stage and jobs.get(o.name) is None]
-        result.create += [render_object(spec, cluster, o, dataset_id, deadline_seconds) for o in starting]
+        result.create += [render_object(spec, cluster, o, dataset_id, deadline_seconds, peak_tflops) for o in starting]
         status.update(phase=PHASE_OF_STAGE[decision.stage], stage=decision.stage.value)
         kind = stage_kind(decision.stage, cluster)[1]
         result.event = ("StageStarted", f"creating {len(starting)} {kind}(s) for stage {decision.stage}")

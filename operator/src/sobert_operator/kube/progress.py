@@ -29,6 +29,10 @@ def status_from_record(record: dict[str, Any]) -> dict[str, Any]:
         "consumedTokens": record.get("consumed_tokens"),
         "loss": record.get("loss"),
         "tokensPerSecond": record.get("tokens_per_s"),
+        "realTokensPerSecond": record.get("real_tokens_per_s"),
+        "realTokenFraction": record.get("real_token_fraction"),
+        "modelTflopsPerSecondPerDevice": record.get("model_tflops_per_s_per_device"),
+        "mfu": record.get("mfu"),
         "updatedAt": record.get("time"),
     }
 

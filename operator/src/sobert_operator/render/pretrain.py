@@ -31,7 +31,7 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MULTUS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"
 
 
-def _command(spec: RunSpec, cluster: ClusterConfig, dataset_id: str) -> list[str]:
+def _command(spec: RunSpec, cluster: ClusterConfig, dataset_id: str, peak_tflops: float | None) -> list[str]:
     return pretrain_command(
         spec,
         SPEC_PATH,
@@ -39,6 +39,7 @@ def _command(spec: RunSpec, cluster: ClusterConfig, dataset_id: str) -> list[str
         SCRATCH,
         target=LaunchTarget.cluster,
         grace_seconds=cluster.termination_grace_seconds,
+        peak_tflops=peak_tflops,
     )
 
 
@@ -63,7 +64,11 @@ def _resources(spec: RunSpec, pool: NodePool) -> dict[str, Any]:
     return {"requests": {"cpu": pool.cpu, "memory": pool.memory, **limits}, "limits": {"memory": pool.memory, **limits}}
 
 
-def pod_template(spec: RunSpec, cluster: ClusterConfig, dataset_id: str, container_name: str) -> dict[str, Any]:
+def pod_template(
+    spec: RunSpec, cluster: ClusterConfig, dataset_id: str, container_name: str, peak_tflops: float | None = None
+) -> dict[str, Any]:
+    """A pretraining pod. `peak_tflops`: the pool's GPU peak from the price catalog, for the MFU the
+    trainer reports (None: not reported)."""
     _, pool = cluster.pool(spec.placement.node_pool)
     spec_vol, spec_mount = spec_volume(spec)
     scratch_vol, scratch_mount = scratch_volume()
@@ -78,7 +83,7 @@ def pod_template(spec: RunSpec, cluster: ClusterConfig, dataset_id: str, contain
             {
                 "name": container_name,
                 "image": cluster.trainer_image,
-                "command": _command(spec, cluster, dataset_id),
+                "command": _command(spec, cluster, dataset_id, peak_tflops),
                 "env": _env(spec, cluster),
                 "resources": _resources(spec, pool),
                 "volumeMounts": [spec_mount, scratch_mount, {"name": "dshm", "mountPath": "/dev/shm"}],
@@ -109,9 +114,10 @@ def render_pytorchjob(
     dataset_id: str,
     active_deadline_seconds: int | None = None,
     suspend: bool = False,
+    peak_tflops: float | None = None,
 ) -> dict[str, Any]:
     """Master (+ Workers for nodes > 1), one pod per node with `procs_per_node` GPUs."""
-    template = pod_template(spec, cluster, dataset_id, container_name="pytorch")
+    template = pod_template(spec, cluster, dataset_id, container_name="pytorch", peak_tflops=peak_tflops)
     # ExitCode: exit codes 128+ (SIGTERM after checkpoint = 143, OOM-kill = 137) are retried;
     # 1-127 are permanent errors and fail the job instead of looping.
     replica = {"restartPolicy": "ExitCode", "template": template}
@@ -194,6 +200,7 @@ def render_trainjob(
     dataset_id: str,
     active_deadline_seconds: int | None = None,
     suspend: bool = False,
+    peak_tflops: float | None = None,
 ) -> dict[str, Any]:
     """The same pretraining for Kubeflow Trainer v2.2: the trainer's command, env and
     resources, and a runtime patch with the volumes, user and placement the PyTorchJob's pods have.
@@ -203,7 +210,7 @@ def render_trainjob(
     trainingruntime.yaml) sets it to `cluster.termination_grace_seconds`, which the launcher's
     SIGTERM checkpoint counts on."""
     _, pool = cluster.pool(spec.placement.node_pool)
-    pod = pod_template(spec, cluster, dataset_id, container_name=TRAINER_CONTAINER)
+    pod = pod_template(spec, cluster, dataset_id, container_name=TRAINER_CONTAINER, peak_tflops=peak_tflops)
     container = pod["spec"]["containers"][0]
     job_spec: dict[str, Any] = {
         "runtimeRef": {

@@ -1,4 +1,4 @@
-"""`torchrun ... -m sobert_trainer.pretrain --spec spec.json --dataset-id ID --workdir DIR`."""
+"""`torchrun ... -m sobert_trainer.pretrain --spec spec.json --dataset-id ID --workdir DIR [--peak-tflops T]`."""
 
 from __future__ import annotations
 
@@ -14,13 +14,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, type=Path, help="The run's spec.json (a validated RunSpec).")
     parser.add_argument("--dataset-id", required=True, help="Published dataset under <storage>/data/.")
     parser.add_argument("--workdir", required=True, type=Path, help="Node-local scratch for data and checkpoints.")
+    parser.add_argument(
+        "--peak-tflops", type=float, help="Each device's dense BF16 peak (TFLOP/s), for the MFU in progress records."
+    )
     args = parser.parse_args(argv)
     spec = start_stage(args.spec)
     if spec is None:
         return EXIT_BAD_INPUT
     from sobert_trainer.pretrain.train import train
 
-    return train(spec, args.dataset_id, args.workdir)
+    return train(spec, args.dataset_id, args.workdir, args.peak_tflops)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from sobert_api import paths
+from sobert_api.flops import flops_per_token as model_flops_per_token
 from sobert_api.spec import Precision, RunSpec
 from sobert_trainer.pretrain.distributed import RankInfo, current_device, init_distributed
 from sobert_trainer.pretrain.stop import StopFlag
@@ -70,8 +71,9 @@ def _sharded_state(model, optimizer, is_loading: bool) -> dict:
     return {"model": model_sd, "optimizer": optimizer.sharded_state_dict(model_sd, is_loading=is_loading)}
 
 
-def train(spec: RunSpec, dataset_id: str, workdir: Path) -> int:
-    """Run (or resume) pretraining; returns the process exit code."""
+def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | None = None) -> int:
+    """Run (or resume) pretraining; returns the process exit code. `peak_tflops`: each device's
+    dense BF16 peak, for the MFU in progress records (None: not reported)."""
     from megatron.core import dist_checkpointing, parallel_state
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
@@ -79,6 +81,7 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path) -> int:
     from sobert_trainer.pretrain.dataset import build_train_dataset, dataset_config, micro_batches
     from sobert_trainer.pretrain.progress import ProgressLog
     from sobert_trainer.pretrain.setup import setup_model_and_optimizer
+    from sobert_trainer.pretrain.throughput import TokenTally, throughput_fields
 
     launched = time.time()  # checkpoint requests older than this were satisfied by an earlier process
     ranks = RankInfo.from_env()
@@ -130,6 +133,8 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path) -> int:
     forward_backward = get_forward_backward_func()
     dp_rank = parallel_state.get_data_parallel_rank()
     accumulation = gbs // (mbs * dp)
+    flops_per_token = model_flops_per_token(spec.model)
+    tally = TokenTally()
     started = time.monotonic()
 
     def save(step: int) -> None:
@@ -154,7 +159,7 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path) -> int:
         optimizer.zero_grad()
         losses = forward_backward(
             forward_step_func=_forward_step,
-            data_iterator=micro_batches(dataset, step, gbs, mbs, dp_rank, dp),
+            data_iterator=tally.counted(micro_batches(dataset, step, gbs, mbs, dp_rank, dp)),
             model=[model],
             num_microbatches=accumulation,
             seq_length=seq,
@@ -164,20 +169,27 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path) -> int:
         updated, grad_norm, _ = optimizer.step()
         scheduler.step(increment=1)
         step += 1
-        loss = torch.stack([item["lm loss"] for item in losses]).mean().to(current_device())
-        dist.all_reduce(loss, group=parallel_state.get_data_parallel_group())
         step_time = time.monotonic() - step_started
         if step % spec.train.log_interval == 0 or step == iters or step == start + 1:
+            # One reduction and one host sync per record: this step's loss, and the tokens fed
+            # since the previous record, over the data-parallel ranks.
+            loss = torch.stack([item["lm loss"] for item in losses]).mean().to(current_device())
+            sums = torch.stack([loss.double(), *torch.tensor(tally.take(), device=loss.device).double()])
+            dist.all_reduce(sums, group=parallel_state.get_data_parallel_group())
+            loss_sum, slots, real = sums.tolist()
             record = {
                 "step": step,
                 "train_iters": iters,
                 "consumed_tokens": step * gbs * seq,
-                "loss": round(loss.item() / dp, 5),
+                "loss": round(loss_sum / dp, 5),
                 "lr": optimizer.param_groups[0]["lr"],
                 "grad_norm": None if grad_norm is None else round(float(grad_norm), 5),
                 "skipped": not updated,
                 "step_time_s": round(step_time, 4),
                 "tokens_per_s": round(gbs * seq / step_time, 1),
+                **throughput_fields(
+                    gbs * seq / step_time, real / slots, flops_per_token, dist.get_world_size(), peak_tflops
+                ),
                 "wall_time_s": round(time.monotonic() - started, 3),
                 "world_size": dist.get_world_size(),
             }
