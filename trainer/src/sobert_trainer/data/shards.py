@@ -136,6 +136,8 @@ def write_shards(
                     yield sentences
 
     sep_id = Tokenizer.from_file(str(tokenizer_path)).token_to_id(SEP)
+    if sep_id is None:
+        raise ValueError(f"{tokenizer_path}: the tokenizer has no {SEP} token to end each post with")
     ctx = mp.get_context("spawn")  # fork after torch/megatron imports is unsafe
     with ctx.Pool(workers, initializer=_init_worker, initargs=(str(tokenizer_path),)) as pool:
         for sentences in pack_documents(encoded_posts(pool), sep_id, pack_tokens):
