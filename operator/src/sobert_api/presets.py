@@ -31,6 +31,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "warmup_fraction": 0.1,
             "checkpoint_interval": 20,
             "log_interval": 5,
+            "loader_workers": 1,  # tiny samples are cheap to mask; CI machines have 2 cores
         },
         "data": {"tokenizer_train_docs": 20_000},
     },

@@ -140,6 +140,10 @@ class TrainSpec(_Spec):
     precision: Annotated[Precision, Field(description="auto: bf16 on GPU, fp32 on CPU.")] = Precision.auto
     checkpoint_interval: Annotated[int, Field(gt=0, description="Save every K optimizer steps.")] = 1000
     log_interval: Annotated[int, Field(gt=0, description="progress.jsonl line every K steps.")] = 10
+    loader_workers: Annotated[
+        int,
+        Field(ge=0, description="Processes per rank building (masking) micro-batches ahead of the step; 0: inline."),
+    ] = 2
 
     def train_iters(self, seq_length: int) -> int:
         return max(1, math.ceil(self.train_tokens / (self.global_batch_size * seq_length)))

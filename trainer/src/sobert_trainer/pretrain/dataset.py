@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from sobert_trainer.data.tokenizer import MegatronTokenizerAdapter, load_tokeniz
 from sobert_trainer.storage import Storage
 
 BATCH_KEYS = ("text", "types", "labels", "padding_mask", "loss_mask")
+PREFETCH_BATCHES = 4  # per loader worker
 
 
 def dataset_config(dataset_dir: Path, manifest: dict, seq_length: int, mask_prob: float, seed: int, cache: Path):
@@ -81,10 +83,10 @@ def build_train_dataset(config, num_samples: int, index_store: Storage, local_ra
     return build_dataset(config, num_samples, on_this_rank=lambda: True)
 
 
-def micro_batches(
-    dataset, step: int, global_batch: int, micro_batch: int, dp_rank: int, dp_size: int
-) -> Iterator[dict[str, torch.Tensor]]:
-    """The micro-batches this data-parallel rank trains on at optimizer step `step`.
+def micro_batch_indices(
+    step: int, global_batch: int, micro_batch: int, dp_rank: int, dp_size: int, length: int
+) -> Iterator[list[int]]:
+    """Sample indices of the micro-batches this data-parallel rank trains on at optimizer step `step`.
 
     Step s consumes samples [s*G, (s+1)*G) of the dataset; rank r takes micro-batch j as the
     slice starting at s*G + (j*dp_size + r)*mbs. Fully determined by the step, so a resumed run
@@ -94,5 +96,68 @@ def micro_batches(
     base = step * global_batch
     for j in range(per_step):
         start = base + (j * dp_size + dp_rank) * micro_batch
-        samples = [dataset[i % len(dataset)] for i in range(start, start + micro_batch)]
-        yield {key: torch.from_numpy(np.stack([s[key] for s in samples])) for key in BATCH_KEYS}
+        yield [i % length for i in range(start, start + micro_batch)]
+
+
+def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
+    return {key: torch.from_numpy(np.stack([s[key] for s in samples])) for key in BATCH_KEYS}
+
+
+def micro_batches(
+    dataset, step: int, global_batch: int, micro_batch: int, dp_rank: int, dp_size: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """The micro-batches of step `step`, built in this process (the reference order)."""
+    for indices in micro_batch_indices(step, global_batch, micro_batch, dp_rank, dp_size, len(dataset)):
+        yield collate([dataset[i] for i in indices])
+
+
+class StepOrder(torch.utils.data.Sampler):
+    """`micro_batch_indices` for steps [start, stop), as a DataLoader batch sampler."""
+
+    def __init__(
+        self, length: int, start: int, stop: int, global_batch: int, micro_batch: int, dp_rank: int, dp_size: int
+    ):
+        self.length, self.start, self.stop = length, start, stop
+        self.shape = (global_batch, micro_batch, dp_rank, dp_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.stop):
+            yield from micro_batch_indices(step, *self.shape, self.length)
+
+    def __len__(self) -> int:
+        global_batch, micro_batch, _, dp_size = self.shape
+        return (self.stop - self.start) * (global_batch // (micro_batch * dp_size))
+
+
+def micro_batch_loader(
+    dataset,
+    start: int,
+    stop: int,
+    global_batch: int,
+    micro_batch: int,
+    dp_rank: int,
+    dp_size: int,
+    workers: int,
+    pin_memory: bool,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Every micro-batch of steps [start, stop) in `micro_batches`' order, built ahead of the step
+    by `workers` processes (Megatron's masking is Python, per sample: off the training process's
+    critical path), each keeping `PREFETCH_BATCHES` in flight, in pinned memory for an
+    asynchronous host-to-device copy on GPU. `workers` 0 builds them in this process."""
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=StepOrder(len(dataset), start, stop, global_batch, micro_batch, dp_rank, dp_size),
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        prefetch_factor=PREFETCH_BATCHES if workers else None,
+        worker_init_fn=_ignore_sigterm,
+    )
+    return iter(loader)
+
+
+def _ignore_sigterm(_worker_id: int) -> None:
+    """torchrun signals each worker's whole process group, loader workers included; they must live
+    on while the rank finishes its step and checkpoints (SIGKILL at the grace period's end, or the
+    rank's exit, ends them)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

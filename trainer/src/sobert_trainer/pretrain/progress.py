@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sobert_trainer.storage import Storage
@@ -20,11 +21,15 @@ class ProgressLog:
         else:
             local_path.write_text("")
 
-    def write(self, **record) -> None:
+    def append(self, **record) -> Callable[[], None]:
+        """Add a line (stamped with the time now) to the local file; returns the upload of the file
+        as it is now, for the training loop's background thread (a snapshot: a line appended while
+        it uploads is never half in it)."""
         record.setdefault("time", round(time.time(), 3))
         with open(self.local_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
-        self.storage.upload_file(self.local_path, self.key)
+        snapshot = self.local_path.read_bytes()
+        return lambda: self.storage.write_bytes(self.key, snapshot)
 
 
 def read_progress(storage: Storage, key: str) -> list[dict]:

@@ -4,18 +4,19 @@ checkpoint requests written to storage by the budget policy of either executor."
 from __future__ import annotations
 
 import signal
+import threading
 
 import torch
 import torch.distributed as dist
 
-from sobert_trainer.pretrain.distributed import current_device
 from sobert_trainer.storage import Storage
 
 
 class StopFlag:
     """SIGTERM: checkpoint and exit. A new request object in storage (polled every log interval by
-    rank 0): checkpoint now and go on. Both are agreed across ranks between steps, so a step is
-    never cut in half."""
+    rank 0, on its background I/O thread): checkpoint now and go on. Both are agreed across ranks
+    between steps, so a step is never cut in half, over a CPU (gloo) group: the per-step agreement
+    never waits for the GPU."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -23,7 +24,13 @@ class StopFlag:
         self.requests: Storage | None = None
         self.request_key = ""
         self.handled: str | None = None
+        self.group = None  # set by `join` once the process group exists
+        self._lock = threading.Lock()
         signal.signal(signal.SIGTERM, self._handle)
+
+    def join(self) -> None:
+        """Make the CPU group the agreement runs over (collective: every rank calls it once)."""
+        self.group = dist.new_group(backend="gloo")
 
     def _handle(self, _signum, _frame) -> None:
         self.requested = True
@@ -43,11 +50,13 @@ class StopFlag:
             return
         request = self.requests.read_json(self.request_key).get("id")
         if request != self.handled:
-            self.handled, self.checkpoint = request, True
+            with self._lock:
+                self.handled, self.checkpoint = request, True
 
     def agreed(self) -> tuple[bool, bool]:
         """(stop, checkpoint now), the same on every rank."""
-        flags = torch.tensor([float(self.requested), float(self.checkpoint)], device=current_device())
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        self.checkpoint = False
-        return bool(flags[0].item()), bool(flags[1].item())
+        with self._lock:
+            checkpoint, self.checkpoint = self.checkpoint, False
+        flags = torch.tensor([float(self.requested), float(checkpoint)])
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self.group)
+        return bool(flags[0]), bool(flags[1])

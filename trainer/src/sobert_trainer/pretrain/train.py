@@ -77,8 +77,9 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
     from megatron.core import dist_checkpointing, parallel_state
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
+    from sobert_trainer.pretrain.background import BackgroundIO
     from sobert_trainer.pretrain.checkpoint import CheckpointStore, start_writer_helpers
-    from sobert_trainer.pretrain.dataset import build_train_dataset, dataset_config, micro_batches
+    from sobert_trainer.pretrain.dataset import build_train_dataset, dataset_config, micro_batch_loader
     from sobert_trainer.pretrain.progress import ProgressLog
     from sobert_trainer.pretrain.setup import setup_model_and_optimizer
     from sobert_trainer.pretrain.throughput import TokenTally, throughput_fields
@@ -88,6 +89,7 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
     stop = StopFlag()
     start_writer_helpers()  # before any other thread: see its docstring
     init_distributed(spec, ranks)
+    stop.join()
     bf16 = use_bf16(spec)
     tp, dp = spec.parallel.tensor_parallel, parallel_state.get_data_parallel_world_size()
     if tp * dp != dist.get_world_size():
@@ -128,6 +130,7 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
         config, iters * gbs, storage.child(paths.dataset_index_prefix(spec.name)), local_rank=ranks.local_rank
     )
     progress = ProgressLog(run_storage, "progress.jsonl", workdir / "progress.jsonl") if ranks.rank == 0 else None
+    background = BackgroundIO() if ranks.rank == 0 else None
     if ranks.rank == 0:
         stop.watch_requests(storage, paths.checkpoint_request_key(spec.name), launched)
     forward_backward = get_forward_backward_func()
@@ -135,6 +138,19 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
     accumulation = gbs // (mbs * dp)
     flops_per_token = model_flops_per_token(spec.model)
     tally = TokenTally()
+    batches = tally.counted(
+        micro_batch_loader(
+            dataset,
+            start,
+            iters,
+            gbs,
+            mbs,
+            dp_rank,
+            dp,
+            workers=spec.train.loader_workers,
+            pin_memory=torch.cuda.is_available(),
+        )
+    )
     started = time.monotonic()
 
     def save(step: int) -> None:
@@ -159,7 +175,7 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
         optimizer.zero_grad()
         losses = forward_backward(
             forward_step_func=_forward_step,
-            data_iterator=tally.counted(micro_batches(dataset, step, gbs, mbs, dp_rank, dp)),
+            data_iterator=batches,  # the schedule takes `accumulation` micro-batches: this step's
             model=[model],
             num_microbatches=accumulation,
             seq_length=seq,
@@ -193,9 +209,9 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
                 "wall_time_s": round(time.monotonic() - started, 3),
                 "world_size": dist.get_world_size(),
             }
-            if progress:
-                stop.poll_storage()
-                progress.write(**record)
+            if progress and background:
+                background.submit(progress.append(**record))
+                background.submit(stop.poll_storage)
                 print(
                     f"pretrain step {step}/{iters} loss {record['loss']:.4f} "
                     f"{record['tokens_per_s']:,.0f} tok/s lr {record['lr']:.2e}",
@@ -207,10 +223,13 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
             if ranks.rank == 0:
                 log.info("pretrain: checkpoint at step %d", step)
         if preempted:
-            if ranks.rank == 0:
+            if background:
+                background.close()
                 print(f"pretrain: SIGTERM received; checkpointed step {step}, exiting", flush=True)
             dist.destroy_process_group()
             return EXIT_PREEMPTED
+    if background:
+        background.close()  # the last progress record is published before the stage ends
     dist.barrier()
     dist.destroy_process_group()
     return 0
