@@ -108,19 +108,23 @@ def bench_tokenizer_ceiling(replicas: int) -> dict:
     return {"tokens": tokens, "seconds": round(seconds, 2), "tokens_per_s_one_core": round(tokens / seconds)}
 
 
-def bench_real_tokens(seq_lengths: tuple[int, ...] = (128, 512, 2048)) -> list[dict]:
-    """Share of real (non-padding) tokens in the pretraining samples Megatron's BERT dataset makes
-    from the real sample (packed posts, docs/pretraining.md), one epoch at each sequence length."""
+def bench_real_tokens(seq_lengths: tuple[int, ...] = (128, 512, 2048)) -> dict:
+    """On the real sample (packed posts, docs/pretraining.md): the share of real (non-padding)
+    tokens in one epoch of Megatron's BERT samples at each sequence length; and at 2,048, the
+    samples/s one loader worker builds (Megatron's masking is per-sample Python) against what the
+    base preset consumes per H100 at 45% MFU."""
     import socket
 
     import torch.distributed as dist
 
+    from sobert_api import build_spec
+    from sobert_api.flops import flops_per_token
     from sobert_trainer.data.prepare import PrepareConfig, prepare_dataset
-    from sobert_trainer.pretrain.dataset import build_dataset, dataset_config
+    from sobert_trainer.pretrain.dataset import build_dataset, dataset_config, micro_batch_loader
     from sobert_trainer.storage import Storage
 
     posts, comments = sources(1)
-    rows = []
+    rows, pipeline = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         storage = Storage.open(tmp)
         manifest = prepare_dataset(PrepareConfig(posts=posts, comments=comments, vocab_size=8_000), storage)
@@ -134,16 +138,27 @@ def bench_real_tokens(seq_lengths: tuple[int, ...] = (128, 512, 2048)) -> list[d
                 count = manifest["counts"]["tokens"] // seq
                 config = dataset_config(Path(tmp, "fetched"), manifest, seq, 0.15, 1234, cache=Path(tmp, f"idx-{seq}"))
                 dataset = build_dataset(config, count, on_this_rank=lambda: True)
+                started = time.monotonic()
                 real = sum(int(dataset[i]["padding_mask"].sum()) for i in range(count))
+                seconds = time.monotonic() - started
                 rows.append(
                     {"seq_length": seq, "samples": count, "real_token_fraction": round(real / (count * seq), 5)}
                 )
+            # The last (2,048) dataset: one worker in this process, then two loader workers.
+            pipeline["samples_per_s_one_worker"] = round(count / seconds, 1)
+            started = time.monotonic()
+            batches = list(micro_batch_loader(dataset, 0, count // 8, 8, 4, 0, 1, workers=2, pin_memory=False))
+            pipeline["samples_per_s_two_loader_workers"] = round(len(batches) * 4 / (time.monotonic() - started), 1)
         finally:
             dist.destroy_process_group()
-    return rows
+    base = build_spec({"preset": "base", "name": "b", "data": {"posts": ["x"]}, "storage": {"uri": "/tmp/x"}})
+    tokens_per_s = 0.45 * 989e12 / flops_per_token(base.model)
+    pipeline["base_samples_per_s_per_h100_at_45pct_mfu"] = round(tokens_per_s / base.model.seq_length, 1)
+    return {"rows": rows, "pipeline": pipeline}
 
 
-def render_real_tokens(rows: list[dict]) -> list[str]:
+def render_real_tokens(result: dict) -> list[str]:
+    rows, pipeline = result["rows"], result["pipeline"]
     lines = [
         "",
         "## Real tokens per pretraining sample (real sample, packed posts)",
@@ -156,6 +171,13 @@ def render_real_tokens(rows: list[dict]) -> list[str]:
         "| --- | --- | --- |",
     ]
     lines += [f"| {r['seq_length']:,} | {r['samples']:,} | {r['real_token_fraction']:.2%} |" for r in rows]
+    lines += [
+        "",
+        f"Input pipeline at seq 2,048: one worker builds {pipeline['samples_per_s_one_worker']:,} samples/s "
+        f"(Megatron's per-sample masking), two loader workers {pipeline['samples_per_s_two_loader_workers']:,}; "
+        f"the base preset at 45% MFU consumes {pipeline['base_samples_per_s_per_h100_at_45pct_mfu']:,} samples/s "
+        "per H100, so `train.loader_workers` must be at least that over one worker's rate.",
+    ]
     return lines
 
 
