@@ -1,5 +1,6 @@
 """Parallel layouts checked against each other: the same global batch and seed, dropout off,
-trained as DP=1, DP=2 and TP=2 must give the same step-1 gradient norm and the same loss curve.
+trained as DP=1, DP=2 (with and without the distributed optimizer and overlapped communication)
+and TP=2 must give the same step-1 gradient norm and the same loss curve.
 
 These are the tests that catch a missing gradient all-reduce (DP replicas that drift apart) and
 a tensor-parallel model initialised differently from the one-rank model.
@@ -10,14 +11,20 @@ from __future__ import annotations
 import pytest
 
 from pretrain_runs import assert_same_curve, assert_same_grad_norm, first_grad_norm, loss_curve, numerics_spec
+from sobert_api import paths
 from sobert_operator.local_executor import LocalExecutor
 from sobert_operator.pipeline import Stage
+from sobert_trainer.pretrain.checkpoint_index import checkpoint_name, complete_checkpoints
+from sobert_trainer.storage import Storage
 
 pytestmark = pytest.mark.integration
 
 LAYOUTS = {
     "dp1": {"procs_per_node": 1},
+    # The default: distributed optimizer, gradient reduce-scatter and parameter all-gather overlapped.
     "dp2": {"procs_per_node": 2},
+    # Plain data parallelism: a replicated optimizer, gradients all-reduced after the backward pass.
+    "dp2-sync": {"procs_per_node": 2, "overlap_grad_reduce": False, "distributed_optimizer": False},
     "tp2": {"procs_per_node": 2, "tensor_parallel": 2},
 }
 
@@ -28,7 +35,9 @@ def layout_runs(tmp_path_factory, so_dump):
     root = tmp_path_factory.mktemp("layouts")
     specs = {}
     for name, parallel in LAYOUTS.items():
-        spec = numerics_spec(name, str(root / "store"), so_dump, parallel=parallel)
+        # One layout also checkpoints on a timer (every step here): saving does not touch the numerics.
+        train = {"checkpoint_interval_minutes": 1e-6} if name == "dp2-sync" else {}
+        spec = numerics_spec(name, str(root / "store"), so_dump, parallel=parallel, train=train)
         executor = LocalExecutor(spec, root / "work", emit=lambda _l: None)
         if not executor.observe().dataset_published:
             executor.run_stage(Stage.prepare)
@@ -37,7 +46,7 @@ def layout_runs(tmp_path_factory, so_dump):
     return specs
 
 
-@pytest.mark.parametrize("layout", ["dp2", "tp2"])
+@pytest.mark.parametrize("layout", ["dp2", "dp2-sync", "tp2"])
 def test_layout_matches_one_rank(layout_runs, layout):
     reference, spec = layout_runs["dp1"], layout_runs[layout]
     assert_same_grad_norm(first_grad_norm(spec), first_grad_norm(reference), f"{layout} vs dp1")
@@ -49,3 +58,31 @@ def test_layout_matches_one_rank(layout_runs, layout):
 def test_reference_run_learns(layout_runs):
     curve = loss_curve(layout_runs["dp1"])
     assert curve[max(curve)] < curve[1] - 0.2
+
+
+@pytest.mark.parametrize(("layout", "sharding"), [("dp2", "dp_reshardable"), ("dp2-sync", None)])
+def test_the_optimizer_state_is_sharded_over_data_parallel_ranks_by_default(layout_runs, layout, sharding, tmp_path):
+    """The final checkpoint says which optimizer ran: the distributed one saves each rank's shard
+    ('dp_reshardable'), the replicated one a plain torch optimizer state."""
+    from megatron.core import dist_checkpointing
+
+    spec = layout_runs[layout]
+    checkpoints = Storage.open(spec.storage.uri).child(paths.pretrain_prefix(spec.name)).child("checkpoints")
+    checkpoints.fetch_tree(checkpoint_name(spec.train_iters), tmp_path)
+    optimizer = dist_checkpointing.load_common_state_dict(str(tmp_path))["optimizer"]
+    assert optimizer.get("param_state_sharding_type") == sharding
+
+
+def test_a_checkpoint_timer_saves_between_the_step_interval(layout_runs):
+    """The tiny preset saves every 20 steps and keeps the last two; a timer that is always due saves
+    every step, so the last two are the final steps."""
+    timed, stepped = layout_runs["dp2-sync"], layout_runs["dp2"]
+    iters = timed.train_iters
+
+    def kept(spec):
+        return complete_checkpoints(
+            Storage.open(spec.storage.uri).child(paths.pretrain_prefix(spec.name)).child("checkpoints")
+        )
+
+    assert kept(stepped) == [iters - 20, iters]
+    assert kept(timed) == [iters - 1, iters]

@@ -99,6 +99,27 @@ class ParallelSpec(_Spec):
             "one rank per node downloads the dataset or a checkpoint (Megatron's --distributed-timeout-minutes).",
         ),
     ] = 60
+    overlap_grad_reduce: Annotated[
+        bool,
+        Field(
+            description="Reduce gradients bucket by bucket while the backward pass runs, not after it "
+            "(Megatron's --overlap-grad-reduce)."
+        ),
+    ] = True
+    distributed_optimizer: Annotated[
+        bool,
+        Field(
+            description="Shard the optimizer state and fp32 main weights over data-parallel ranks (ZeRO-1, "
+            "Megatron's --use-distributed-optimizer); with overlap_grad_reduce the updated weights are "
+            "all-gathered during the next forward pass (--overlap-param-gather)."
+        ),
+    ] = True
+
+    @property
+    def overlap_param_gather(self) -> bool:
+        """Megatron allows --overlap-param-gather only with the distributed optimizer and
+        --overlap-grad-reduce (megatron/training/arguments.py, tag core_v0.16.1, `validate_args`)."""
+        return self.distributed_optimizer and self.overlap_grad_reduce
 
     @property
     def world_size(self) -> int:
@@ -139,6 +160,14 @@ class TrainSpec(_Spec):
     seed: Annotated[int, Field(ge=0, description="Seed for init, data order and masking.")] = 1234
     precision: Annotated[Precision, Field(description="auto: bf16 on GPU, fp32 on CPU.")] = Precision.auto
     checkpoint_interval: Annotated[int, Field(gt=0, description="Save every K optimizer steps.")] = 1000
+    checkpoint_interval_minutes: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            description="Also save once this many minutes have passed since the last save (rank 0's clock, "
+            "agreed between steps); unset: by steps only. Bounds the work a preemption without notice loses.",
+        ),
+    ] = None
     log_interval: Annotated[int, Field(gt=0, description="progress.jsonl line every K steps.")] = 10
     loader_workers: Annotated[
         int,

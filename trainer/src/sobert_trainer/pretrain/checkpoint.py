@@ -1,9 +1,10 @@
 """Distributed checkpoints (megatron-core `dist_checkpointing`) published to the run's storage.
 
-Every rank saves into a node-local staging directory. The first rank of each node uploads its
-node's files and a part list with checksums; global rank 0 then writes `manifest.json`, which
-is what makes the checkpoint exist. Resume picks the newest checkpoint with a manifest, so a
-save cut short by a crash or preemption is never loaded.
+Every rank saves its share into a node-local staging directory (fully parallel: replicated
+tensors are split over the data-parallel ranks, as Megatron-LM saves by default). The first rank
+of each node uploads its node's files and a part list with checksums; global rank 0 then writes
+`manifest.json`, which is what makes the checkpoint exist. Resume picks the newest checkpoint
+with a manifest, so a save cut short by a crash or preemption is never loaded.
 """
 
 from __future__ import annotations
@@ -46,6 +47,20 @@ def start_writer_helpers() -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
 
 
+def _fully_parallel_save_strategy():
+    """Megatron-LM's default save (`save_checkpoint` in megatron/training/checkpointing.py, tag
+    core_v0.16.1: --ckpt-fully-parallel-save is on unless --no-ckpt-fully-parallel-save): the
+    torch_dist strategy wrapped so that tensors replicated over data-parallel ranks (the model's
+    weights) are written by all of them, each a share, not all by the first."""
+    from megatron.core import parallel_state
+    from megatron.core.dist_checkpointing.serialization import get_default_save_sharded_strategy
+    from megatron.core.dist_checkpointing.strategies.fully_parallel import FullyParallelSaveStrategyWrapper
+
+    return FullyParallelSaveStrategyWrapper(
+        get_default_save_sharded_strategy("torch_dist"), parallel_state.get_data_parallel_group()
+    )
+
+
 class CheckpointStore:
     def __init__(self, storage: Storage, local_root: Path, node_rank: int, local_rank: int, keep_last: int = 2):
         self.storage = storage  # rooted at runs/<run>/pretrain/checkpoints
@@ -66,7 +81,7 @@ class CheckpointStore:
             shutil.rmtree(local, ignore_errors=True)
             local.mkdir(parents=True)
         dist.barrier()
-        dist_checkpointing.save(sharded_state_dict, str(local))
+        dist_checkpointing.save(sharded_state_dict, str(local), _fully_parallel_save_strategy())
         dist.barrier()
         if self.local_rank == 0:
             part = {}

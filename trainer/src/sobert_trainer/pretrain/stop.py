@@ -53,6 +53,11 @@ class StopFlag:
             with self._lock:
                 self.handled, self.checkpoint = request, True
 
+    def request_checkpoint(self) -> None:
+        """Checkpoint after this step (rank 0's checkpoint timer)."""
+        with self._lock:
+            self.checkpoint = True
+
     def agreed(self) -> tuple[bool, bool]:
         """(stop, checkpoint now), the same on every rank."""
         with self._lock:

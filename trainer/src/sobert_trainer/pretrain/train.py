@@ -66,11 +66,6 @@ def _forward_step(data_iterator, model):
     return lm_loss, partial(_loss_func, batch["loss_mask"])
 
 
-def _sharded_state(model, optimizer, is_loading: bool) -> dict:
-    model_sd = model.sharded_state_dict()
-    return {"model": model_sd, "optimizer": optimizer.sharded_state_dict(model_sd, is_loading=is_loading)}
-
-
 def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | None = None) -> int:
     """Run (or resume) pretraining; returns the process exit code. `peak_tflops`: each device's
     dense BF16 peak, for the MFU in progress records (None: not reported)."""
@@ -114,9 +109,7 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
     start = checkpoints.latest_step() or 0
     if start:
         local, _ = checkpoints.fetch(start)
-        state = dist_checkpointing.load(
-            {**_sharded_state(bert, optimizer, is_loading=True), "train_state": None}, str(local)
-        )
+        state = dist_checkpointing.load({**setup.sharded_state(is_loading=True), "train_state": None}, str(local))
         bert.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["train_state"]["scheduler"])
@@ -154,8 +147,9 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
     started = time.monotonic()
 
     def save(step: int) -> None:
+        setup.gather_params()
         train_state = {"step": step, "consumed_samples": step * gbs, "scheduler": scheduler.state_dict()}
-        sharded = {**_sharded_state(bert, optimizer, is_loading=False), "train_state": train_state}
+        sharded = {**setup.sharded_state(is_loading=False), "train_state": train_state}
         checkpoints.save(
             sharded,
             step,
@@ -168,7 +162,14 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
             },
         )
 
+    last_save = time.monotonic()
+    save_minutes = spec.train.checkpoint_interval_minutes
+
+    def timed_save_due() -> bool:
+        return save_minutes is not None and time.monotonic() - last_save >= save_minutes * 60
+
     step = start
+    setup.before_first_step()
     while step < iters:
         step_started = time.monotonic()
         model.zero_grad_buffer()
@@ -183,6 +184,7 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
             forward_only=False,
         )
         updated, grad_norm, _ = optimizer.step()
+        setup.after_step(updated)
         scheduler.step(increment=1)
         step += 1
         step_time = time.monotonic() - step_started
@@ -217,9 +219,12 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
                     f"{record['tokens_per_s']:,.0f} tok/s lr {record['lr']:.2e}",
                     flush=True,
                 )
+        if ranks.rank == 0 and timed_save_due():
+            stop.request_checkpoint()
         preempted, asked = stop.agreed()
         if step % spec.train.checkpoint_interval == 0 or step == iters or preempted or asked:
             save(step)
+            last_save = time.monotonic()
             if ranks.rank == 0:
                 log.info("pretrain: checkpoint at step %d", step)
         if preempted:
