@@ -54,3 +54,18 @@ def s3_bucket(s3_server, monkeypatch) -> str:
     name = "sobert-" + secrets.token_hex(4)
     s3_server.client().create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="module")
+def one_rank(tmp_path_factory):
+    """A one-process gloo group and megatron's parallel state (TP=1), in the test process (unit
+    tests that build megatron-core models)."""
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+
+    store = tmp_path_factory.mktemp("pg") / "store"
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    parallel_state.initialize_model_parallel(tensor_model_parallel_size=1)
+    yield
+    parallel_state.destroy_model_parallel()
+    dist.destroy_process_group()

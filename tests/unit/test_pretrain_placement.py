@@ -10,24 +10,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from sobert_api import build_spec
 
 SPEC = build_spec({"preset": "tiny", "name": "t", "data": {"posts": ["p"]}, "storage": {"uri": "/s"}})
-
-
-@pytest.fixture(scope="module")
-def one_rank(tmp_path_factory):
-    """A one-process gloo group and megatron's parallel state (TP=1), in this process."""
-    from megatron.core import parallel_state
-
-    store = tmp_path_factory.mktemp("pg") / "store"
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
-    parallel_state.initialize_model_parallel(tensor_model_parallel_size=1)
-    yield
-    parallel_state.destroy_model_parallel()
-    dist.destroy_process_group()
 
 
 def build(bf16: bool):

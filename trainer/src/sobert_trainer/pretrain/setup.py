@@ -48,11 +48,61 @@ class TrainingSetup:
         `_build_sharded_state_dict_metadata` (checkpointing.py, tag core_v0.16.1) asks by default:
         each rank writes and reads its own shard, with no gather on one rank."""
         metadata = {"distrib_optim_sharding_type": "dp_reshardable"} if self.optimizer_sharded else None
+        if is_loading and self.optimizer_sharded:
+            self._allocate_optimizer_state()
         model_sd = self.bert.sharded_state_dict()
         return {
             "model": model_sd,
             "optimizer": self.optimizer.sharded_state_dict(model_sd, is_loading=is_loading, metadata=metadata),
         }
+
+    def load(self, state: dict) -> None:
+        """The model's and optimizer's state from a loaded `sharded_state(is_loading=True)`.
+
+        Without autograd: in an fp32 run the distributed optimizer's main weights are views of the
+        model's, and the load copies into them in place."""
+        with torch.no_grad():
+            self.bert.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.optimizer_sharded:
+            self._restore_optimizer_steps()
+
+    def _restore_optimizer_steps(self) -> None:
+        """Each parameter's Adam `step` as the checkpoint saved it, in a tensor of its own.
+
+        Where neither TransformerEngine nor Apex is installed, the distributed optimizer runs torch's
+        Adam, which counts steps per parameter; megatron-core 0.16.1 saves the count in each
+        parameter group (`DistributedOptimizer.state_dict`, "Extract 'step', for non-Apex/TE
+        support") and on load (1) gives every parameter's state the same step tensor, which torch
+        keeps as given (`Optimizer._process_value_according_to_param_policy`), so Adam would add 1
+        to it once per parameter per step, and (2) then copies the state of the moment
+        `sharded_state(is_loading=True)` was built over it (`_set_main_param_and_optimizer_states`
+        copies every state key, 'step' included: here the 1 of `_allocate_optimizer_state`).
+        Either way every bias correction after a resume is off. The parameter groups hold the
+        saved count; each parameter gets it back in its own tensor. (TE's and Apex's Adam keep
+        the step in the parameter group and have neither problem.)"""
+        for optimizer in getattr(self.optimizer, "chained_optimizers", [self.optimizer]):
+            inner = optimizer.optimizer
+            for group in inner.param_groups:
+                if "step" not in group:
+                    continue
+                for param in group["params"]:
+                    if isinstance(inner.state[param].get("step"), torch.Tensor):
+                        inner.state[param]["step"] = torch.tensor(float(group["step"]), dtype=torch.float32)
+
+    def _allocate_optimizer_state(self) -> None:
+        """Give the distributed optimizer's inner Adam its state before a checkpoint is loaded into it.
+
+        Its `sharded_state_dict` reads the state's 'step' first; torch's Adam (used where neither
+        TransformerEngine nor Apex is installed, as on CPU) has no state before its first step, so
+        loading a fresh process would fail (`assert len(steps) == 1`, DistributedOptimizer.state_dict,
+        megatron-core 0.16.1). megatron-core's other load paths allocate it with one zero-gradient
+        step (`_init_optimizer_states_with_dummy_values`, called by `sharded_param_state_fsdp_dtensor`
+        and `sharded_param_state_fully_reshardable`); the same here. Every value it touches (moments,
+        step, main parameters) is then overwritten by the checkpoint's."""
+        for optimizer in getattr(self.optimizer, "chained_optimizers", [self.optimizer]):
+            if len(optimizer.optimizer.state) == 0:
+                optimizer._init_optimizer_states_with_dummy_values()
 
 
 def setup_model_and_optimizer(spec: RunSpec, bf16: bool, device: torch.device) -> TrainingSetup:

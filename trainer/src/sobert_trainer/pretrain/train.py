@@ -102,7 +102,7 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
 
     data_dir, data_manifest = _fetch_dataset(storage, dataset_id, workdir, ranks)
     setup = setup_model_and_optimizer(spec, bf16, current_device())
-    bert, model, optimizer, scheduler = setup.bert, setup.model, setup.optimizer, setup.scheduler
+    model, optimizer, scheduler = setup.model, setup.optimizer, setup.scheduler
     checkpoints = CheckpointStore(
         run_storage.child("checkpoints"), workdir / "checkpoints", ranks.node_rank, ranks.local_rank
     )
@@ -110,8 +110,7 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
     if start:
         local, _ = checkpoints.fetch(start)
         state = dist_checkpointing.load({**setup.sharded_state(is_loading=True), "train_state": None}, str(local))
-        bert.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        setup.load(state)
         scheduler.load_state_dict(state["train_state"]["scheduler"])
         if ranks.rank == 0:
             log.info("pretrain: resumed from step %d", start)
