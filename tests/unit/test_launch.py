@@ -80,6 +80,8 @@ def test_pod_grace_period_and_worker_shutdown_come_from_one_setting():
         ([(10, 1), (40, -signal.SIGKILL)], 1),  # a crash; the other rank outlived the grace period
         ([(10, 143), (10, 143)], 143),  # every rank checkpointed after SIGTERM
         ([(12, 2), (10, -signal.SIGTERM)], 143),  # the earliest failure is the cause
+        # A crash on one rank; torchrun's SIGTERM reached the other before its handler was in place.
+        ([(10, 1), (10, -signal.SIGTERM)], 1),
     ],
 )
 def test_exit_code_follows_the_first_failure(failures, code):

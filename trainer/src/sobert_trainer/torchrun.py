@@ -41,19 +41,21 @@ def exit_code_for(failures: Iterable[tuple[float, int]]) -> int:
 
     The earliest failures are the cause; the others are usually torchrun stopping the rest (they
     exit 143 after checkpointing, or are SIGKILLed at the end of the grace period). Among failures
-    of the same second: a kill by a signal (the OOM killer) first, then a worker's own error
-    (1-127), then 128+.
+    of the same second: a kill by a signal other than SIGTERM (the OOM killer's SIGKILL) first,
+    then a worker's own error (1-127), then 128+, then a kill by SIGTERM (torchrun's own stop of
+    the other workers, when it lands before a worker's handler is in place or after it is gone).
     """
     failed = [(when, code) for when, code in failures if code != 0]
     if not failed:
         return 0
     first = min(when for when, _ in failed)
     codes = [code for when, code in failed if when == first]
-    signalled = [-code for code in codes if code < 0]
-    if signalled:
-        return 128 + signalled[0]
-    own = [code for code in codes if code < 128]
-    return own[0] if own else codes[0]
+    killed = [-code for code in codes if code < 0 and -code != signal.SIGTERM]
+    if killed:
+        return 128 + killed[0]
+    own = [code for code in codes if 0 < code < 128]
+    exited = [code for code in codes if code > 0]
+    return own[0] if own else exited[0] if exited else 128 + signal.SIGTERM
 
 
 def split_grace(argv: list[str]) -> tuple[int | None, list[str]]:
