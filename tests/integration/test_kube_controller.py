@@ -573,6 +573,8 @@ def test_cli_submit_creates_the_run_and_prints_next_steps(kube, api, namespace, 
         "procs_per_node": 8,
         "tensor_parallel": 2,
         "distributed_timeout_minutes": 60,
+        "distributed_optimizer": True,
+        "overlap_grad_reduce": True,
     }
     assert stored["spec"]["backend"] == "kubernetes"
     assert main(argv) == 1  # a second submit of the same name is refused
