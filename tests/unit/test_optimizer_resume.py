@@ -11,17 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sobert_api import build_spec
+from pretrain_runs import numerics_spec
 
-SPEC = build_spec(
-    {
-        "preset": "tiny",
-        "name": "t",
-        "data": {"posts": ["p"]},
-        "storage": {"uri": "/s"},
-        "model": {"hidden_dropout": 0.0, "attention_dropout": 0.0},
-    }
-)
+SPEC = numerics_spec("t", "/s", {"posts": ["p"], "comments": []})  # tiny, dropout off
 
 
 def _setup(distributed_optimizer: bool):
