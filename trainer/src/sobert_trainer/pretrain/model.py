@@ -48,23 +48,32 @@ def transformer_config(
     )
 
 
-def build_bert_model(model: ModelSpec, config: TransformerConfig, padded_vocab: int | None = None) -> BertModel:
-    """Masked-LM BERT (no NSP head): pre-LayerNorm, learned absolute positions, tied output layer.
-
-    `padded_vocab` overrides the embedding rows (conversion loads a checkpoint saved at another TP).
-    """
+def default_layer_spec():
+    """TransformerEngine's layer spec where TE is installed; otherwise megatron-core's local spec
+    with its attention computed by torch's fused `scaled_dot_product_attention` (attention.py)."""
     if use_transformer_engine():
         from megatron.core.models.bert.bert_layer_specs import get_bert_layer_with_transformer_engine_spec
 
-        layer_spec = get_bert_layer_with_transformer_engine_spec()
-    else:
-        from megatron.core.models.bert.bert_layer_specs import bert_layer_local_spec
+        return get_bert_layer_with_transformer_engine_spec()
+    from sobert_trainer.pretrain.attention import sdpa_layer_spec
 
-        layer_spec = bert_layer_local_spec
-    return BertModel(
+    return sdpa_layer_spec()
+
+
+def build_bert_model(
+    model: ModelSpec, config: TransformerConfig, padded_vocab: int | None = None, layer_spec=None
+) -> BertModel:
+    """Masked-LM BERT (no NSP head): pre-LayerNorm, learned absolute positions, tied output layer.
+
+    `padded_vocab` overrides the embedding rows (conversion loads a checkpoint saved at another TP);
+    `layer_spec` the transformer layer (default: `default_layer_spec()`).
+    """
+    from sobert_trainer.pretrain.attention import SdpaBertModel
+
+    return SdpaBertModel(
         config=config,
         num_tokentypes=model.num_tokentypes,
-        transformer_layer_spec=layer_spec,
+        transformer_layer_spec=layer_spec or default_layer_spec(),
         vocab_size=padded_vocab or model.padded_vocab_size(config.tensor_model_parallel_size),
         max_sequence_length=model.max_position_embeddings,
         share_embeddings_and_output_weights=True,

@@ -1,0 +1,71 @@
+"""Attention through torch's scaled_dot_product_attention computes what megatron-core's local
+`DotProductAttention` computes: the same BERT model (same weights) built with either layer spec
+gives the same masked-LM loss and the same gradients on a micro-batch with padding, and a fused
+kernel is what runs (no [b, heads, s, s] score matrix is materialised)."""
+
+from __future__ import annotations
+
+import torch
+
+from pretrain_runs import numerics_spec
+
+SPEC = numerics_spec("t", "/s", {"posts": ["p"], "comments": []})  # tiny, dropout off
+
+
+def _models():
+    from megatron.core.models.bert.bert_layer_specs import bert_layer_local_spec
+
+    from sobert_trainer.pretrain import cpu_compat
+    from sobert_trainer.pretrain.attention import sdpa_layer_spec
+    from sobert_trainer.pretrain.distributed import set_random_seed
+    from sobert_trainer.pretrain.model import build_bert_model, transformer_config
+
+    cpu_compat.install()
+    set_random_seed(SPEC.train.seed)
+    config = transformer_config(SPEC.model, tensor_parallel=1, bf16=False)
+    reference = build_bert_model(SPEC.model, config, layer_spec=bert_layer_local_spec)
+    sdpa = build_bert_model(SPEC.model, config, layer_spec=sdpa_layer_spec())
+    sdpa.load_state_dict(reference.state_dict())
+    return reference, sdpa
+
+
+def _batch(seq: int = 128, batch: int = 4):
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(5, SPEC.model.vocab_size, (batch, seq), generator=generator)
+    padding = torch.ones(batch, seq, dtype=torch.long)
+    padding[1, 90:] = 0  # two samples end in padding, one of them mostly
+    padding[3, 20:] = 0
+    labels = torch.randint(5, SPEC.model.vocab_size, (batch, seq), generator=generator)
+    loss_mask = (torch.rand(batch, seq, generator=generator) < 0.15).float() * padding
+    return tokens, padding, labels, loss_mask
+
+
+def _loss_and_grads(model, batch):
+    tokens, padding, labels, loss_mask = batch
+    model.zero_grad()
+    lm_loss, _ = model(tokens, padding, tokentype_ids=torch.zeros_like(tokens), lm_labels=labels)
+    loss = (lm_loss.float() * loss_mask).sum() / loss_mask.sum()
+    loss.backward()
+    return loss.item(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def test_sdpa_attention_matches_the_local_spec_in_loss_and_gradients(one_rank):
+    reference, sdpa = _models()
+    batch = _batch()
+    expected_loss, expected_grads = _loss_and_grads(reference, batch)
+    loss, grads = _loss_and_grads(sdpa, batch)
+    assert abs(loss - expected_loss) < 1e-5
+    assert grads.keys() == expected_grads.keys() and len(grads) > 10
+    worst = max(((grads[n] - g).abs().max() / g.abs().max().clamp(min=1e-12)).item() for n, g in expected_grads.items())
+    assert worst < 1e-4, f"gradients differ by up to {worst:.2e} of their largest element"
+
+
+def test_no_score_matrix_is_materialised(one_rank):
+    """The local spec fills a [b * heads, s, s] buffer per layer; the SDPA spec never asks for one."""
+    from megatron.core import parallel_state
+
+    _, sdpa = _models()
+    buffers = parallel_state.get_global_memory_buffer().buffer
+    buffers.pop(("mpu", torch.float32), None)  # DotProductAttention's score buffer
+    _loss_and_grads(sdpa, _batch())
+    assert ("mpu", torch.float32) not in buffers
