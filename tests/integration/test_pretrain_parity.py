@@ -27,6 +27,12 @@ LAYOUTS = {
     "dp2-sync": {"procs_per_node": 2, "overlap_grad_reduce": False, "distributed_optimizer": False},
     "tp2": {"procs_per_node": 2, "tensor_parallel": 2},
 }
+TRAIN = {
+    # The default layout also checkpoints on a timer (every step here), asynchronously (the
+    # default): saving, in the background or not, does not touch the numerics.
+    "dp2": {"checkpoint_interval_minutes": 1e-6},
+    "dp2-sync": {"async_save": False},
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +41,7 @@ def layout_runs(tmp_path_factory, so_dump):
     root = tmp_path_factory.mktemp("layouts")
     specs = {}
     for name, parallel in LAYOUTS.items():
-        # One layout also checkpoints on a timer (every step here): saving does not touch the numerics.
-        train = {"checkpoint_interval_minutes": 1e-6} if name == "dp2-sync" else {}
-        spec = numerics_spec(name, str(root / "store"), so_dump, parallel=parallel, train=train)
+        spec = numerics_spec(name, str(root / "store"), so_dump, parallel=parallel, train=TRAIN.get(name, {}))
         executor = LocalExecutor(spec, root / "work", emit=lambda _l: None)
         if not executor.observe().dataset_published:
             executor.run_stage(Stage.prepare)
@@ -75,8 +79,8 @@ def test_the_optimizer_state_is_sharded_over_data_parallel_ranks_by_default(layo
 
 def test_a_checkpoint_timer_saves_between_the_step_interval(layout_runs):
     """The tiny preset saves every 20 steps and keeps the last two; a timer that is always due saves
-    every step, so the last two are the final steps."""
-    timed, stepped = layout_runs["dp2-sync"], layout_runs["dp2"]
+    every step, so the last two are the final steps (here saved asynchronously, one behind each step)."""
+    timed, stepped = layout_runs["dp2"], layout_runs["dp2-sync"]
     iters = timed.train_iters
 
     def kept(spec):

@@ -169,6 +169,13 @@ class TrainSpec(_Spec):
         ),
     ] = None
     log_interval: Annotated[int, Field(gt=0, description="progress.jsonl line every K steps.")] = 10
+    async_save: Annotated[
+        bool,
+        Field(
+            description="Write periodic checkpoints from a forked process while training goes on, and upload them "
+            "on a background thread (Megatron-LM's --async-save); the save a run ends or stops with is waited for.",
+        ),
+    ] = True
     loader_workers: Annotated[
         int,
         Field(ge=0, description="Processes per rank building (masking) micro-batches ahead of the step; 0: inline."),

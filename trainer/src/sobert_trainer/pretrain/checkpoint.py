@@ -3,21 +3,37 @@
 Every rank saves its share into a node-local staging directory (fully parallel: replicated
 tensors are split over the data-parallel ranks, as Megatron-LM saves by default). The first rank
 of each node uploads its node's files and a part list with checksums; global rank 0 then writes
-`manifest.json`, which is what makes the checkpoint exist. Resume picks the newest checkpoint
-with a manifest, so a save cut short by a crash or preemption is never loaded.
+`manifest.json` once every node's part list is there, which is what makes the checkpoint exist.
+Resume picks the newest checkpoint with a manifest, so a save cut short by a crash or preemption
+is never loaded.
+
+Asynchronous saves (`train.async_save`, as Megatron-LM's `--async-save`): the tensors are written
+by a forked process while training goes on (megatron-core's `AsyncCallsQueue`, checked between
+steps), and publishing (upload, part list, manifest) runs on a background thread of each node's
+first rank. The save the run ends with (the last step, or a stop) is waited for: written,
+uploaded and in the manifest before the process exits.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import signal
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import torch.distributed as dist
 
 from sobert_trainer.pretrain.checkpoint_index import checkpoint_name, complete_checkpoints
 from sobert_trainer.storage import MANIFEST, Storage, sha256_file
+
+log = logging.getLogger(__name__)
+# How long global rank 0 waits for the other nodes' part lists before leaving a checkpoint
+# unpublished (a node that died mid-save; the run restarts from the previous one).
+PARTS_TIMEOUT_S = 3600.0
 
 
 def start_writer_helpers() -> None:
@@ -62,18 +78,34 @@ def _fully_parallel_save_strategy():
 
 
 class CheckpointStore:
-    def __init__(self, storage: Storage, local_root: Path, node_rank: int, local_rank: int, keep_last: int = 2):
+    def __init__(
+        self,
+        storage: Storage,
+        local_root: Path,
+        node_rank: int,
+        local_rank: int,
+        nodes: int = 1,
+        keep_last: int = 2,
+    ):
         self.storage = storage  # rooted at runs/<run>/pretrain/checkpoints
         self.local_root = local_root
-        self.node_rank, self.local_rank = node_rank, local_rank
+        self.node_rank, self.local_rank, self.nodes = node_rank, local_rank, nodes
         self.keep_last = keep_last
+        self._writes: Any = None  # megatron-core's AsyncCallsQueue, at the first asynchronous save
+        # Publishing runs here, in order, on each node's first rank.
+        self._publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sobert-ckpt-publish")
+        self._published: list[Future] = []
 
     def local_dir(self, step: int) -> Path:
         return self.local_root / checkpoint_name(step)
 
-    def save(self, sharded_state_dict: dict, step: int, extra: dict) -> None:
+    def save(self, sharded_state_dict: dict, step: int, extra: dict, asynchronous: bool = False) -> None:
+        """Save `step` (collective). Synchronous: returns once the checkpoint is published.
+        Asynchronous: returns once the tensors are handed to the writer process; `poll` between
+        steps publishes it when every rank's writer is done."""
         from megatron.core import dist_checkpointing
 
+        self._finish_writes()  # one save at a time
         name, local = checkpoint_name(step), self.local_dir(step)
         if dist.get_rank() == 0:  # what an interrupted save of this step left (its parts would join the manifest)
             self.storage.delete_prefix(name)
@@ -81,28 +113,85 @@ class CheckpointStore:
             shutil.rmtree(local, ignore_errors=True)
             local.mkdir(parents=True)
         dist.barrier()
-        dist_checkpointing.save(sharded_state_dict, str(local), _fully_parallel_save_strategy())
+        if not asynchronous:
+            dist_checkpointing.save(sharded_state_dict, str(local), _fully_parallel_save_strategy())
+            dist.barrier()  # every rank's files are on this node's disk
+            self._publish(step, extra)
+            self.wait_published()
+            return
+        from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
+
+        request = dist_checkpointing.save(
+            sharded_state_dict, str(local), _fully_parallel_save_strategy(), async_sharded_save=True
+        )
+        # Runs on every rank once every rank's writer is done (after megatron-core's own finalize,
+        # which writes the metadata), so the node's files are complete.
+        request.add_finalize_fn(lambda: self._publish(step, extra))
+        self._writes = self._writes or AsyncCallsQueue()
+        self._writes.schedule_async_request(request)
+
+    def poll(self) -> None:
+        """Between steps (collective while a write is under way): publish a finished async write."""
+        if self._writes is not None and self._writes.get_num_unfinalized_calls():
+            self._writes.maybe_finalize_async_calls(blocking=False)
+
+    def wait_published(self) -> None:
+        """Every save so far written and published (collective); raises what publishing raised."""
+        self._finish_writes()
+        pending, self._published = self._published, []
+        for future in pending:
+            future.result()
         dist.barrier()
+
+    def close(self) -> None:
+        self.wait_published()
+        self._publisher.shutdown()
+
+    def _finish_writes(self) -> None:
+        if self._writes is not None and self._writes.get_num_unfinalized_calls():
+            self._writes.maybe_finalize_async_calls(blocking=True)
+
+    def _publish(self, step: int, extra: dict) -> None:
+        """Hand this node's share of `step` to the publishing thread (node's first rank only)."""
         if self.local_rank == 0:
-            part = {}
-            for path in sorted(p for p in local.rglob("*") if p.is_file()):
-                rel = path.relative_to(local).as_posix()
-                self.storage.upload_file(path, f"{name}/{rel}")
-                part[rel] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
-            self.storage.write_json(f"{name}/.parts/node-{self.node_rank}.json", part)
-        dist.barrier()
-        if dist.get_rank() == 0:
-            files: dict = {}
-            for key in self.storage.list(f"{name}/.parts"):
-                files.update(self.storage.read_json(key))
-            self.storage.write_json(f"{name}/{MANIFEST}", {**extra, "step": step, "files": files})
-            for old in complete_checkpoints(self.storage)[: -self.keep_last]:
-                self.storage.delete_prefix(checkpoint_name(old))
-        dist.barrier()
-        if self.local_rank == 0:  # staging copies of older checkpoints are no longer needed
-            for stale in self.local_root.glob("iter_*"):
-                if stale != local:
-                    shutil.rmtree(stale, ignore_errors=True)
+            manifest = dist.get_rank() == 0
+            self._published.append(self._publisher.submit(self._upload, step, extra, manifest))
+
+    def _upload(self, step: int, extra: dict, write_manifest: bool) -> None:
+        name, local = checkpoint_name(step), self.local_dir(step)
+        part = {}
+        for path in sorted(p for p in local.rglob("*") if p.is_file()):
+            rel = path.relative_to(local).as_posix()
+            self.storage.upload_file(path, f"{name}/{rel}")
+            part[rel] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        self.storage.write_json(f"{name}/.parts/node-{self.node_rank}.json", part)
+        if write_manifest:
+            self._write_manifest(step, extra)
+        # Staging copies of older checkpoints are no longer needed (newer ones may be being written).
+        for stale in self.local_root.glob("iter_*"):
+            if stale.name < name:
+                shutil.rmtree(stale, ignore_errors=True)
+
+    def _write_manifest(self, step: int, extra: dict) -> None:
+        name = checkpoint_name(step)
+        deadline = time.monotonic() + PARTS_TIMEOUT_S
+        while len(parts := self.storage.list(f"{name}/.parts")) < self.nodes:
+            if time.monotonic() > deadline:
+                log.error(
+                    "checkpoint %s: %d of %d nodes' parts after %.0f s; not published",
+                    name,
+                    len(parts),
+                    self.nodes,
+                    PARTS_TIMEOUT_S,
+                )
+                return
+            time.sleep(0.5)
+        files: dict = {}
+        for key in parts:
+            files.update(self.storage.read_json(key))
+        self.storage.write_json(f"{name}/{MANIFEST}", {**extra, "step": step, "files": files})
+        for old in complete_checkpoints(self.storage)[: -self.keep_last]:
+            self.storage.delete_prefix(checkpoint_name(old))
 
     def latest_step(self) -> int | None:
         """Agreed on by all ranks (rank 0 looks, everyone receives)."""

@@ -104,7 +104,11 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
     setup = setup_model_and_optimizer(spec, bf16, current_device())
     model, optimizer, scheduler = setup.model, setup.optimizer, setup.scheduler
     checkpoints = CheckpointStore(
-        run_storage.child("checkpoints"), workdir / "checkpoints", ranks.node_rank, ranks.local_rank
+        run_storage.child("checkpoints"),
+        workdir / "checkpoints",
+        ranks.node_rank,
+        ranks.local_rank,
+        nodes=spec.parallel.nodes,
     )
     start = checkpoints.latest_step() or 0
     if start:
@@ -145,7 +149,7 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
     )
     started = time.monotonic()
 
-    def save(step: int) -> None:
+    def save(step: int, asynchronous: bool) -> None:
         setup.gather_params()
         train_state = {"step": step, "consumed_samples": step * gbs, "scheduler": scheduler.state_dict()}
         sharded = {**setup.sharded_state(is_loading=False), "train_state": train_state}
@@ -159,6 +163,7 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
                 "tensor_parallel": tp,
                 "world_size": dist.get_world_size(),
             },
+            asynchronous=asynchronous,
         )
 
     last_save = time.monotonic()
@@ -185,6 +190,7 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
         updated, grad_norm, _ = optimizer.step()
         setup.after_step(updated)
         scheduler.step(increment=1)
+        checkpoints.poll()  # publishes an asynchronous save whose writes have finished
         step += 1
         step_time = time.monotonic() - step_started
         if step % spec.train.log_interval == 0 or step == iters or step == start + 1:
@@ -222,16 +228,19 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
             stop.request_checkpoint()
         preempted, asked = stop.agreed()
         if step % spec.train.checkpoint_interval == 0 or step == iters or preempted or asked:
-            save(step)
+            # The save a run stops or ends with is waited for; the others are written behind the steps.
+            save(step, asynchronous=spec.train.async_save and not preempted and step < iters)
             last_save = time.monotonic()
             if ranks.rank == 0:
                 log.info("pretrain: checkpoint at step %d", step)
         if preempted:
+            checkpoints.close()
             if background:
                 background.close()
                 print(f"pretrain: SIGTERM received; checkpointed step {step}, exiting", flush=True)
             dist.destroy_process_group()
             return EXIT_PREEMPTED
+    checkpoints.close()
     if background:
         background.close()  # the last progress record is published before the stage ends
     dist.barrier()
