@@ -39,6 +39,11 @@ def transformer_config(
         bias_dropout_fusion=torch.cuda.is_available(),
         masked_softmax_fusion=False,
         gradient_accumulation_fusion=False,
+        # megatron-core's fused masked-LM loss (fusions/fused_cross_entropy.py: one fused kernel
+        # for the max, exp-sum and the gradient, where the unfused loss makes several passes over the
+        # [tokens, vocab] logits). Its gradient is returned in bf16, so it is used for bf16 runs only.
+        cross_entropy_loss_fusion=bf16,
+        cross_entropy_fusion_impl="native",
         persist_layer_norm=False,
         apply_rope_fusion=False,
         deterministic_mode=deterministic,
