@@ -391,7 +391,11 @@ def test_budget_running_out_checkpoints_and_suspends_and_a_raise_resumes_to_succ
     # Over the checkpoint threshold at once: a warning, and a checkpoint request the trainer
     # answers at its next log interval.
     requested = _progress(s3, "budget")[-1]["step"]
-    status_now = lambda: json.dumps(_run_status(cluster, "budget"), indent=1)  # noqa: E731
+
+    def status_now() -> str:  # what a failure shows: the run's status and the controller's last words
+        log = cluster.kubectl("logs", "-n", NAMESPACE, "deploy/sobert", "--tail=40").stdout
+        return json.dumps(_run_status(cluster, "budget"), indent=1) + "\ncontroller log:\n" + log
+
     _wait_for(
         "checkpoint requested",
         lambda: _run_status(cluster, "budget")["cost"].get("checkpointRequested"),
@@ -433,5 +437,9 @@ def test_budget_running_out_checkpoints_and_suspends_and_a_raise_resumes_to_succ
     assert steps[-1] == final_step
     # On from the checkpoint (a resumed run logs its first step), not from step 1 again.
     assert stopped_at + 1 in steps and steps.count(1) == 1, steps
-    assert _jobs_of(cluster, "budget") == before
+    # The same jobs as before the suspension (none twice), and the convert stage's that follows pretraining.
+    assert _jobs_of(cluster, "budget") == {
+        **before,
+        "jobs.batch": sorted([*before["jobs.batch"], "job.batch/budget-convert"]),
+    }
     assert "BudgetRaised" in _events(cluster, "budget")
