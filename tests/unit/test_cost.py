@@ -191,3 +191,22 @@ def test_forecast_and_calibration_count_real_tokens():
     slots = run.train_iters * run.train.global_batch_size * run.model.seq_length
     assert pretrain.tokens == round(slots * 0.5)
     assert pretrain.seconds == pytest.approx(slots * 0.5 / 1000.0)
+
+
+def test_spend_goes_on_accruing_while_the_ledger_cannot_be_read():
+    """A storage outage must not freeze the spend (and with it the budget): the controller adds
+    what the running pods cost since they were last priced, each once."""
+    from sobert_operator.cost.ledger import Allocation
+    from sobert_operator.kube.budget import accrued_since_priced, open_pods
+
+    gpu = Allocation("run-pretrain-master-0", "pretrain", "h100", 8, 3.6, start=1000.0)
+    new = Allocation("run-pretrain-worker-0", "pretrain", "h100", 8, 3.6, start=1090.0)
+    ended = Allocation("run-prepare-x", "prepare", "cpu", 4, 0.05, start=900.0, end=1050.0)
+    priced = open_pods([gpu], now=1060.0)  # the last pass that read the ledger
+    # 40 s of the known pod since it was priced, 10 s of the new one since its start; ended pods
+    # wait for the ledger.
+    assert accrued_since_priced([gpu, new, ended], priced, now=1100.0) == pytest.approx(8 * 3.6 * 50 / 3600)
+    # The next pass without storage counts from this one, not again from the last priced pass.
+    assert accrued_since_priced([gpu, new], open_pods([gpu, new], now=1100.0), now=1110.0) == pytest.approx(
+        8 * 3.6 * 20 / 3600
+    )

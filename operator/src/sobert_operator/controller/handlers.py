@@ -27,6 +27,7 @@ from sobert_operator.cost.records import append_allocation, read_ledger, request
 from sobert_operator.kube.budget import (
     SUSPEND_PATCH,
     BudgetStep,
+    accrued_since_priced,
     budget_step,
     gpu_price,
     merge_ledger,
@@ -285,8 +286,9 @@ def _meter(spec, cluster, client, namespace, secret, previous, progressing: bool
             logger.warning("cost of %s unavailable: %s", spec.name, type(exc).__name__)
             _state["storage_backoff"][key] = time.time() + 60
             storage = None
-    if storage is None:  # nothing new to price: the last figures stand
-        spent = previous.get("spentUsd", 0.0)
+    if storage is None:  # the ledger unread (nothing new to price, or storage failing): the last
+        # figures, plus what the running pods have cost since they were priced
+        spent = previous.get("spentUsd", 0.0) + accrued_since_priced(live, was_open, now)
         burn = previous.get("burnUsdPerHour", 0.0) if pods else 0.0
         forecast = previous.get("forecastUsd")
         if forecast is None:

@@ -80,6 +80,19 @@ def open_pods(live: list[Allocation], now: float) -> dict[str, dict[str, Any]]:
     return {a.name: {**a.as_dict(), "lastSeen": round(now, 3)} for a in live if a.end is None}
 
 
+def accrued_since_priced(live: list[Allocation], open_pods: dict[str, dict[str, Any]], now: float) -> float:
+    """Dollars the running pods have cost since the spend was last priced (each one's `lastSeen`
+    in `open_pods`; a pod not seen before, since its start). Added to the last figure while the
+    storage holding the ledger cannot be read, so the budget keeps being enforced meanwhile; the
+    ledger, read again, then prices everything exactly (ended pods' last seconds included)."""
+    usd = 0.0
+    for allocation in live:
+        if allocation.end is None:
+            since = max(allocation.start, float(open_pods.get(allocation.name, {}).get("lastSeen", allocation.start)))
+            usd += allocation.devices * allocation.usd_per_hour * max(0.0, now - since) / 3600
+    return usd
+
+
 def merge_ledger(stored: list[Allocation], live: list[Allocation]) -> tuple[list[Allocation], list[Allocation]]:
     """(every allocation, the ended ones not yet stored). Stored entries win: pods go away, money stays."""
     known = {a.name for a in stored}
