@@ -47,8 +47,7 @@ def _step(setup, seed: int) -> None:
 
 
 def _adam_state(setup) -> list[dict[str, torch.Tensor]]:
-    inner = [o.optimizer for o in getattr(setup.optimizer, "chained_optimizers", [setup.optimizer])]
-    return [dict(state) for optimizer in inner for state in optimizer.state.values()]
+    return [dict(state) for optimizer in setup.megatron_optimizers() for state in optimizer.optimizer.state.values()]
 
 
 @pytest.mark.parametrize("distributed_optimizer", [True, False])

@@ -67,6 +67,11 @@ class TrainingSetup:
         if self.optimizer_sharded:
             self._restore_optimizer_steps()
 
+    def megatron_optimizers(self) -> list:
+        """The megatron-core optimizers `get_megatron_optimizer` returned: those a ChainedOptimizer
+        holds, or the one."""
+        return list(getattr(self.optimizer, "chained_optimizers", [self.optimizer]))
+
     def _restore_optimizer_steps(self) -> None:
         """Each parameter's Adam `step` as the checkpoint saved it, in a tensor of its own.
 
@@ -81,7 +86,7 @@ class TrainingSetup:
         Either way every bias correction after a resume is off. The parameter groups hold the
         saved count; each parameter gets it back in its own tensor. (TE's and Apex's Adam keep
         the step in the parameter group and have neither problem.)"""
-        for optimizer in getattr(self.optimizer, "chained_optimizers", [self.optimizer]):
+        for optimizer in self.megatron_optimizers():
             inner = optimizer.optimizer
             for group in inner.param_groups:
                 if "step" not in group:
@@ -100,7 +105,7 @@ class TrainingSetup:
         step (`_init_optimizer_states_with_dummy_values`, called by `sharded_param_state_fsdp_dtensor`
         and `sharded_param_state_fully_reshardable`); the same here. Every value it touches (moments,
         step, main parameters) is then overwritten by the checkpoint's."""
-        for optimizer in getattr(self.optimizer, "chained_optimizers", [self.optimizer]):
+        for optimizer in self.megatron_optimizers():
             if len(optimizer.optimizer.state) == 0:
                 optimizer._init_optimizer_states_with_dummy_values()
 
