@@ -111,14 +111,15 @@ def bench_tokenizer_ceiling(replicas: int) -> dict:
 def bench_real_tokens(seq_lengths: tuple[int, ...] = (128, 512, 2048)) -> dict:
     """On the real sample (packed posts, docs/pretraining.md): the share of real (non-padding)
     tokens in one epoch of Megatron's BERT samples at each sequence length; and at 2,048, the
-    samples/s one loader worker builds (Megatron's masking is per-sample Python) against what the
-    base preset consumes per H100 at 45% MFU."""
+    samples/s one loader worker builds (vectorised, and megatron-core's own per-token Python for
+    comparison) against what the base preset consumes per H100 at 45% MFU."""
     import socket
 
     import torch.distributed as dist
+    from megatron.core.datasets.bert_dataset import BERTMaskedWordPieceDataset
 
     from sobert_api import build_spec
-    from sobert_api.flops import flops_per_token
+    from sobert_api.flops import pretraining_flops_per_token
     from sobert_trainer.data.prepare import PrepareConfig, prepare_dataset
     from sobert_trainer.pretrain.dataset import build_dataset, dataset_config, micro_batch_loader
     from sobert_trainer.storage import Storage
@@ -146,13 +147,19 @@ def bench_real_tokens(seq_lengths: tuple[int, ...] = (128, 512, 2048)) -> dict:
                 )
             # The last (2,048) dataset: one worker in this process, then two loader workers.
             pipeline["samples_per_s_one_worker"] = round(count / seconds, 1)
+            megatrons = build_dataset(config, count, lambda: True, dataset_class=BERTMaskedWordPieceDataset)
             started = time.monotonic()
-            batches = list(micro_batch_loader(dataset, 0, count // 8, 8, 4, 0, 1, workers=2, pin_memory=False))
+            for i in range(min(count, 100)):
+                megatrons[i]
+            pipeline["megatron_samples_per_s_one_worker"] = round(min(count, 100) / (time.monotonic() - started), 1)
+            started = time.monotonic()
+            # Ten epochs (the order wraps around the dataset), so worker start-up is not what is measured.
+            batches = list(micro_batch_loader(dataset, 0, 10 * count // 8, 8, 4, 0, 1, workers=2, pin_memory=False))
             pipeline["samples_per_s_two_loader_workers"] = round(len(batches) * 4 / (time.monotonic() - started), 1)
         finally:
             dist.destroy_process_group()
     base = build_spec({"preset": "base", "name": "b", "data": {"posts": ["x"]}, "storage": {"uri": "/tmp/x"}})
-    tokens_per_s = 0.45 * 989e12 / flops_per_token(base.model)
+    tokens_per_s = 0.45 * 989e12 / pretraining_flops_per_token(base.model, base.train.mask_prob)
     pipeline["base_samples_per_s_per_h100_at_45pct_mfu"] = round(tokens_per_s / base.model.seq_length, 1)
     return {"rows": rows, "pipeline": pipeline}
 
@@ -174,11 +181,103 @@ def render_real_tokens(result: dict) -> list[str]:
     lines += [
         "",
         f"Input pipeline at seq 2,048: one worker builds {pipeline['samples_per_s_one_worker']:,} samples/s "
-        f"(Megatron's per-sample masking), two loader workers {pipeline['samples_per_s_two_loader_workers']:,}; "
-        f"the base preset at 45% MFU consumes {pipeline['base_samples_per_s_per_h100_at_45pct_mfu']:,} samples/s "
-        "per H100, so `train.loader_workers` must be at least that over one worker's rate.",
+        f"(megatron-core's own `BERTMaskedWordPieceDataset` builds the same samples at "
+        f"{pipeline['megatron_samples_per_s_one_worker']:,}/s: `pretrain/masking.py`), two loader workers "
+        f"{pipeline['samples_per_s_two_loader_workers']:,} through the DataLoader; the base preset at 45% MFU "
+        f"consumes {pipeline['base_samples_per_s_per_h100_at_45pct_mfu']:,} samples/s per H100, "
+        f"{pipeline['samples_per_s_one_worker'] / pipeline['base_samples_per_s_per_h100_at_45pct_mfu']:.1f}x less "
+        "than one worker builds.",
     ]
     return lines
+
+
+def bench_masked_head(seq_length: int = 512, micro_batch: int = 2, repeats: int = 3) -> dict:
+    """Forward + backward of the base preset's model (12 x 768, vocab 50,000) on one micro-batch,
+    with the LM head on every position and on the masked positions only (`pretrain/bert.py`);
+    fp32 on this CPU at a sequence it can afford, the median of `repeats` after one warm-up."""
+    import socket
+
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+
+    from sobert_api import build_spec
+    from sobert_trainer.pretrain import cpu_compat
+    from sobert_trainer.pretrain.dataset import collate
+    from sobert_trainer.pretrain.model import build_bert_model, transformer_config
+
+    base = build_spec(
+        {
+            "preset": "base",
+            "name": "b",
+            "data": {"posts": ["x"]},
+            "storage": {"uri": "/tmp/x"},
+            "model": {"hidden_dropout": 0.0, "attention_dropout": 0.0},
+        }
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    parallel_state.initialize_model_parallel(tensor_model_parallel_size=1)
+    try:
+        cpu_compat.install()
+        model = build_bert_model(base.model, transformer_config(base.model, tensor_parallel=1, bf16=False))
+        rng = np.random.default_rng(0)
+        samples = [
+            {
+                "text": rng.integers(5, base.model.vocab_size, seq_length),
+                "types": np.zeros(seq_length, dtype=np.int64),
+                "labels": rng.integers(5, base.model.vocab_size, seq_length),
+                "padding_mask": np.ones(seq_length, dtype=np.int64),
+                "loss_mask": (rng.random(seq_length) < base.train.mask_prob).astype(np.int64),
+            }
+            for _ in range(micro_batch)
+        ]
+        batch = collate(samples)
+
+        def step_seconds(masked_head: bool) -> float:
+            times = []
+            for _ in range(repeats + 1):
+                model.zero_grad()
+                started = time.monotonic()
+                lm_loss, _ = model(
+                    batch["text"],
+                    batch["padding_mask"],
+                    tokentype_ids=batch["types"],
+                    lm_labels=batch["labels"],
+                    head_positions=batch["head_positions"] if masked_head else None,
+                )
+                (lm_loss * batch["loss_mask"]).sum().backward()
+                times.append(time.monotonic() - started)
+            return statistics.median(times[1:])
+
+        full, masked = step_seconds(False), step_seconds(True)
+    finally:
+        parallel_state.destroy_model_parallel()
+        dist.destroy_process_group()
+    return {
+        "seq_length": seq_length,
+        "micro_batch": micro_batch,
+        "threads": torch.get_num_threads(),
+        "full_head_s": round(full, 3),
+        "masked_head_s": round(masked, 3),
+        "masked_fraction": round(len(batch["head_positions"]) / (seq_length * micro_batch), 4),
+    }
+
+
+def render_masked_head(result: dict) -> list[str]:
+    return [
+        "",
+        "## LM head at the masked positions only (base preset's model, CPU)",
+        "",
+        f"Forward + backward of the base model (12 layers, hidden 768, vocab 50,000; fp32, "
+        f"{result['threads']} threads) on a micro-batch of {result['micro_batch']} x {result['seq_length']:,} "
+        f"tokens, {result['masked_fraction']:.1%} of them masked: **{result['full_head_s']} s** with the LM head "
+        f"on every position, **{result['masked_head_s']} s** with it at the masked positions only "
+        f"({1 - result['masked_head_s'] / result['full_head_s']:.0%} less; `pretrain/bert.py`).",
+    ]
 
 
 def bench_pretrain(procs: int, steps: int) -> dict:
@@ -411,6 +510,7 @@ def render(results: dict) -> str:
             f"| {row['step_time_s_p90']} | {row['tokens_per_s']:,} |"
         )
     lines += render_real_tokens(results["real_tokens"])
+    lines += render_masked_head(results["masked_head"])
     lines += render_forecast_error(results["pretrain"])
     lines += render_finetune(results["finetune"])
     lines += render_controller(results["controller"])
@@ -449,6 +549,7 @@ def main() -> int:
         "prepare": [bench_prepare(w, args.replicas) for w in (1, 2)],
         "tokenizer_ceiling": bench_tokenizer_ceiling(args.replicas),
         "real_tokens": bench_real_tokens(),
+        "masked_head": bench_masked_head(),
         "pretrain": [bench_pretrain(p, args.steps) for p in (1, 2)],
         "finetune": bench_finetune(args.finetune_examples),
         "controller": bench_controller(args.runs),

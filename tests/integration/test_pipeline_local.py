@@ -70,10 +70,12 @@ def test_prepare_real_sample_publishes_megatron_shards(real_dataset):
     assert time.monotonic() - started < 2
 
 
-def _samples_at(dataset_dir: Path, manifest: dict, seq_length: int, count: int, cache: Path, spec=None) -> list[dict]:
+def _samples_at(
+    dataset_dir: Path, manifest: dict, seq_length: int, count: int, cache: Path, spec=None, dataset_class=None
+) -> list[dict]:
     """The first `count` pretraining samples Megatron's BERT dataset makes at `seq_length` (with
     `spec`'s masking and seed, else the defaults), built the way pretraining builds them (one
-    process group of one rank)."""
+    process group of one rank), or by `dataset_class`."""
     import socket
 
     import torch.distributed as dist
@@ -87,7 +89,7 @@ def _samples_at(dataset_dir: Path, manifest: dict, seq_length: int, count: int, 
     try:
         mask_prob, seed = (spec.train.mask_prob, spec.train.seed) if spec else (0.15, 1234)
         config = dataset_config(dataset_dir, manifest, seq_length, mask_prob, seed, cache=cache)
-        dataset = build_dataset(config, count, on_this_rank=lambda: True)
+        dataset = build_dataset(config, count, on_this_rank=lambda: True, dataset_class=dataset_class)
         return [dataset[i] for i in range(count)]
     finally:
         dist.destroy_process_group()
@@ -108,6 +110,20 @@ def test_samples_at_seq_2048_are_packed_real_tokens_and_deterministic(real_datas
         assert all(np.array_equal(first[k], second[k]) for k in ("text", "labels", "loss_mask", "padding_mask"))
 
 
+def test_samples_at_seq_2048_are_megatrons_own(real_dataset, tmp_path):
+    """The vectorised samples pretraining trains on (`masking.MegatronBertSamples`) are the ones
+    megatron-core's `BERTMaskedWordPieceDataset` builds, array for array, over the real sample."""
+    from megatron.core.datasets.bert_dataset import BERTMaskedWordPieceDataset
+
+    _, _, manifest, dataset_dir = real_dataset
+    count = manifest["counts"]["tokens"] // 2048
+    samples = _samples_at(dataset_dir, manifest, 2048, count, tmp_path / "index-a")
+    reference = _samples_at(dataset_dir, manifest, 2048, count, tmp_path / "index-b", None, BERTMaskedWordPieceDataset)
+    assert sum(s["truncated"] for s in reference) > count // 2  # the trim is exercised
+    for index, (got, expected) in enumerate(zip(samples, reference, strict=True)):
+        assert all(np.array_equal(got[k], expected[k]) for k in expected), f"sample {index} differs"
+
+
 @pytest.fixture(scope="module")
 def dp2_run(tmp_path_factory, so_dump):
     """A complete tiny run on 2 CPU ranks (data parallel), local storage."""
@@ -121,7 +137,7 @@ def test_progress_counts_real_tokens_as_the_samples_hold_them(dp2_run, tmp_path)
     """Each record's real-token fraction is that of the samples the run fed since the previous
     record (rebuilt here from the same dataset, seed and sample count), its real tokens/s and
     model TFLOP/s follow from it, and MFU is null on CPU (no GPU peak)."""
-    from sobert_api.flops import flops_per_token
+    from sobert_api.flops import pretraining_flops_per_token
 
     spec, summary, _ = dp2_run
     storage = Storage.open(spec.storage.uri)
@@ -136,7 +152,8 @@ def test_progress_counts_real_tokens_as_the_samples_hold_them(dp2_run, tmp_path)
         expected = sum(int(s["padding_mask"].sum()) for s in fed) / (len(fed) * seq)
         assert record["real_token_fraction"] == pytest.approx(expected, abs=1e-5), record
         assert record["real_tokens_per_s"] == pytest.approx(record["tokens_per_s"] * expected, rel=1e-3)
-        tflops = record["real_tokens_per_s"] * flops_per_token(spec.model) / record["world_size"] / 1e12
+        flops_per_token = pretraining_flops_per_token(spec.model, spec.train.mask_prob)
+        tflops = record["real_tokens_per_s"] * flops_per_token / record["world_size"] / 1e12
         assert record["model_tflops_per_s_per_device"] == pytest.approx(tflops, rel=1e-3, abs=1e-4)
         assert record["mfu"] is None
         previous = record["step"]

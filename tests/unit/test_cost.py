@@ -5,7 +5,7 @@ import itertools
 import pytest
 
 from sobert_api import build_spec
-from sobert_api.flops import flops_per_token
+from sobert_api.flops import flops_per_token, lm_head_matmul_parameters, pretraining_flops_per_token
 from sobert_api.loading import SpecError
 from sobert_api.spec import BudgetSpec
 from sobert_operator.cost.catalog import load_catalog
@@ -25,6 +25,10 @@ def test_flops_per_token_closed_form():
     n = m.parameter_count()
     assert flops_per_token(m) == 6 * n + 12 * 12 * 768 * 2048
     assert flops_per_token(m, seq_length=512) == 6 * n + 12 * 12 * 768 * 512
+    # Pretraining: the head's matmuls (768 x 768 dense, 768 x 50,048 tied output) at masked tokens only.
+    head = 768 * 768 + 50_048 * 768
+    assert lm_head_matmul_parameters(m) == head
+    assert pretraining_flops_per_token(m, 0.15) == 6 * (n - head) + 6 * head * 0.15 + 12 * 12 * 768 * 2048
 
 
 def test_paper_budgets_are_reproduced_in_order_of_magnitude():

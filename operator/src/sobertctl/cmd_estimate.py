@@ -77,7 +77,8 @@ def render_forecast(spec, forecast) -> str:
         f"  {train['kind']}: {usd(train['usd_per_hour'])}/device-hour ({train['price_source']}, {train['price_date']})",
         f"  MFU {train['mfu']:.2f}: {train['mfu_source']}",
         f"  CPU: {usd(cpu['usd_per_hour'])}/core-hour ({cpu['price_source']}, {cpu['price_date']})",
-        f"  training FLOPs/token: {forecast.assumptions['flops_per_token']:.3e} (6N + 12·L·h·s)",
+        f"  training FLOPs/token: {forecast.assumptions['flops_per_token']:.3e} "
+        "(6N + 12·L·h·s, the LM head's share of N at the masked tokens only)",
     ]
     if spec.budget.usd is not None:
         lines.append(f"  budget: {usd(spec.budget.usd)}")

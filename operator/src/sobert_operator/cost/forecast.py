@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from sobert_api.flops import flops_per_token, forward_flops_per_token
+from sobert_api.flops import flops_per_token, forward_flops_per_token, pretraining_flops_per_token
 from sobert_api.spec import RunSpec, TaskName
 from sobert_operator.cost.catalog import PriceCatalog
 
@@ -164,7 +164,7 @@ def forecast_run(
                                  note="corpus assumed the size of one pass of the token budget"))  # fmt: skip
 
     tokens = round(tokens * real_token_fraction)
-    flops = flops_per_token(spec.model) * tokens
+    flops = pretraining_flops_per_token(spec.model, spec.train.mask_prob) * tokens
     if calibrated_tokens_per_s:
         seconds, band, note = tokens / calibrated_tokens_per_s, CALIBRATED_BAND, "calibrated from progress.jsonl"
     else:
@@ -193,7 +193,7 @@ def forecast_run(
     result.assumptions = {
         "train_device": asdict(train_device),
         "cpu": asdict(cpu),
-        "flops_per_token": flops_per_token(spec.model),
+        "flops_per_token": pretraining_flops_per_token(spec.model, spec.train.mask_prob),
         "prepare_tokens_per_core_s": PREPARE_TOKENS_PER_CORE_S,
         "mfu_band": list(CALIBRATED_BAND if calibrated_tokens_per_s else MFU_BAND),
         "calibrated_tokens_per_s": calibrated_tokens_per_s,

@@ -14,7 +14,7 @@ loss and gradients against the local spec's.
 Masking. With the local spec BERT's mask (`BertModel.bert_extended_attention_mask`) is [b, 1, s, s],
 True where a query or a key is padding, and `attention_mask_func` sets those scores to -10000
 before the softmax. With this attention the model builds the [b, 1, 1, s] key-padding mask it
-builds for TransformerEngine (`SdpaBertModel`), and a padding key gets -10000 added to its score.
+builds for TransformerEngine (`bert.SobertBertModel`), and a padding key gets -10000 added to its score.
 For every query that is a real token the two are the same softmax; rows of padding queries differ
 (they attend to the real tokens here, uniformly to everything there), and those rows reach
 nothing: their labels are not in the loss and no real query attends to them. The bias is passed
@@ -29,7 +29,6 @@ import copy
 import torch
 import torch.nn.functional as F
 from megatron.core import tensor_parallel
-from megatron.core.models.bert.bert_model import BertModel
 from megatron.core.transformer.dot_product_attention import DotProductAttention
 
 # attention_mask_func's fill value (megatron/core/transformer/utils.py, megatron-core 0.16.1)
@@ -69,7 +68,7 @@ class SdpaDotProductAttention(DotProductAttention):
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))
         bias = None
         if attention_mask is not None:
-            assert attention_mask.shape[-2] == 1, "a [b, 1, 1, s] key-padding mask (SdpaBertModel)"
+            assert attention_mask.shape[-2] == 1, "a [b, 1, 1, s] key-padding mask (SobertBertModel)"
             bias = torch.zeros(attention_mask.shape, dtype=q.dtype, device=q.device)
             bias.masked_fill_(attention_mask, MASKED_SCORE)
         dropout = self.attention_dropout.p if self.training else 0.0
@@ -90,17 +89,3 @@ def sdpa_layer_spec():
     spec = copy.deepcopy(bert_layer_local_spec)
     spec.submodules.self_attention.submodules.core_attention = SdpaDotProductAttention
     return spec
-
-
-class SdpaBertModel(BertModel):
-    """`BertModel` that builds the [b, 1, 1, s] key-padding mask for `SdpaDotProductAttention`.
-
-    `BertModel._sanity_check_attention_and_get_attn_mask_dimension` (megatron-core 0.16.1) chooses
-    [b, 1, s, s] for the local `DotProductAttention` and asks TransformerEngine's version for any
-    other attention; this one needs neither."""
-
-    def _sanity_check_attention_and_get_attn_mask_dimension(self) -> str:
-        core_attention = self.transformer_layer_spec.submodules.self_attention.submodules.core_attention
-        if core_attention is SdpaDotProductAttention:
-            return "b11s"
-        return super()._sanity_check_attention_and_get_attn_mask_dimension()

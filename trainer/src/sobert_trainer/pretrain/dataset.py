@@ -45,14 +45,16 @@ def dataset_config(dataset_dir: Path, manifest: dict, seq_length: int, mask_prob
     )
 
 
-def build_dataset(config, num_samples: int, on_this_rank):
-    """Megatron's `BERTMaskedWordPieceDataset` of `num_samples`; the sample index is built where
-    `on_this_rank()` is true and read from `config.path_to_cache` elsewhere."""
-    from megatron.core.datasets.bert_dataset import BERTMaskedWordPieceDataset
+def build_dataset(config, num_samples: int, on_this_rank, dataset_class=None):
+    """Megatron's BERT masked-LM dataset of `num_samples` (`masking.MegatronBertSamples`: megatron's
+    samples, vectorised; `dataset_class` another `BERTMaskedWordPieceDataset`); the sample index is
+    built where `on_this_rank()` is true and read from `config.path_to_cache` elsewhere."""
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 
+    from sobert_trainer.pretrain.masking import MegatronBertSamples
+
     train, _, _ = BlendedMegatronDatasetBuilder(
-        BERTMaskedWordPieceDataset, [num_samples, 0, 0], on_this_rank, config
+        dataset_class or MegatronBertSamples, [num_samples, 0, 0], on_this_rank, config
     ).build()
     return train
 
@@ -100,7 +102,13 @@ def micro_batch_indices(
 
 
 def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
-    return {key: torch.from_numpy(np.stack([s[key] for s in samples])) for key in BATCH_KEYS}
+    """The samples stacked per key, and the masked positions the LM head runs on
+    (`bert.head_positions`), found here on the host so the model's gather needs no device sync."""
+    from sobert_trainer.pretrain.bert import head_positions
+
+    batch = {key: torch.from_numpy(np.stack([s[key] for s in samples])) for key in BATCH_KEYS}
+    batch["head_positions"] = head_positions(batch["loss_mask"])
+    return batch
 
 
 def micro_batches(
@@ -141,9 +149,9 @@ def micro_batch_loader(
     pin_memory: bool,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Every micro-batch of steps [start, stop) in `micro_batches`' order, built ahead of the step
-    by `workers` processes (Megatron's masking is Python, per sample: off the training process's
-    critical path), each keeping `PREFETCH_BATCHES` in flight, in pinned memory for an
-    asynchronous host-to-device copy on GPU. `workers` 0 builds them in this process."""
+    by `workers` processes (off the training process's critical path), each keeping
+    `PREFETCH_BATCHES` in flight, in pinned memory for an asynchronous host-to-device copy on GPU.
+    `workers` 0 builds them in this process."""
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=StepOrder(len(dataset), start, stop, global_batch, micro_batch, dp_rank, dp_size),

@@ -73,9 +73,9 @@ def build_bert_model(
     `padded_vocab` overrides the embedding rows (conversion loads a checkpoint saved at another TP);
     `layer_spec` the transformer layer (default: `default_layer_spec()`).
     """
-    from sobert_trainer.pretrain.attention import SdpaBertModel
+    from sobert_trainer.pretrain.bert import SobertBertModel
 
-    return SdpaBertModel(
+    return SobertBertModel(
         config=config,
         num_tokentypes=model.num_tokentypes,
         transformer_layer_spec=layer_spec or default_layer_spec(),

@@ -2,8 +2,9 @@
 
 The padding mask of each micro-batch is counted on the host as the batch is built (the batches
 come from NumPy), so the count costs no device sync. `model_tflops_per_s_per_device` is the
-model's training FLOPs per real token (`sobert_api.flops.flops_per_token`: 6·N + 12·L·h·s) times
-real tokens per second over the devices; `mfu` divides it by the device's dense BF16 peak, given
+model's training FLOPs per real token (`sobert_api.flops.pretraining_flops_per_token`: 6·N +
+12·L·h·s, the LM head's matmuls at the masked tokens only) times real tokens per second over the
+devices; `mfu` divides it by the device's dense BF16 peak, given
 by the launcher from the price catalog (`--peak-tflops`), null where none is known (CPU runs).
 Padding is computed on but is not useful work, so it counts in neither.
 """

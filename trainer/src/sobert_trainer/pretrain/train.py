@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from sobert_api import paths
-from sobert_api.flops import flops_per_token as model_flops_per_token
+from sobert_api.flops import pretraining_flops_per_token
 from sobert_api.spec import Precision, RunSpec
 from sobert_trainer.pretrain.distributed import RankInfo, current_device, init_distributed
 from sobert_trainer.pretrain.stop import StopFlag
@@ -62,7 +62,13 @@ def _loss_func(loss_mask: torch.Tensor, lm_loss: torch.Tensor):
 
 def _forward_step(data_iterator, model):
     batch = {k: v.to(current_device(), non_blocking=True) for k, v in next(data_iterator).items()}
-    lm_loss, _ = model(batch["text"], batch["padding_mask"], tokentype_ids=batch["types"], lm_labels=batch["labels"])
+    lm_loss, _ = model(
+        batch["text"],
+        batch["padding_mask"],
+        tokentype_ids=batch["types"],
+        lm_labels=batch["labels"],
+        head_positions=batch["head_positions"],
+    )
     return lm_loss, partial(_loss_func, batch["loss_mask"])
 
 
@@ -132,7 +138,7 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
     forward_backward = get_forward_backward_func()
     dp_rank = parallel_state.get_data_parallel_rank()
     accumulation = gbs // (mbs * dp)
-    flops_per_token = model_flops_per_token(spec.model)
+    flops_per_token = pretraining_flops_per_token(spec.model, spec.train.mask_prob)
     tally = TokenTally()
     batches = tally.counted(
         micro_batch_loader(
