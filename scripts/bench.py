@@ -1,10 +1,9 @@
 """`make bench`: measure data preparation and tiny pretraining on this machine; write BENCHMARKS.md.
 
 Figures:
-- data prep throughput (tokens/s, total and per worker core) on the real StackOverflow sample
-  (replicated to make the run long enough to measure), next to the tokenizer-only encode speed of
-  the same documents in one process: the ceiling a worker could reach if parsing and writing
-  were free;
+- data prep throughput (tokens/s end to end, per worker, peak RSS) at 1 and 2 workers on a 50 MB
+  Posts.xml of real rows, next to the tokenizer-only encode speed of the same documents on one
+  core: the ceiling a worker could reach if parsing, training and writing were free;
 - the real-token fraction of the pretraining samples at sequence 128, 512 and 2,048;
 - tiny-preset pretraining step time and tokens/s under torchrun (1 rank, and DP=2).
 """
@@ -15,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -49,7 +49,7 @@ def machine() -> str:
     )
 
 
-def sources(replicas: int) -> tuple[list[str], list[str]]:
+def sources() -> tuple[list[str], list[str]]:
     posts = [
         str(SHARED_POSTS / "stackoverflow.com-Posts.sample.xml"),
         str(SHARED_POSTS / "beer.stackexchange.com-Posts.xml"),
@@ -60,50 +60,88 @@ def sources(replicas: int) -> tuple[list[str], list[str]]:
         comments = [str(fixture / "example.stackexchange.com-Comments.xml")]
     else:
         comments = [str(SHARED_POSTS / "stackoverflow.com-Comments.sample.xml")]
-    return posts * replicas, comments
+    return posts, comments
 
 
-def bench_prepare(workers: int, replicas: int) -> dict:
-    from sobert_trainer.data.prepare import PrepareConfig, prepare_dataset
-    from sobert_trainer.storage import Storage
+BENCH_DUMP_BYTES = 50_000_000
+_IDS = re.compile(rb'(?<= )(Id|ParentId|AcceptedAnswerId)="(\d+)"')
 
-    posts, comments = sources(replicas)
+
+def bench_dump(path: Path, size: int = BENCH_DUMP_BYTES) -> Path:
+    """A Posts.xml of `size` bytes of real rows: the beer.stackexchange sample's rows repeated,
+    each repetition with its ids moved by a million (fresh posts, answers pointing at their own
+    questions), as the issue that set the target measured it. The fixture dump without ../shared."""
+    source = SHARED_POSTS / "beer.stackexchange.com-Posts.xml"
+    if not source.exists():
+        source = ROOT / "tests" / "fixtures" / "dump" / "example.stackexchange.com-Posts.xml"
+    rows = [line for line in source.read_bytes().splitlines() if line.strip().startswith(b"<row")]
+    with open(path, "wb") as out:
+        out.write(b'\xef\xbb\xbf<?xml version="1.0" encoding="utf-8"?>\n<posts>\n')
+        written, repetition = 0, 0
+        while written < size:
+            for line in rows:
+                moved = _IDS.sub(lambda m, shift=repetition * 1_000_000: _shifted(m, shift), line)
+                out.write(moved + b"\n")
+                written += len(moved) + 1
+                if written >= size:
+                    break
+            repetition += 1
+        out.write(b"</posts>\n")
+    return path
+
+
+def _shifted(match: re.Match, shift: int) -> bytes:
+    return match.group(1) + b'="' + str(int(match.group(2)) + shift).encode() + b'"'
+
+
+def bench_prepare(dump: Path, workers: int) -> dict:
+    """`sobertctl data prepare` on `dump` as a user runs it: process start to published manifest,
+    and the peak RSS of its largest process (the CLI or one of its workers)."""
     with tempfile.TemporaryDirectory() as tmp:
-        config = PrepareConfig(posts=posts, comments=comments, vocab_size=50_000, workers=workers)
+        command = [sys.executable, "-m", "sobertctl.main", "data", "prepare", "--posts", str(dump), "--out", tmp,
+                   "--vocab-size", "50000", "--workers", str(workers)]  # fmt: skip
+        probe = (
+            "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, "
+            "stderr=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        )
         started = time.monotonic()
-        manifest = prepare_dataset(config, Storage.open(tmp), force=True)
+        peak_kib = int(subprocess.run([sys.executable, "-c", probe, *command], check=True, capture_output=True,
+                                      text=True).stdout.strip())  # fmt: skip
         total = time.monotonic() - started
+        manifest = json.loads(next(Path(tmp, "data").glob("*/manifest.json")).read_text())
     tokens = manifest["counts"]["tokens"]
-    tokenize = manifest["timings_s"]["tokenize_and_write"]
     return {
         "workers": workers,
+        "dump_bytes": dump.stat().st_size,
         "documents": manifest["counts"]["documents"],
         "tokens": tokens,
         "seconds_total": round(total, 2),
         "timings_s": manifest["timings_s"],
         "tokens_per_s_end_to_end": round(tokens / total),
-        "tokens_per_s_tokenize_and_write": round(tokens / tokenize),
-        "tokens_per_s_per_core_tokenize_and_write": round(tokens / tokenize / workers),
+        "tokens_per_s_per_core_end_to_end": round(tokens / total / workers),
+        "peak_rss_mib": round(peak_kib / 1024),
     }
 
 
-def bench_tokenizer_ceiling(replicas: int) -> dict:
-    """Encode the same documents with the trained tokenizer, one process, no I/O."""
+def bench_tokenizer_ceiling(dump: Path) -> dict:
+    """The documents of `dump` encoded by a tokenizer trained on them, in one process on one core
+    (`encode_batch_fast`, as the workers encode): what tokenizing alone reaches per core, with no
+    parsing, training or writing."""
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     from sobert_trainer.data.documents import DocumentStats, iter_documents
     from sobert_trainer.data.dump import RowStats
     from sobert_trainer.data.tokenizer import train_tokenizer
 
-    posts, comments = sources(replicas)
     with tempfile.TemporaryDirectory() as tmp:
         stats = DocumentStats(RowStats(), RowStats())
-        docs = [d.segments for d in iter_documents(posts, comments, "post", Path(tmp), stats, min_chars=32)]
-    tokenizer = train_tokenizer(("\n".join(s) for s in docs[: len(docs) // replicas]), 50_000)
+        docs = [d.segments for d in iter_documents([str(dump)], [], "post", Path(tmp), stats, min_chars=32)]
+    tokenizer = train_tokenizer(("\n".join(s) for s in docs[:20_000]), 50_000)
     flat = [segment for segments in docs for segment in segments]
     started = time.monotonic()
     tokens = 0
     for start in range(0, len(flat), 4096):
-        tokens += sum(len(e.ids) for e in tokenizer.encode_batch(flat[start : start + 4096], add_special_tokens=False))
+        encodings = tokenizer.encode_batch_fast(flat[start : start + 4096], add_special_tokens=False)
+        tokens += sum(len(e.ids) for e in encodings)
     seconds = time.monotonic() - started
     return {"tokens": tokens, "seconds": round(seconds, 2), "tokens_per_s_one_core": round(tokens / seconds)}
 
@@ -124,7 +162,7 @@ def bench_real_tokens(seq_lengths: tuple[int, ...] = (128, 512, 2048)) -> dict:
     from sobert_trainer.pretrain.dataset import build_dataset, dataset_config, micro_batch_loader
     from sobert_trainer.storage import Storage
 
-    posts, comments = sources(1)
+    posts, comments = sources()
     rows, pipeline = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         storage = Storage.open(tmp)
@@ -281,7 +319,7 @@ def render_masked_head(result: dict) -> list[str]:
 
 
 def bench_pretrain(procs: int, steps: int) -> dict:
-    posts, comments = sources(1)
+    posts, comments = sources()
     with tempfile.TemporaryDirectory() as tmp:
         command = [
             sys.executable,
@@ -348,7 +386,7 @@ def finetune_flags(shared: Path) -> list[str]:
 
 def bench_finetune(examples: int) -> list[dict]:
     """Ray Train finetune throughput per task (2 CPU workers, tiny model, seq <= 128)."""
-    posts, comments = sources(1)
+    posts, comments = sources()
     tasks = ("quality", "closed", "ner", "obsoletion")
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "sobertctl.main", "submit", "tiny", "--name", "bench-ft"]
@@ -465,9 +503,36 @@ def render_controller(c: dict) -> list[str]:
     ]
 
 
+def render_prepare(prep: list[dict], ceiling: dict) -> list[str]:
+    lines = [
+        f"## Data preparation ({prep[0]['dump_bytes'] / 1e6:.0f} MB Posts.xml of real rows)",
+        "",
+        "`sobertctl data prepare` run as a process, start to published manifest, vocab 50,000, one "
+        "document per post, on a Posts.xml of the beer.stackexchange sample's rows repeated with fresh "
+        "ids (`bench_dump`). Peak RSS: the largest single process (the CLI or a worker).",
+        "",
+        "| workers | documents | tokens | parse s | BPE train s | tokenize+write s | total s "
+        "| end-to-end tok/s | per worker tok/s | peak RSS MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in prep:
+        t = row["timings_s"]
+        lines.append(
+            f"| {row['workers']} | {row['documents']:,} | {row['tokens']:,} | {t['parse']} | {t['tokenizer_train']} "
+            f"| {t['tokenize_and_write']} | {row['seconds_total']} | {row['tokens_per_s_end_to_end']:,} "
+            f"| {row['tokens_per_s_per_core_end_to_end']:,} | {row['peak_rss_mib']} |"
+        )
+    lines += [
+        "",
+        f"Ceiling: the same documents encoded by a tokenizer trained on them, one process on one core, with no "
+        f"parsing, training or writing: **{ceiling['tokens_per_s_one_core']:,} tokens/s per core** "
+        f"({ceiling['tokens']:,} tokens in {ceiling['seconds']} s).",
+        "",
+    ]
+    return lines
+
+
 def render(results: dict) -> str:
-    prep = results["prepare"]
-    ceiling = results["tokenizer_ceiling"]
     lines = [
         "# BENCHMARKS",
         "",
@@ -475,28 +540,9 @@ def render(results: dict) -> str:
         "",
         f"Machine: {results['machine']}. No GPU.",
         "",
-        "## Data preparation (real StackOverflow + beer.stackexchange sample)",
-        "",
-        f"Corpus: the `../shared/data/stackoverflow_posts` sample with its posts files given {results['replicas']}x "
-        "(so the run is long enough to measure), vocab 50,000, one document per post.",
-        "",
-        "| workers | documents | tokens | parse s | BPE train s | tokenize+write s "
-        "| tokenize+write tok/s | per core tok/s | end-to-end tok/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for row in prep:
-        t = row["timings_s"]
-        lines.append(
-            f"| {row['workers']} | {row['documents']:,} | {row['tokens']:,} | {t['parse']} | {t['tokenizer_train']} | "
-            f"{t['tokenize_and_write']} | {row['tokens_per_s_tokenize_and_write']:,} | "
-            f"{row['tokens_per_s_per_core_tokenize_and_write']:,} | {row['tokens_per_s_end_to_end']:,} |"
-        )
+    lines += render_prepare(results["prepare"], results["tokenizer_ceiling"])
     lines += [
-        "",
-        f"Ceiling: the same documents encoded by the trained tokenizer in one process with no parsing or writing: "
-        f"**{ceiling['tokens_per_s_one_core']:,} tokens/s per core** "
-        f"({ceiling['tokens']:,} tokens in {ceiling['seconds']} s).",
-        "",
         "## Tiny preset pretraining (megatron-core on CPU, gloo)",
         "",
         "2 layers, hidden 64, seq 128, global batch 16 (micro 4); median over steady-state steps.",
@@ -534,7 +580,7 @@ def render(results: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
-    parser.add_argument("--replicas", type=int, default=4, help="Times the sample's posts files are repeated.")
+    parser.add_argument("--dump-mb", type=int, default=50, help="Size of the Posts.xml data preparation runs on.")
     parser.add_argument("--steps", type=int, default=40, help="Pretraining steps per measurement.")
     parser.add_argument("--finetune-examples", type=int, default=192, help="Training examples per task.")
     parser.add_argument("--runs", type=int, default=200, help="SobertRuns submitted at once (controller bench).")
@@ -542,12 +588,13 @@ def main() -> int:
     import warnings
 
     warnings.filterwarnings("ignore")
+    scratch = tempfile.TemporaryDirectory()
+    dump = bench_dump(Path(scratch.name, "bench.stackexchange.com-Posts.xml"), args.dump_mb * 1_000_000)
     results = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": machine(),
-        "replicas": args.replicas,
-        "prepare": [bench_prepare(w, args.replicas) for w in (1, 2)],
-        "tokenizer_ceiling": bench_tokenizer_ceiling(args.replicas),
+        "prepare": [bench_prepare(dump, w) for w in (1, 2)],
+        "tokenizer_ceiling": bench_tokenizer_ceiling(dump),
         "real_tokens": bench_real_tokens(),
         "masked_head": bench_masked_head(),
         "pretrain": [bench_pretrain(p, args.steps) for p in (1, 2)],

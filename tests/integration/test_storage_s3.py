@@ -46,19 +46,28 @@ def test_wrong_secret_is_rejected_without_leaking_it(s3_bucket, monkeypatch):
     assert "not-the-secret" not in str(error.value)
 
 
-def test_prepare_streams_compressed_dumps_from_s3(s3_bucket, tmp_path):
+@pytest.mark.parametrize("kind", ["gz", "7z"])
+def test_prepare_streams_compressed_dumps_from_s3(s3_bucket, tmp_path, kind):
+    """Through the decompressor process, which reads S3 with the same credentials (a .7z is
+    spooled to local disk first: its index is at the end)."""
+    import py7zr
+
     from conftest import FIXTURES
     from sobert_trainer.data.prepare import PrepareConfig, prepare_dataset
 
     storage = Storage.open(f"s3://{s3_bucket}/sobert")
     dump = FIXTURES / "dump"
-    storage.write_bytes(
-        "dumps/example.stackexchange.com-Posts.xml.gz",
-        gzip.compress((dump / "example.stackexchange.com-Posts.xml").read_bytes()),
-    )
+    posts = dump / "example.stackexchange.com-Posts.xml"
+    if kind == "gz":
+        storage.write_bytes("dumps/example.stackexchange.com-Posts.xml.gz", gzip.compress(posts.read_bytes()))
+    else:
+        with py7zr.SevenZipFile(tmp_path / "posts.7z", "w") as archive:
+            archive.write(posts, "Posts.xml")
+        storage.upload_file(tmp_path / "posts.7z", "dumps/example.stackexchange.com-Posts.7z")
     storage.upload_file(dump / "example.stackexchange.com-Comments.xml", "dumps/example.stackexchange.com-Comments.xml")
+    name = "example.stackexchange.com-Posts.xml.gz" if kind == "gz" else "example.stackexchange.com-Posts.7z"
     config = PrepareConfig(
-        posts=[storage.uri("dumps/example.stackexchange.com-Posts.xml.gz")],
+        posts=[storage.uri(f"dumps/{name}")],
         comments=[storage.uri("dumps/example.stackexchange.com-Comments.xml")],
         vocab_size=600,
         workers=1,

@@ -208,9 +208,18 @@ class DataSpec(_Spec):
     comments: Annotated[list[str], Field(description="Comments.xml files attached to their posts.")] = []
     document_unit: DocumentUnit = DocumentUnit.post
     min_document_chars: Annotated[int, Field(ge=0, description="Documents shorter than this are dropped.")] = 32
-    workers: Annotated[int, Field(ge=1, description="Tokenizer worker processes.")] = 2
+    workers: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="Worker processes that parse and tokenize the dumps (the dataset is the same for any count).",
+        ),
+    ] = 2
     tokenizer_train_docs: Annotated[
-        int, Field(gt=0, description="Documents sampled (reservoir) to train the BPE tokenizer.")
+        int,
+        Field(
+            gt=0, description="Documents sampled (uniformly, by a seeded hash of their ids) to train the BPE tokenizer."
+        ),
     ] = 200_000
 
 

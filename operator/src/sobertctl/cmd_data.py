@@ -17,7 +17,12 @@ def register(sub) -> None:
     prepare.add_argument("--endpoint-url", help="S3 endpoint for non-AWS servers.")
     prepare.add_argument("--vocab-size", type=int, default=50_000, help="BPE pieces (Megatron pads to x128).")
     prepare.add_argument("--unit", choices=["post", "thread"], default="post", help="One document per post or thread.")
-    prepare.add_argument("--workers", type=int, default=2, help="Tokenizer worker processes.")
+    prepare.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="Worker processes that parse and tokenize (the same dataset for any count).",
+    )
     prepare.add_argument(
         "--tokenizer-train-docs", type=int, default=200_000, help="Documents sampled for BPE training."
     )

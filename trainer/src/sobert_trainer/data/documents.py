@@ -23,6 +23,9 @@ QUESTION, ANSWER = "1", "2"
 _TAGS = re.compile(r"<([^<>]+)>")
 
 
+Members = list[tuple[str, int, list[str]]]  # (site, post id, segments) per post in a document
+
+
 @dataclass(frozen=True)
 class Document:
     id: str
@@ -74,31 +77,30 @@ def pair_comments(posts: list[str], comments: list[str]) -> dict[str, str]:
     return pairs
 
 
-class _CommentIndex:
-    """Comments grouped by (site, post id), spilled to SQLite."""
+def load_comments(db: sqlite3.Connection, sites: dict[str, str], stats: RowStats, endpoint_url: str | None) -> None:
+    """Comments grouped by (site, post id) in an on-disk SQLite table (`comments_of` reads them),
+    so the join costs disk, not memory, whatever the dump's size."""
+    db.execute("CREATE TABLE IF NOT EXISTS comments (site TEXT, post_id INTEGER, id INTEGER, text TEXT)")
+    for uri, site in sites.items():
+        batch = []
+        for row in iter_comments(uri, stats, endpoint_url):
+            try:
+                batch.append((site, int(row["PostId"]), int(row["Id"]), row["Text"]))
+            except ValueError:
+                stats.bad["non-numeric id"] += 1
+                continue
+            if len(batch) >= 10_000:
+                db.executemany("INSERT INTO comments VALUES (?, ?, ?, ?)", batch)
+                batch.clear()
+        db.executemany("INSERT INTO comments VALUES (?, ?, ?, ?)", batch)
+    db.execute("CREATE INDEX IF NOT EXISTS comments_post ON comments (site, post_id, id)")
+    db.commit()
 
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
-        db.execute("CREATE TABLE IF NOT EXISTS comments (site TEXT, post_id INTEGER, id INTEGER, text TEXT)")
 
-    def load(self, sites: dict[str, str], stats: RowStats, endpoint_url: str | None) -> None:
-        for uri, site in sites.items():
-            batch = []
-            for row in iter_comments(uri, stats, endpoint_url):
-                try:
-                    batch.append((site, int(row["PostId"]), int(row["Id"]), row["Text"]))
-                except ValueError:
-                    stats.bad["non-numeric id"] += 1
-                    continue
-                if len(batch) >= 10_000:
-                    self.db.executemany("INSERT INTO comments VALUES (?, ?, ?, ?)", batch)
-                    batch.clear()
-            self.db.executemany("INSERT INTO comments VALUES (?, ?, ?, ?)", batch)
-        self.db.execute("CREATE INDEX IF NOT EXISTS comments_post ON comments (site, post_id, id)")
-
-    def for_post(self, site: str, post_id: int) -> list[str]:
-        rows = self.db.execute("SELECT text FROM comments WHERE site = ? AND post_id = ? ORDER BY id", (site, post_id))
-        return [segment for (text,) in rows for segment in plain_segments(text)]
+def comments_of(db: sqlite3.Connection, site: str, post_id: int) -> list[str]:
+    """The segments of a post's comments, in id order."""
+    rows = db.execute("SELECT text FROM comments WHERE site = ? AND post_id = ? ORDER BY id", (site, post_id))
+    return [segment for (text,) in rows for segment in plain_segments(text)]
 
 
 @dataclass
@@ -107,6 +109,13 @@ class DocumentStats:
     comments: RowStats
     documents: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+
+    def merge(self, other: DocumentStats) -> None:
+        self.posts.merge(other.posts)
+        self.comments.merge(other.comments)
+        self.documents += other.documents
+        for key, count in other.skipped.items():
+            self.skipped[key] = self.skipped.get(key, 0) + count
 
     def as_dict(self) -> dict:
         return {
@@ -133,30 +142,39 @@ def iter_documents(
     db_path.unlink(missing_ok=True)
     db = sqlite3.connect(db_path)
     try:
-        index = _CommentIndex(db)
-        index.load(comment_sites, stats.comments, endpoint_url)
+        load_comments(db, comment_sites, stats.comments, endpoint_url)
         source = (
             _posts_by_thread(db, posts, stats, endpoint_url)
             if unit == "thread"
             else _posts_in_order(posts, stats, endpoint_url)
         )
         for doc_id, members in source:
-            segments: list[str] = []
-            for site, post_id, post_segs in members:
-                segments += post_segs
-                segments += index.for_post(site, post_id)
-            document = Document(doc_id, segments)
-            if not segments or document.chars < min_chars:
-                stats.skipped["too short"] = stats.skipped.get("too short", 0) + 1
-                continue
-            stats.documents += 1
-            yield document
+            document = assemble(doc_id, members, db, min_chars, stats)
+            if document is not None:
+                yield document
     finally:
         db.close()
         db_path.unlink(missing_ok=True)
 
 
-def _usable_post(row: dict[str, str], stats: DocumentStats) -> tuple[int, list[str]] | None:
+def assemble(
+    doc_id: str, members: Members, db: sqlite3.Connection, min_chars: int, stats: DocumentStats
+) -> Document | None:
+    """A document of `members` (each post followed by its comments), or None (counted) if it is
+    shorter than `min_chars`."""
+    segments: list[str] = []
+    for site, post_id, post_segs in members:
+        segments += post_segs
+        segments += comments_of(db, site, post_id)
+    document = Document(doc_id, segments)
+    if not segments or document.chars < min_chars:
+        stats.skipped["too short"] = stats.skipped.get("too short", 0) + 1
+        return None
+    stats.documents += 1
+    return document
+
+
+def usable_post(row: dict[str, str], stats: DocumentStats) -> tuple[int, list[str]] | None:
     if row["PostTypeId"] not in (QUESTION, ANSWER):  # tag wikis, moderator nominations, ...
         key = f"post type {row['PostTypeId']}"
         stats.skipped[key] = stats.skipped.get(key, 0) + 1
@@ -172,14 +190,11 @@ def _usable_post(row: dict[str, str], stats: DocumentStats) -> tuple[int, list[s
     return post_id, post_segments(row)
 
 
-Members = list[tuple[str, int, list[str]]]  # (site, post id, segments) per post in a document
-
-
 def _posts_in_order(posts, stats, endpoint_url) -> Iterator[tuple[str, Members]]:
     for uri in posts:
         site = site_of(uri)
         for row in iter_posts(uri, stats.posts, endpoint_url):
-            usable = _usable_post(row, stats)
+            usable = usable_post(row, stats)
             if usable:
                 yield f"{site}/post-{usable[0]}", [(site, *usable)]
 
@@ -192,7 +207,7 @@ def _posts_by_thread(db, posts, stats, endpoint_url) -> Iterator[tuple[str, Memb
         site = site_of(uri)
         batch = []
         for row in iter_posts(uri, stats.posts, endpoint_url):
-            usable = _usable_post(row, stats)
+            usable = usable_post(row, stats)
             if not usable:
                 continue
             post_id, segments = usable

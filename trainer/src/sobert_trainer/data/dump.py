@@ -5,26 +5,30 @@ one `<row .../>` element per line with every field as an attribute. Rows are par
 time, so a 100 GB Posts.xml costs the memory of one row. A bad row (malformed XML, invalid
 UTF-8, a missing required attribute) is counted and skipped; a file whose *structure* is broken
 (no root, text outside rows, truncated before the closing tag) stops with the line number.
-Compressed inputs (.gz, .bz2, .7z) and s3:// URIs stream the same way.
+Compressed inputs (.gz, .bz2, .7z) and s3:// URIs stream the same way, through a decompressor
+process (`decompress.py`).
 """
 
 from __future__ import annotations
 
-import bz2
-import gzip
-import io
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, cast
+from typing import IO
 
-from sobert_trainer.storage import open_uri
+from sobert_trainer.data.decompress import ArchiveError, compression_of, decompressed_stream
+from sobert_trainer.storage import is_s3, open_uri
 
 
 class DumpFormatError(ValueError):
-    """The file is not a Stack Exchange dump; names the source and line."""
+    """The file is not a Stack Exchange dump; names the source and line (`line`, `problem`: the
+    parts, where the error is at a line)."""
+
+    def __init__(self, message: str, line: int | None = None, problem: str | None = None):
+        super().__init__(message)
+        self.line, self.problem = line, problem
 
 
 @dataclass
@@ -48,97 +52,114 @@ class RowStats:
 
 @contextmanager
 def open_dump(uri: str, endpoint_url: str | None = None) -> Iterator[IO[bytes]]:
-    """A binary stream of the decompressed dump."""
-    with ExitStack() as stack:
-        raw = stack.enter_context(open_uri(uri, endpoint_url))
-        lowered = uri.lower()
-        if lowered.endswith(".gz"):
-            yield stack.enter_context(cast(IO[bytes], gzip.GzipFile(fileobj=raw)))
-        elif lowered.endswith(".bz2"):
-            yield stack.enter_context(bz2.BZ2File(raw))
-        elif lowered.endswith(".7z"):
-            yield stack.enter_context(_open_7z_member(raw, uri))
-        else:
+    """A binary stream of the decompressed dump: a plain local file directly, anything else (a
+    compressed file, an s3:// object) through a decompressor process (`decompress.py`)."""
+    if compression_of(uri) is None and not is_s3(uri):
+        with open_uri(uri, endpoint_url) as raw:
             yield raw
+        return
+    try:
+        with decompressed_stream(uri, endpoint_url) as stream:
+            yield stream
+    except ArchiveError as exc:
+        raise DumpFormatError(str(exc)) from None
 
 
-@contextmanager
-def _open_7z_member(raw: IO[bytes], uri: str) -> Iterator[IO[bytes]]:
-    # Stack Exchange publishes one .7z per site holding Posts.xml, Comments.xml, ...; a .7z
-    # given here must hold exactly one .xml member (e.g. a re-packed Posts.xml).
-    import tempfile
+class RowParser:
+    """The dump's structure and rows, line by line, from any point of a file.
 
-    import py7zr
+    A whole file starts in state `prolog` (before the root element); a piece of one that starts at
+    a row boundary after the root starts in `body`, with `first_line` its first line's number.
+    `state` after the lines is where the piece ended: `body` if inside the root, `closed` after it.
+    `finish()` checks that a whole file ended properly; a piece's end is checked by its reader
+    against the next piece (`chunks.py`).
+    """
 
-    with tempfile.TemporaryDirectory(prefix="sobert-7z-") as tmp:
-        spooled = io.BufferedRandom(io.FileIO(f"{tmp}/archive.7z", "w+"))
-        for block in iter(lambda: raw.read(1 << 20), b""):
-            spooled.write(block)
-        spooled.seek(0)
-        with py7zr.SevenZipFile(spooled, mode="r") as archive:
-            members = [name for name in archive.getnames() if name.lower().endswith(".xml")]
-            if len(members) != 1:
-                raise DumpFormatError(f"{uri}: expected one .xml member in the archive, found {members or 'none'}")
-            archive.extract(path=tmp, targets=members)
-        with open(f"{tmp}/{members[0]}", "rb") as handle:
-            yield handle
+    def __init__(self, source: str, root: str, required: tuple[str, ...], stats: RowStats,
+                 state: str = "prolog", first_line: int = 1):  # fmt: skip
+        self.source, self.root, self.required, self.stats = source, root, required, stats
+        self.state = state  # prolog -> body -> closed
+        self.line_no = first_line - 1
+        self.first_content_line: int | None = None
+        self._open, self._close = f"<{root}>".encode(), f"</{root}>".encode()
+        self._pending: list[bytes] = []  # lines of a row that spans lines (not in official dumps)
+
+    def error(self, line_no: int, problem: str) -> DumpFormatError:
+        return DumpFormatError(f"{self.source}:{line_no}: {problem}", line_no, problem)
+
+    def rows(self, lines) -> Iterator[dict[str, str]]:
+        """Yield each good row's attributes; count bad rows; raise on broken structure."""
+        stats, root = self.stats, self.root
+        for raw_line in lines:
+            self.line_no += 1
+            line = raw_line.strip()
+            if self.line_no == 1:
+                line = line.removeprefix(b"\xef\xbb\xbf").strip()
+            if not line:
+                continue
+            if self.first_content_line is None:
+                self.first_content_line = self.line_no
+            if self._pending and (line.startswith(b"<row") or line == self._close):
+                # The previous row was cut off before its "/>": one bad row, not a lost neighbour.
+                stats.rows += 1
+                stats.bad["malformed xml"] += 1
+                self._pending = []
+            if self._pending or line.startswith(b"<row"):
+                if self.state != "body":
+                    where = f"after </{root}>" if self.state == "closed" else f"before the <{root}> root element"
+                    raise self.error(self.line_no, f"<row> {where}")
+                self._pending.append(line)
+                if not line.endswith(b"/>") and not line.endswith(b"</row>"):
+                    continue
+                row_bytes, self._pending = b" ".join(self._pending), []
+                stats.rows += 1
+                row = _parse_row(row_bytes, stats)
+                if row is None:
+                    continue
+                missing = [name for name in self.required if not row.get(name, "").strip()]
+                if missing:
+                    stats.bad[f"missing {missing[0]}"] += 1
+                    continue
+                yield row
+            elif self.state == "prolog" and line.startswith(b"<?xml"):
+                continue
+            elif self.state == "prolog" and line == self._open:
+                self.state = "body"
+            elif self.state == "prolog" and line.replace(b" ", b"") == f"<{root}/>".encode():
+                self.state = "closed"  # an empty dump
+            elif self.state == "body" and line == self._close:
+                self.state = "closed"
+            elif self.state == "prolog" and line.startswith(b"<") and not line.startswith(b"<?"):
+                found = line[:40].decode("utf-8", "replace")
+                raise self.error(self.line_no, f"expected the <{root}> root element, found {found!r}")
+            else:
+                found = line[:40].decode("utf-8", "replace")
+                raise self.error(self.line_no, f"unexpected content {found!r} (not a <row/> element)")
+
+    def end_piece(self) -> None:
+        """A piece ends at a line boundary: a row still open there was cut off (one bad row)."""
+        if self._pending:
+            self.stats.rows += 1
+            self.stats.bad["malformed xml"] += 1
+            self._pending = []
+
+    def finish(self) -> None:
+        """The whole file has been read: it must have ended after its root element."""
+        if self._pending:
+            raise self.error(self.line_no, "file ends inside a <row> element")
+        if self.state == "prolog":
+            raise DumpFormatError(f"{self.source}: no <{self.root}> root element (is this a Stack Exchange dump?)")
+        if self.state == "body":
+            raise self.error(self.line_no, f"file ends before </{self.root}> (truncated?)")
 
 
 def iter_rows(
     stream: IO[bytes], source: str, root: str, required: tuple[str, ...], stats: RowStats
 ) -> Iterator[dict[str, str]]:
     """Yield each row's attributes; count bad rows in `stats`; raise on broken structure."""
-    state = "prolog"  # prolog -> body -> closed
-    pending: list[bytes] = []  # lines of a row that spans lines (not in official dumps)
-    line_no = 0
-    for line_no, raw_line in enumerate(stream, start=1):
-        line = raw_line.strip()
-        if line_no == 1:
-            line = line.removeprefix(b"\xef\xbb\xbf").strip()
-        if not line:
-            continue
-        if pending and (line.startswith(b"<row") or line == f"</{root}>".encode()):
-            # The previous row was cut off before its "/>": one bad row, not a lost neighbour.
-            stats.rows += 1
-            stats.bad["malformed xml"] += 1
-            pending = []
-        if pending or line.startswith(b"<row"):
-            if state != "body":
-                where = f"after </{root}>" if state == "closed" else f"before the <{root}> root element"
-                raise DumpFormatError(f"{source}:{line_no}: <row> {where}")
-            pending.append(line)
-            if not line.endswith(b"/>") and not line.endswith(b"</row>"):
-                continue
-            row_bytes, pending = b" ".join(pending), []
-            stats.rows += 1
-            row = _parse_row(row_bytes, stats)
-            if row is None:
-                continue
-            missing = [name for name in required if not row.get(name, "").strip()]
-            if missing:
-                stats.bad[f"missing {missing[0]}"] += 1
-                continue
-            yield row
-        elif state == "prolog" and line.startswith(b"<?xml"):
-            continue
-        elif state == "prolog" and line == f"<{root}>".encode():
-            state = "body"
-        elif state == "prolog" and line.replace(b" ", b"") == f"<{root}/>".encode():
-            state = "closed"  # an empty dump
-        elif state == "body" and line == f"</{root}>".encode():
-            state = "closed"
-        elif state == "prolog" and line.startswith(b"<") and not line.startswith(b"<?"):
-            found = line[:40].decode("utf-8", "replace")
-            raise DumpFormatError(f"{source}:{line_no}: expected the <{root}> root element, found {found!r}")
-        else:
-            found = line[:40].decode("utf-8", "replace")
-            raise DumpFormatError(f"{source}:{line_no}: unexpected content {found!r} (not a <row/> element)")
-    if pending:
-        raise DumpFormatError(f"{source}:{line_no}: file ends inside a <row> element")
-    if state == "prolog":
-        raise DumpFormatError(f"{source}: no <{root}> root element (is this a Stack Exchange dump?)")
-    if state == "body":
-        raise DumpFormatError(f"{source}:{line_no}: file ends before </{root}> (truncated?)")
+    parser = RowParser(source, root, required, stats)
+    yield from parser.rows(stream)
+    parser.finish()
 
 
 def _parse_row(row_bytes: bytes, stats: RowStats) -> dict[str, str] | None:

@@ -9,22 +9,31 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
+import multiprocessing as mp
+import sqlite3
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from sobert_api import paths
 from sobert_api.spec import RunSpec
-from sobert_trainer.data.documents import DocumentStats, iter_documents
-from sobert_trainer.data.dump import RowStats
+from sobert_trainer.data import sample
+from sobert_trainer.data.chunks import CHUNK_BYTES, Chunk, file_chunks, spill_chunks
+from sobert_trainer.data.decompress import compression_of
+from sobert_trainer.data.documents import DocumentStats, iter_documents, load_comments, pair_comments, site_of
+from sobert_trainer.data.dump import RowStats, open_dump
+from sobert_trainer.data.post_chunks import PieceOrder, PieceTask, parse_piece
+from sobert_trainer.data.sample import Entry
 from sobert_trainer.data.shards import read_documents_jsonl, write_documents_jsonl, write_shards
 from sobert_trainer.data.tokenizer import train_tokenizer
 from sobert_trainer.storage import Storage, is_s3
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 2  # 2: posts packed into Megatron documents (data/shards.py)
+FORMAT_VERSION = 3  # 2: posts packed into Megatron documents (data/shards.py); 3: bottom-k tokenizer sample
+PIECE_DOCS = 4096  # documents per piece file of `thread` documents
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,7 @@ class PrepareConfig:
     tokenizer_train_docs: int = 200_000
     seed: int = 1234
     endpoint_url: str | None = None
+    chunk_bytes: int = CHUNK_BYTES  # pieces a posts file is cut into (the output does not depend on it)
 
     @staticmethod
     def from_spec(spec: RunSpec) -> PrepareConfig:
@@ -80,23 +90,97 @@ def _source_identity(uri: str) -> list:
     return [str(path.absolute()), path.stat().st_size]
 
 
-class Reservoir:
-    """A uniform sample of k items from a stream of unknown length (bounded memory)."""
+@contextmanager
+def _worker_pool(workers: int) -> Iterator:
+    """The processes that parse and tokenize (spawned: forking after torch/megatron imports is unsafe)."""
+    with mp.get_context("spawn").Pool(max(1, workers)) as pool:
+        yield pool
 
-    def __init__(self, k: int, seed: int):
-        self.k, self.rng = k, random.Random(seed)
-        self.sample: list[str] = []
 
-    def passthrough(self, items):
-        """Yield every item unchanged while sampling."""
-        for index, item in enumerate(items):
-            if index < self.k:
-                self.sample.append(item)
-            else:
-                slot = self.rng.randint(0, index)
-                if slot < self.k:
-                    self.sample[slot] = item
-            yield item
+def document_pieces(config: PrepareConfig, work: Path, pool) -> tuple[list[Path], list[list[Entry]], DocumentStats]:
+    """The corpus's documents as JSON-lines piece files in dump order, each piece's bottom-k
+    tokenizer-sample entries, and the counts. `post` documents are made in parallel, a piece of
+    a posts file per task (`post_chunks.py`); `thread` documents need every answer of a question,
+    so they are grouped through SQLite in this process and cut into pieces of `PIECE_DOCS`."""
+    stats = DocumentStats(RowStats(), RowStats())
+    if config.document_unit == "thread":
+        return (*_thread_pieces(config, work, stats), stats)
+    comment_sites = pair_comments(config.posts, config.comments)
+    db_path = work / "comments.sqlite"
+    with closing(sqlite3.connect(db_path)) as db:
+        load_comments(db, comment_sites, stats.comments, config.endpoint_url)
+    tasks = _piece_tasks(config, work, str(db_path))
+    pieces, samples, order = [], [], PieceOrder()
+    for parsed in pool.imap(parse_piece, tasks):
+        order.check(parsed)
+        stats.merge(parsed.stats)
+        pieces.append(Path(parsed.out))
+        samples.append(parsed.sample)
+    return pieces, samples, stats
+
+
+def _piece_tasks(config: PrepareConfig, work: Path, comments_db: str) -> Iterator[PieceTask]:
+    """A task per piece of every posts file, in dump order. A plain local file is cut where it
+    lies; anything else streams from its decompressor process into piece files as it is read
+    (this generator runs on the pool's task thread, so parsing starts with the first pieces)."""
+    piece = 0
+    for number, uri in enumerate(config.posts):
+        site = site_of(uri)
+        if compression_of(uri) is None and not is_s3(uri):
+            chunks: Iterable[Chunk] = file_chunks(uri, Path(uri).expanduser(), config.chunk_bytes)
+            yield from _tasks_for(chunks, piece, site, comments_db, config, work)
+            piece += len(chunks)  # type: ignore[arg-type]
+            continue
+        with open_dump(uri, config.endpoint_url) as stream:
+            for task in _tasks_for(spill_chunks(uri, stream, work / f"spill-{number}", config.chunk_bytes),
+                                   piece, site, comments_db, config, work):  # fmt: skip
+                piece += 1
+                yield task
+
+
+def _tasks_for(chunks: Iterable[Chunk], first: int, site: str, comments_db: str, config: PrepareConfig,
+               work: Path) -> Iterator[PieceTask]:  # fmt: skip
+    for offset, chunk in enumerate(chunks):
+        piece = first + offset
+        yield PieceTask(chunk, piece, site, comments_db, config.min_document_chars,
+                        str(work / f"piece-{piece:06d}.jsonl"), config.seed, config.tokenizer_train_docs)  # fmt: skip
+
+
+def _thread_pieces(config: PrepareConfig, work: Path, stats: DocumentStats) -> tuple[list[Path], list[list[Entry]]]:
+    documents = iter_documents(config.posts, config.comments, "thread", work, stats, config.min_document_chars,
+                               config.endpoint_url)  # fmt: skip
+    pieces: list[Path] = []
+    samples: list[list[Entry]] = []
+    for number, batch in enumerate(_groups(documents, PIECE_DOCS)):
+        keep = sample.BottomK(config.tokenizer_train_docs)
+        for position, document in enumerate(batch):
+            keep.offer((sample.priority(config.seed, document.id), number, position))
+        pieces.append(work / f"piece-{number:06d}.jsonl")
+        write_documents_jsonl((d.segments for d in batch), pieces[-1])
+        samples.append(keep.entries())
+    return pieces, samples
+
+
+def _groups(items: Iterable, size: int) -> Iterator[list]:
+    group: list = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def sampled_documents(pieces: list[Path], chosen: dict[int, set[int]]) -> Iterator[list[str]]:
+    """The sampled documents, read back from their pieces in dump order."""
+    for number, piece in enumerate(pieces):
+        positions = chosen.get(number)
+        if not positions:
+            continue
+        for position, segments in enumerate(read_documents_jsonl(piece)):
+            if position in positions:
+                yield segments
 
 
 def prepare_dataset(
@@ -110,44 +194,25 @@ def prepare_dataset(
         log.info("prepare: %s already published at %s", dataset_id, storage.uri(prefix))
         return existing
     started = time.monotonic()
-    stats = DocumentStats(RowStats(), RowStats())
-    with tempfile.TemporaryDirectory(prefix="sobert-prepare-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sobert-prepare-") as tmp, _worker_pool(config.workers) as pool:
         work, staging = Path(tmp, "work"), Path(tmp, "publish")
         staging.mkdir(parents=True)
         work.mkdir(parents=True)
-        documents = (
-            d.segments
-            for d in iter_documents(
-                config.posts,
-                config.comments,
-                config.document_unit,
-                work,
-                stats,
-                config.min_document_chars,
-                config.endpoint_url,
-            )
-        )
-        jsonl = work / "documents.jsonl"
-        reservoir = Reservoir(config.tokenizer_train_docs, config.seed)
-        count = write_documents_jsonl(reservoir.passthrough(documents), jsonl)
-        if count == 0:
+        pieces, samples, stats = document_pieces(config, work, pool)
+        if stats.documents == 0:
             raise ValueError(f"data.posts: no usable documents in {', '.join(config.posts)} ({stats.as_dict()})")
-        log.info("prepare: %d documents from %d post rows; training tokenizer", count, stats.posts.rows)
+        log.info("prepare: %d documents from %d post rows; training tokenizer", stats.documents, stats.posts.rows)
         parsed_at = time.monotonic()
 
-        tokenizer = train_tokenizer(("\n".join(s) for s in reservoir.sample), config.vocab_size)
+        chosen = sample.merge(config.tokenizer_train_docs, samples)
+        tokenizer = train_tokenizer(("\n".join(s) for s in sampled_documents(pieces, chosen)), config.vocab_size)
         tokenizer_path = staging / "tokenizer.json"
         tokenizer.save(str(tokenizer_path))
         tokenized_at = time.monotonic()
         log.info("prepare: tokenizer has %d pieces; writing shards", tokenizer.get_vocab_size())
 
         shard_stats = write_shards(
-            read_documents_jsonl(jsonl),
-            tokenizer_path,
-            tokenizer.get_vocab_size(),
-            staging / "shards",
-            name=dataset_id,
-            workers=config.workers,
+            pieces, tokenizer_path, tokenizer.get_vocab_size(), staging / "shards", name=dataset_id, pool=pool
         )
         finished = time.monotonic()
         manifest_extra = {

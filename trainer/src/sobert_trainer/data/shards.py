@@ -1,4 +1,4 @@
-"""Tokenize documents in worker processes and write Megatron indexed datasets (.bin/.idx).
+"""Tokenize document pieces in worker processes and write Megatron indexed datasets (.bin/.idx).
 
 Posts are packed FULL-SENTENCES style (RoBERTa, Liu et al. 2019, section 4.2): consecutive posts,
 each ended by `[SEP]`, fill one Megatron document of at least `PACK_TOKENS` tokens, whose
@@ -6,14 +6,13 @@ sentences are the posts' segments. `BERTMaskedWordPieceDataset` fills each sampl
 sentences of one Megatron document until it reaches the sequence length (megatron-core
 core_v0.16.1, datasets/helpers.cpp `build_mapping_impl`), so a sample spans posts and is full;
 with one post per document (posts average ~200 tokens) a 2,048-token sample was ~90% padding.
-Attention spans the posts of a sample, as in RoBERTa. Writing uses megatron-core's own
-`IndexedDatasetBuilder`, so the files are exactly what Megatron reads.
+Attention spans the posts of a sample, as in RoBERTa. The files are megatron-core's indexed
+dataset format, byte for byte (`indexed.py`).
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -21,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-_WORKER_TOKENIZER = None
+from sobert_trainer.data.indexed import IndexedWriter, optimal_dtype
+
 # build_mapping_impl skips a whole document that holds a sentence longer than LONG_SENTENCE_LEN
 # (512 tokens): longer segments are cut into sentences of at most this many tokens.
 MAX_SENTENCE_TOKENS = 512
@@ -30,24 +30,57 @@ MAX_SENTENCE_TOKENS = 512
 PACK_TOKENS = 1 << 20
 
 
-def _init_worker(tokenizer_path: str) -> None:
-    global _WORKER_TOKENIZER
+_TOKENIZERS: dict[str, object] = {}  # per worker process: tokenizer path -> Tokenizer
+
+
+def tokenize_piece(task: tuple[str, str, str]) -> tuple[str, int]:
+    """Worker: the documents of one piece file (JSON lines of segments) tokenized into `out`
+    (.npz: the tokens, each segment's length, each post's segment count; empty segments and
+    posts dropped). Returns (out, posts)."""
+    documents_path, tokenizer_path, out = task
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process = one core; parallelism is ours
     from tokenizers import Tokenizer
 
-    _WORKER_TOKENIZER = Tokenizer.from_file(tokenizer_path)
+    tokenizer = _TOKENIZERS.get(tokenizer_path)
+    if tokenizer is None:
+        tokenizer = _TOKENIZERS[tokenizer_path] = Tokenizer.from_file(tokenizer_path)
+    tokens: list[np.ndarray] = []
+    lengths: list[int] = []
+    per_post: list[int] = []
+    for batch in _batches(read_documents_jsonl(Path(documents_path)), 256):
+        flat = [segment for segments in batch for segment in segments]
+        # encode_batch_fast: the same ids as encode_batch, without the offsets we never use.
+        encodings = tokenizer.encode_batch_fast(flat, add_special_tokens=False)  # type: ignore[attr-defined]
+        cursor = 0
+        for segments in batch:
+            kept = 0
+            for encoding in encodings[cursor : cursor + len(segments)]:
+                ids = encoding.ids  # a new list on every access
+                if ids:
+                    tokens.append(np.asarray(ids, dtype=np.int32))
+                    lengths.append(len(ids))
+                    kept += 1
+            if kept:
+                per_post.append(kept)
+            cursor += len(segments)
+    np.savez(
+        out,
+        tokens=np.concatenate(tokens) if tokens else np.zeros(0, dtype=np.int32),
+        lengths=np.asarray(lengths, dtype=np.int64),
+        per_post=np.asarray(per_post, dtype=np.int64),
+    )
+    return out, len(per_post)
 
 
-def _encode_batch(batch: list[list[str]]) -> list[list[np.ndarray]]:
-    assert _WORKER_TOKENIZER is not None
-    flat = [segment for segments in batch for segment in segments]
-    encodings = _WORKER_TOKENIZER.encode_batch(flat, add_special_tokens=False)
-    out, cursor = [], 0
-    for segments in batch:
-        doc = [np.asarray(e.ids, dtype=np.int32) for e in encodings[cursor : cursor + len(segments)]]
-        out.append([s for s in doc if s.size])
-        cursor += len(segments)
-    return out
+def posts_of_piece(path: str) -> Iterator[list[np.ndarray]]:
+    """The tokenized posts of one piece (`tokenize_piece`'s file), each a list of segments."""
+    with np.load(path) as data:
+        tokens, lengths, per_post = data["tokens"], data["lengths"], data["per_post"]
+    segments = np.split(tokens, np.cumsum(lengths)[:-1]) if len(lengths) else []
+    cursor = 0
+    for count in per_post.tolist():
+        yield segments[cursor : cursor + count]
+        cursor += count
 
 
 def _batches(documents: Iterable[list[str]], size: int) -> Iterator[list[list[str]]]:
@@ -99,59 +132,57 @@ class ShardStats:
 
 
 def write_shards(
-    documents: Iterable[list[str]],
+    pieces: list[Path],
     tokenizer_path: Path,
     vocab_size: int,
     out_dir: Path,
     name: str,
-    workers: int,
+    pool,
     shard_tokens: int = 200_000_000,
-    batch_docs: int = 64,
     pack_tokens: int = PACK_TOKENS,
 ) -> ShardStats:
-    """Tokenize `documents` with `workers` processes, pack them (`pack_documents`) and write
-    `<name>_<k>_text_sentence.{bin,idx}`."""
-    from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
+    """Tokenize the document pieces (in dump order) on `pool`'s workers, pack them in order
+    (`pack_documents`) and write `<name>_<k>_text_sentence.{bin,idx}`. The result depends on the
+    pieces only, not on the number of workers; each piece's tokens are read once, then deleted."""
     from tokenizers import Tokenizer
 
     from sobert_trainer.data.tokenizer import SEP
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    dtype = DType.optimal_dtype(vocab_size)
+    dtype = optimal_dtype(vocab_size)
     stats = ShardStats()
-    builder, prefix, shard_start = None, None, 0
+    builder: IndexedWriter | None = None
+    prefix, shard_start = "", 0
 
     def close_shard() -> None:
         nonlocal builder
         if builder is not None:
-            builder.finalize(str(out_dir / f"{prefix}.idx"))
+            builder.finalize()
             stats.shards.append({"prefix": prefix, "tokens": stats.tokens - shard_start})
             builder = None
 
-    def encoded_posts(pool) -> Iterator[list[np.ndarray]]:
-        for encoded_batch in pool.imap(_encode_batch, _batches(documents, batch_docs), chunksize=1):
-            for sentences in encoded_batch:
-                if sentences:
-                    stats.posts += 1
-                    yield sentences
+    def tokenized_posts() -> Iterator[list[np.ndarray]]:
+        tasks = [(str(piece), str(tokenizer_path), str(piece.with_suffix(".npz"))) for piece in pieces]
+        for path, posts in pool.imap(tokenize_piece, tasks):
+            stats.posts += posts
+            yield from posts_of_piece(path)
+            Path(path).unlink()
 
     sep_id = Tokenizer.from_file(str(tokenizer_path)).token_to_id(SEP)
     if sep_id is None:
         raise ValueError(f"{tokenizer_path}: the tokenizer has no {SEP} token to end each post with")
-    ctx = mp.get_context("spawn")  # fork after torch/megatron imports is unsafe
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(str(tokenizer_path),)) as pool:
-        for sentences in pack_documents(encoded_posts(pool), sep_id, pack_tokens):
-            if builder is None:
-                prefix = f"{name}_{len(stats.shards):05d}_text_sentence"
-                builder = IndexedDatasetBuilder(str(out_dir / f"{prefix}.bin"), dtype=dtype)
-                shard_start = stats.tokens
-            tokens = np.concatenate(sentences)
-            builder.add_document(tokens, [len(s) for s in sentences])
-            stats.documents += 1
-            stats.sentences += len(sentences)
-            stats.tokens += int(tokens.size)
-            if stats.tokens - shard_start >= shard_tokens:
-                close_shard()
+    for sentences in pack_documents(tokenized_posts(), sep_id, pack_tokens):
+        if builder is None:
+            prefix = f"{name}_{len(stats.shards):05d}_text_sentence"
+            builder = IndexedWriter(out_dir / prefix, dtype)
+            shard_start = stats.tokens
+        tokens = np.concatenate(sentences)
+        builder.add_document(tokens, [len(s) for s in sentences])
+        stats.documents += 1
+        stats.sentences += len(sentences)
+        stats.tokens += int(tokens.size)
+        if stats.tokens - shard_start >= shard_tokens:
+            close_shard()
     close_shard()
     return stats
 

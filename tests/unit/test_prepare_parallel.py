@@ -1,0 +1,162 @@
+"""Data preparation in parallel pieces: the same dataset for any worker count and piece size, the
+documents the serial reader makes, compressed inputs through a decompressor process, and
+structure errors with the file's own line numbers."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import py7zr
+import pytest
+from dump_helpers import COMMENTS, POSTS, dump_bytes, row
+
+from conftest import shared_path
+from sobert_trainer.data.chunks import file_chunks, row_aligned_ranges, spill_chunks
+from sobert_trainer.data.documents import DocumentStats, iter_documents, load_comments, site_of
+from sobert_trainer.data.dump import DumpFormatError, RowStats
+from sobert_trainer.data.post_chunks import PieceOrder, PieceTask, parse_piece
+from sobert_trainer.data.prepare import PrepareConfig, prepare_dataset
+from sobert_trainer.data.sample import BottomK, merge
+from sobert_trainer.data.shards import read_documents_jsonl
+from sobert_trainer.storage import Storage
+
+
+def _prepare(tmp: Path, posts: list[str], comments: list[str], workers: int, chunk_bytes: int, **kw) -> dict:
+    config = PrepareConfig(posts=posts, comments=comments, vocab_size=600, workers=workers,
+                           chunk_bytes=chunk_bytes, **kw)  # fmt: skip
+    return prepare_dataset(config, Storage.open(str(tmp)), dataset_id="so-test", force=True)
+
+
+def _published(manifest: dict) -> tuple:
+    """What must not depend on how the work was split: every file's checksum, and the counts."""
+    return manifest["files"], manifest["counts"]
+
+
+def real_or_fixture(real: bool) -> tuple[list[str], list[str]]:
+    if not real:
+        return [str(POSTS)], [str(COMMENTS)]
+    base = shared_path("stackoverflow_posts")
+    return (
+        [str(base / "stackoverflow.com-Posts.sample.xml"), str(base / "beer.stackexchange.com-Posts.xml")],
+        [str(base / "stackoverflow.com-Comments.sample.xml")],
+    )
+
+
+@pytest.mark.parametrize("real", [False, True], ids=["fixture", "real-sample"])
+def test_the_dataset_is_the_same_for_any_worker_count_and_piece_size(tmp_path, real):
+    posts, comments = real_or_fixture(real)
+    reference = _prepare(tmp_path / "a", posts, comments, workers=1, chunk_bytes=8 << 20)
+    for workers, chunk_bytes in ((2, 64 << 10), (3, 5_000)):
+        manifest = _prepare(tmp_path / f"w{workers}", posts, comments, workers=workers, chunk_bytes=chunk_bytes)
+        assert _published(manifest) == _published(reference), (workers, chunk_bytes)
+    assert reference["counts"]["documents"] > 30
+
+
+@pytest.mark.parametrize("real", [False, True], ids=["fixture", "real-sample"])
+def test_pieces_hold_the_documents_the_serial_reader_makes(tmp_path, real):
+    """The reference: `iter_documents` reads the dump in one pass, in order."""
+    posts, comments = real_or_fixture(real)
+    stats = DocumentStats(RowStats(), RowStats())
+    expected = [d.segments for d in iter_documents(posts, comments, "post", tmp_path / "serial", stats, 32)]
+
+    db_path = tmp_path / "comments.sqlite"
+    piece_stats = DocumentStats(RowStats(), RowStats())
+    with closing(sqlite3.connect(db_path)) as db:
+        load_comments(db, {uri: site_of(posts[0]) for uri in comments}, piece_stats.comments, None)
+    got, piece, order = [], 0, PieceOrder()
+    for uri in posts:
+        for chunk in file_chunks(uri, Path(uri), 3_000):
+            out = tmp_path / f"piece-{piece}.jsonl"
+            parsed = parse_piece(PieceTask(chunk, piece, site_of(uri), str(db_path), 32, str(out), 1, 10))
+            order.check(parsed)
+            piece_stats.merge(parsed.stats)
+            got += list(read_documents_jsonl(out))
+            piece += 1
+    assert piece > len(posts)  # the files were cut
+    assert got == expected
+    assert piece_stats.as_dict() == stats.as_dict()
+
+
+@pytest.mark.parametrize("kind", ["gz", "bz2", "7z"])
+def test_compressed_real_rows_give_the_plain_files_dataset(tmp_path, kind):
+    posts, _ = real_or_fixture(True)
+    plain = _prepare(tmp_path / "plain", posts[1:], [], workers=2, chunk_bytes=256 << 10)
+    source = Path(posts[1])
+    packed = tmp_path / f"{source.name}.{kind}"
+    if kind == "gz":
+        packed.write_bytes(gzip.compress(source.read_bytes()))
+    elif kind == "bz2":
+        packed.write_bytes(bz2.compress(source.read_bytes()))
+    else:
+        with py7zr.SevenZipFile(packed, "w") as archive:
+            archive.write(source, "Posts.xml")
+    compressed = _prepare(tmp_path / "packed", [str(packed)], [], workers=2, chunk_bytes=256 << 10)
+    assert _published(compressed) == _published(plain)
+
+
+def test_a_corrupt_archive_is_named(tmp_path):
+    broken = tmp_path / "site-Posts.xml.gz"
+    broken.write_bytes(gzip.compress(POSTS.read_bytes())[:200])
+    with pytest.raises(DumpFormatError, match=r"site-Posts\.xml\.gz"):
+        _prepare(tmp_path / "out", [str(broken)], [], workers=2, chunk_bytes=1_000)
+
+
+def _many_rows(count: int) -> list[str]:
+    return [row(Id=i, PostTypeId=1, Title=f"Question {i}", Body=f"<p>Body of question {i}, long enough.</p>")
+            for i in range(1, count + 1)]  # fmt: skip
+
+
+def test_a_broken_line_in_a_later_piece_is_reported_at_its_line_in_the_file(tmp_path):
+    lines: list[str | bytes] = [*_many_rows(200), "oops", *_many_rows(3)]
+    path = tmp_path / "site-Posts.xml"
+    path.write_bytes(dump_bytes("posts", lines))
+    line = 2 + 200 + 1  # declaration, <posts>, 200 rows, then the junk
+    with pytest.raises(DumpFormatError, match=rf"site-Posts.xml:{line}: unexpected content 'oops'"):
+        _prepare(tmp_path / "out", [str(path)], [], workers=2, chunk_bytes=2_000)
+
+
+def test_rows_after_the_root_closed_in_an_earlier_piece_are_refused(tmp_path):
+    path = tmp_path / "site-Posts.xml"
+    body = dump_bytes("posts", _many_rows(100))
+    path.write_bytes(body + "\n".join(_many_rows(100)).encode() + b"\n")
+    closing_line = 2 + 100 + 1
+    with pytest.raises(DumpFormatError, match=rf"site-Posts.xml:{closing_line + 1}: .*after </posts>"):
+        _prepare(tmp_path / "out", [str(path)], [], workers=2, chunk_bytes=len(body) - 10)
+
+
+def test_a_truncated_file_is_refused_from_its_last_piece(tmp_path):
+    path = tmp_path / "site-Posts.xml"
+    path.write_bytes(dump_bytes("posts", _many_rows(100)).rsplit(b"</posts>", 1)[0])
+    with pytest.raises(DumpFormatError, match=r"site-Posts.xml:102: file ends before </posts>"):
+        _prepare(tmp_path / "out", [str(path)], [], workers=2, chunk_bytes=1_000)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 100, 1_000, 10**6])
+def test_a_spilled_stream_is_cut_where_the_file_is_cut(tmp_path, chunk_bytes):
+    data = POSTS.read_bytes()
+    ranges = row_aligned_ranges(POSTS, chunk_bytes)
+    with open(POSTS, "rb") as stream:
+        pieces = list(spill_chunks("s", stream, tmp_path / "spill", chunk_bytes))
+    assert [c.read() for c in pieces] == [data[a:b] for a, b in ranges]
+    assert [c.final for c in pieces] == [False] * (len(ranges) - 1) + [True]
+    assert all(piece.endswith(b"\n") for piece in (data[a:b] for a, b in ranges))
+
+
+def test_bottom_k_of_pieces_is_the_bottom_k_of_the_whole():
+    import random
+
+    rng = random.Random(0)
+    entries = [(rng.randrange(1000), piece, position) for piece in range(20) for position in range(50)]
+    pieces = []
+    for piece in range(20):
+        keep = BottomK(30)
+        for entry in entries[piece * 50 : (piece + 1) * 50]:
+            keep.offer(entry)
+        pieces.append(keep.entries())
+    chosen = merge(30, pieces)
+    expected = sorted(entries)[:30]
+    assert sorted((p, q) for p, qs in chosen.items() for q in qs) == sorted((p, q) for _, p, q in expected)
