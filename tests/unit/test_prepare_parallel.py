@@ -56,6 +56,17 @@ def test_the_dataset_is_the_same_for_any_worker_count_and_piece_size(tmp_path, r
     assert reference["counts"]["documents"] > 30
 
 
+def test_thread_documents_are_the_same_for_any_worker_count(tmp_path, monkeypatch):
+    from sobert_trainer.data import prepare
+
+    posts, comments = real_or_fixture(False)
+    one = _prepare(tmp_path / "a", posts, comments, workers=1, chunk_bytes=8 << 20, document_unit="thread")
+    monkeypatch.setattr(prepare, "PIECE_DOCS", 4)  # pieces of 4 threads
+    three = _prepare(tmp_path / "b", posts, comments, workers=3, chunk_bytes=8 << 20, document_unit="thread")
+    assert _published(one) == _published(three)
+    assert one["counts"]["documents"] < _prepare(tmp_path / "c", posts, comments, 1, 8 << 20)["counts"]["documents"]
+
+
 @pytest.mark.parametrize("real", [False, True], ids=["fixture", "real-sample"])
 def test_pieces_hold_the_documents_the_serial_reader_makes(tmp_path, real):
     """The reference: `iter_documents` reads the dump in one pass, in order."""
