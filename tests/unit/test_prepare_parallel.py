@@ -116,6 +116,17 @@ def test_a_corrupt_archive_is_named(tmp_path):
         _prepare(tmp_path / "out", [str(broken)], [], workers=2, chunk_bytes=1_000)
 
 
+def test_an_archive_refused_before_its_first_piece_is_an_error_not_a_hang(tmp_path):
+    archive = tmp_path / "site-Posts.7z"
+    with py7zr.SevenZipFile(archive, "w") as out:
+        out.write(POSTS, "Posts.xml")
+        out.write(COMMENTS, "Comments.xml")
+    with pytest.raises(DumpFormatError, match=r"expected one \.xml member"):
+        _prepare(tmp_path / "out", [str(archive)], [], workers=2, chunk_bytes=1_000)
+    with pytest.raises(DumpFormatError, match=r"missing-Posts\.xml\.gz: not found"):
+        _prepare(tmp_path / "out", [str(tmp_path / "missing-Posts.xml.gz")], [], workers=2, chunk_bytes=1_000)
+
+
 def _many_rows(count: int) -> list[str]:
     return [row(Id=i, PostTypeId=1, Title=f"Question {i}", Body=f"<p>Body of question {i}, long enough.</p>")
             for i in range(1, count + 1)]  # fmt: skip

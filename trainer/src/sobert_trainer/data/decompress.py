@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, cast
 
-from sobert_trainer.storage import is_s3, open_uri
+from sobert_trainer.storage import StorageError, is_s3, open_uri
 
 BLOCK = 1 << 20
 ENDPOINT_ENV = "SOBERT_DECOMPRESS_ENDPOINT_URL"
@@ -155,11 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.buffer.flush()
     except BrokenPipeError:  # the reader stopped early (it found what it needed, or failed)
         return 0
-    except (ArchiveError, OSError, EOFError) as exc:
+    except (ArchiveError, StorageError) as exc:  # their messages name the file
         print(f"{exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # a corrupt archive raises the codec's own errors
-        print(f"{args[0]}: cannot decompress: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except Exception as exc:  # a corrupt archive raises the codec's own errors (EOFError, OSError, ...)
+        print(f"{args[0]}: cannot decompress: {exc}", file=sys.stderr)
         return 2
     return 0
 

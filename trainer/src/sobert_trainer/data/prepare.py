@@ -109,14 +109,32 @@ def document_pieces(config: PrepareConfig, work: Path, pool) -> tuple[list[Path]
     db_path = work / "comments.sqlite"
     with closing(sqlite3.connect(db_path)) as db:
         load_comments(db, comment_sites, stats.comments, config.endpoint_url)
-    tasks = _piece_tasks(config, work, str(db_path))
+    tasks = _Guarded(_piece_tasks(config, work, str(db_path)))
     pieces, samples, order = [], [], PieceOrder()
     for parsed in pool.imap(parse_piece, tasks):
         order.check(parsed)
         stats.merge(parsed.stats)
         pieces.append(Path(parsed.out))
         samples.append(parsed.sample)
+    if tasks.error is not None:
+        raise tasks.error
     return pieces, samples, stats
+
+
+class _Guarded:
+    """Tasks for `Pool.imap`, whose task thread cannot report an error raised while it takes the
+    next task (before the first it even hangs the pool): the error is kept, the tasks end, and the
+    caller raises it once the tasks taken so far are done."""
+
+    def __init__(self, tasks: Iterator):
+        self.tasks = tasks
+        self.error: Exception | None = None
+
+    def __iter__(self) -> Iterator:
+        try:
+            yield from self.tasks
+        except Exception as exc:  # a dump that cannot be read or decompressed
+            self.error = exc
 
 
 def _piece_tasks(config: PrepareConfig, work: Path, comments_db: str) -> Iterator[PieceTask]:
@@ -131,11 +149,17 @@ def _piece_tasks(config: PrepareConfig, work: Path, comments_db: str) -> Iterato
             yield from _tasks_for(chunks, piece, site, comments_db, config, work)
             piece += len(chunks)  # type: ignore[arg-type]
             continue
+        last = None
         with open_dump(uri, config.endpoint_url) as stream:
             for task in _tasks_for(spill_chunks(uri, stream, work / f"spill-{number}", config.chunk_bytes),
                                    piece, site, comments_db, config, work):  # fmt: skip
                 piece += 1
-                yield task
+                if task.chunk.final:
+                    last = task  # held until the decompressor has exited cleanly: its error comes first
+                else:
+                    yield task
+        if last is not None:
+            yield last
 
 
 def _tasks_for(chunks: Iterable[Chunk], first: int, site: str, comments_db: str, config: PrepareConfig,
