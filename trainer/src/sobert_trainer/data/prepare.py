@@ -49,7 +49,7 @@ class PrepareConfig:
     tokenizer_train_docs: int = 200_000
     seed: int = 1234
     endpoint_url: str | None = None
-    chunk_bytes: int = CHUNK_BYTES  # pieces a posts file is cut into (the output does not depend on it)
+    chunk_bytes: int = CHUNK_BYTES  # pieces a posts file is cut into (packed documents close at their ends)
 
     @staticmethod
     def from_spec(spec: RunSpec) -> PrepareConfig:

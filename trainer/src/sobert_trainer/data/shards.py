@@ -1,8 +1,9 @@
 """Tokenize document pieces in worker processes and write Megatron indexed datasets (.bin/.idx).
 
 Posts are packed FULL-SENTENCES style (RoBERTa, Liu et al. 2019, section 4.2): consecutive posts,
-each ended by `[SEP]`, fill one Megatron document of at least `PACK_TOKENS` tokens, whose
-sentences are the posts' segments. `BERTMaskedWordPieceDataset` fills each sample with whole
+each ended by `[SEP]`, fill one Megatron document of at least `PACK_TOKENS` tokens (or to the end
+of their piece of the dump: each worker packs its own piece), whose sentences are the posts'
+segments. `BERTMaskedWordPieceDataset` fills each sample with whole
 sentences of one Megatron document until it reaches the sequence length (megatron-core
 core_v0.16.1, datasets/helpers.cpp `build_mapping_impl`), so a sample spans posts and is full;
 with one post per document (posts average ~200 tokens) a 2,048-token sample was ~90% padding.
@@ -17,10 +18,11 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from sobert_trainer.data.indexed import IndexedWriter, optimal_dtype
+from sobert_trainer.data.indexed import IndexedWriter, optimal_dtype, write_documents
 
 # build_mapping_impl skips a whole document that holds a sentence longer than LONG_SENTENCE_LEN
 # (512 tokens): longer segments are cut into sentences of at most this many tokens.
@@ -30,57 +32,60 @@ MAX_SENTENCE_TOKENS = 512
 PACK_TOKENS = 1 << 20
 
 
-_TOKENIZERS: dict[str, object] = {}  # per worker process: tokenizer path -> Tokenizer
+_TOKENIZERS: dict[str, Any] = {}  # per worker process: tokenizer path -> Tokenizer
 
 
-def tokenize_piece(task: tuple[str, str, str]) -> tuple[str, int]:
-    """Worker: the documents of one piece file (JSON lines of segments) tokenized into `out`
-    (.npz: the tokens, each segment's length, each post's segment count; empty segments and
-    posts dropped). Returns (out, posts)."""
-    documents_path, tokenizer_path, out = task
+@dataclass(frozen=True)
+class PieceShard:
+    """One piece's packed documents, written by a worker for the parent to append to a shard."""
+
+    bin_path: str
+    lengths: np.ndarray  # each sentence's tokens
+    sentences_per_document: np.ndarray
+    posts: int
+    tokens: int
+
+
+def pack_piece(task: tuple[str, str, int, int]) -> PieceShard:
+    """Worker: one piece's documents (JSON lines of segments) tokenized, packed into Megatron
+    documents (`pack_documents`; the piece's last one closes at its end) and written to
+    `<piece>.bin` in the shards' dtype. Empty segments and posts are dropped."""
+    documents_path, tokenizer_path, vocab_size, pack_tokens = task
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process = one core; parallelism is ours
     from tokenizers import Tokenizer
+
+    from sobert_trainer.data.tokenizer import SEP
 
     tokenizer = _TOKENIZERS.get(tokenizer_path)
     if tokenizer is None:
         tokenizer = _TOKENIZERS[tokenizer_path] = Tokenizer.from_file(tokenizer_path)
-    tokens: list[np.ndarray] = []
-    lengths: list[int] = []
-    per_post: list[int] = []
-    for batch in _batches(read_documents_jsonl(Path(documents_path)), 256):
+    sep_id = tokenizer.token_to_id(SEP)
+    if sep_id is None:
+        raise ValueError(f"{tokenizer_path}: the tokenizer has no {SEP} token to end each post with")
+    posts = list(_tokenized_posts(tokenizer, Path(documents_path)))
+    bin_path = str(Path(documents_path).with_suffix(".bin"))
+    lengths, per_document, tokens = write_documents(
+        Path(bin_path), pack_documents(posts, sep_id, pack_tokens), optimal_dtype(vocab_size)
+    )
+    return PieceShard(bin_path, lengths, per_document, len(posts), tokens)
+
+
+def _tokenized_posts(tokenizer, documents_path: Path) -> Iterator[list[np.ndarray]]:
+    """Each post of a piece as its non-empty segments' token arrays (posts with none dropped)."""
+    for batch in _batches(read_documents_jsonl(documents_path), 256):
         flat = [segment for segments in batch for segment in segments]
         # encode_batch_fast: the same ids as encode_batch, without the offsets we never use.
-        encodings = tokenizer.encode_batch_fast(flat, add_special_tokens=False)  # type: ignore[attr-defined]
+        encodings = tokenizer.encode_batch_fast(flat, add_special_tokens=False)
         cursor = 0
         for segments in batch:
-            kept = 0
+            post = []
             for encoding in encodings[cursor : cursor + len(segments)]:
                 ids = encoding.ids  # a new list on every access
                 if ids:
-                    tokens.append(np.asarray(ids, dtype=np.int32))
-                    lengths.append(len(ids))
-                    kept += 1
-            if kept:
-                per_post.append(kept)
+                    post.append(np.asarray(ids, dtype=np.int32))
+            if post:
+                yield post
             cursor += len(segments)
-    np.savez(
-        out,
-        tokens=np.concatenate(tokens) if tokens else np.zeros(0, dtype=np.int32),
-        lengths=np.asarray(lengths, dtype=np.int64),
-        per_post=np.asarray(per_post, dtype=np.int64),
-    )
-    return out, len(per_post)
-
-
-def posts_of_piece(path: str) -> Iterator[list[np.ndarray]]:
-    """The tokenized posts of one piece (`tokenize_piece`'s file), each a list of segments."""
-    with np.load(path) as data:
-        tokens, lengths, per_post = data["tokens"], data["lengths"], data["per_post"]
-    segments = np.split(tokens, np.cumsum(lengths)[:-1]) if len(lengths) else []
-    cursor = 0
-    for count in per_post.tolist():
-        yield segments[cursor : cursor + count]
-        cursor += count
 
 
 def _batches(documents: Iterable[list[str]], size: int) -> Iterator[list[list[str]]]:
@@ -141,49 +146,34 @@ def write_shards(
     shard_tokens: int = 200_000_000,
     pack_tokens: int = PACK_TOKENS,
 ) -> ShardStats:
-    """Tokenize the document pieces (in dump order) on `pool`'s workers, pack them in order
-    (`pack_documents`) and write `<name>_<k>_text_sentence.{bin,idx}`. The result depends on the
-    pieces only, not on the number of workers; each piece's tokens are read once, then deleted."""
-    from tokenizers import Tokenizer
-
-    from sobert_trainer.data.tokenizer import SEP
-
+    """Tokenize and pack the document pieces on `pool`'s workers (`pack_piece`) and append them,
+    in dump order, to `<name>_<k>_text_sentence.{bin,idx}` (a new shard once one holds
+    `shard_tokens`). This process only copies bytes and extends the index, so it keeps up with
+    many workers. The result depends on the pieces, not on the number of workers."""
     out_dir.mkdir(parents=True, exist_ok=True)
     dtype = optimal_dtype(vocab_size)
     stats = ShardStats()
     builder: IndexedWriter | None = None
     prefix, shard_start = "", 0
-
-    def close_shard() -> None:
-        nonlocal builder
-        if builder is not None:
-            builder.finalize()
-            stats.shards.append({"prefix": prefix, "tokens": stats.tokens - shard_start})
-            builder = None
-
-    def tokenized_posts() -> Iterator[list[np.ndarray]]:
-        tasks = [(str(piece), str(tokenizer_path), str(piece.with_suffix(".npz"))) for piece in pieces]
-        for path, posts in pool.imap(tokenize_piece, tasks):
-            stats.posts += posts
-            yield from posts_of_piece(path)
-            Path(path).unlink()
-
-    sep_id = Tokenizer.from_file(str(tokenizer_path)).token_to_id(SEP)
-    if sep_id is None:
-        raise ValueError(f"{tokenizer_path}: the tokenizer has no {SEP} token to end each post with")
-    for sentences in pack_documents(tokenized_posts(), sep_id, pack_tokens):
+    tasks = [(str(piece), str(tokenizer_path), vocab_size, pack_tokens) for piece in pieces]
+    for piece in pool.imap(pack_piece, tasks):
         if builder is None:
             prefix = f"{name}_{len(stats.shards):05d}_text_sentence"
             builder = IndexedWriter(out_dir / prefix, dtype)
             shard_start = stats.tokens
-        tokens = np.concatenate(sentences)
-        builder.add_document(tokens, [len(s) for s in sentences])
-        stats.documents += 1
-        stats.sentences += len(sentences)
-        stats.tokens += int(tokens.size)
+        builder.add_documents(Path(piece.bin_path), piece.lengths, piece.sentences_per_document)
+        Path(piece.bin_path).unlink()
+        stats.posts += piece.posts
+        stats.documents += len(piece.sentences_per_document)
+        stats.sentences += len(piece.lengths)
+        stats.tokens += piece.tokens
         if stats.tokens - shard_start >= shard_tokens:
-            close_shard()
-    close_shard()
+            builder.finalize()
+            stats.shards.append({"prefix": prefix, "tokens": stats.tokens - shard_start})
+            builder = None
+    if builder is not None:
+        builder.finalize()
+        stats.shards.append({"prefix": prefix, "tokens": stats.tokens - shard_start})
     return stats
 
 
