@@ -22,7 +22,7 @@ PACKED_REAL_TOKEN_FRACTION = 0.997
 # Measured end to end per worker core (process start to published manifest, 2 workers on a 50 MB
 # Posts.xml of real rows, vocab 50,000: BENCHMARKS.md "Data preparation"); parsing, tokenizing and
 # packing scale with the workers, the bounded tokenizer training does not.
-PREPARE_TOKENS_PER_CORE_S = 145_000
+PREPARE_TOKENS_PER_CORE_S = 210_000
 PREPARE_CORES = 4  # the prepare Job's CPU request (render/jobs.py)
 CONVERT_CORES = 2
 CONVERT_BYTES_PER_S = 200e6  # reading a checkpoint and writing safetensors
