@@ -242,6 +242,7 @@ def bench_masked_head(seq_length: int = 512, micro_batch: int = 2, repeats: int 
 
     from sobert_api import build_spec
     from sobert_trainer.pretrain import cpu_compat
+    from sobert_trainer.pretrain.bert import per_token_loss
     from sobert_trainer.pretrain.dataset import collate
     from sobert_trainer.pretrain.model import build_bert_model, transformer_config
 
@@ -280,14 +281,7 @@ def bench_masked_head(seq_length: int = 512, micro_batch: int = 2, repeats: int 
             for _ in range(repeats + 1):
                 model.zero_grad()
                 started = time.monotonic()
-                lm_loss, _ = model(
-                    batch["text"],
-                    batch["padding_mask"],
-                    tokentype_ids=batch["types"],
-                    lm_labels=batch["labels"],
-                    head_positions=batch["head_positions"] if masked_head else None,
-                )
-                (lm_loss * batch["loss_mask"]).sum().backward()
+                (per_token_loss(model, batch, masked_head) * batch["loss_mask"]).sum().backward()
                 times.append(time.monotonic() - started)
             return statistics.median(times[1:])
 

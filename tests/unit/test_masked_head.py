@@ -35,13 +35,9 @@ def _micro_batch(seq: int = 128, batch: int = 4) -> dict[str, torch.Tensor]:
 
 def _loss_and_grads(model, batch, masked_head: bool):
     model.zero_grad()
-    lm_loss, _ = model(
-        batch["text"],
-        batch["padding_mask"],
-        tokentype_ids=batch["types"],
-        lm_labels=batch["labels"],
-        head_positions=batch["head_positions"] if masked_head else None,
-    )
+    from sobert_trainer.pretrain.bert import per_token_loss
+
+    lm_loss = per_token_loss(model, batch, masked_head)
     mask = batch["loss_mask"].float()
     (lm_loss.float() * mask).sum().div(mask.sum()).backward()
     grads = {name: p.grad.float().clone() for name, p in model.named_parameters() if p.grad is not None}

@@ -39,6 +39,11 @@ def compression_of(uri: str) -> str | None:
     return None
 
 
+def is_plain_local(uri: str) -> bool:
+    """A local file that needs no decompressor: read where it lies."""
+    return compression_of(uri) is None and not is_s3(uri)
+
+
 class ArchiveError(ValueError):
     """An archive this reader cannot take a dump from."""
 

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO
 
-from sobert_trainer.data.decompress import ArchiveError, compression_of, decompressed_stream
-from sobert_trainer.storage import is_s3, open_uri
+from sobert_trainer.data.decompress import ArchiveError, decompressed_stream, is_plain_local
+from sobert_trainer.storage import open_uri
 
 
 class DumpFormatError(ValueError):
@@ -54,7 +54,7 @@ class RowStats:
 def open_dump(uri: str, endpoint_url: str | None = None) -> Iterator[IO[bytes]]:
     """A binary stream of the decompressed dump: a plain local file directly, anything else (a
     compressed file, an s3:// object) through a decompressor process (`decompress.py`)."""
-    if compression_of(uri) is None and not is_s3(uri):
+    if is_plain_local(uri):
         with open_uri(uri, endpoint_url) as raw:
             yield raw
         return

@@ -22,12 +22,12 @@ from sobert_api import paths
 from sobert_api.spec import RunSpec
 from sobert_trainer.data import sample
 from sobert_trainer.data.chunks import CHUNK_BYTES, Chunk, file_chunks, spill_chunks
-from sobert_trainer.data.decompress import compression_of
+from sobert_trainer.data.decompress import is_plain_local
 from sobert_trainer.data.documents import DocumentStats, iter_documents, load_comments, pair_comments, site_of
 from sobert_trainer.data.dump import RowStats, open_dump
 from sobert_trainer.data.post_chunks import PieceOrder, PieceTask, parse_piece
 from sobert_trainer.data.sample import Entry
-from sobert_trainer.data.shards import read_documents_jsonl, write_documents_jsonl, write_shards
+from sobert_trainer.data.shards import batches, read_documents_jsonl, write_documents_jsonl, write_shards
 from sobert_trainer.data.tokenizer import train_tokenizer
 from sobert_trainer.storage import Storage, is_s3
 
@@ -144,10 +144,10 @@ def _piece_tasks(config: PrepareConfig, work: Path, comments_db: str) -> Iterato
     piece = 0
     for number, uri in enumerate(config.posts):
         site = site_of(uri)
-        if compression_of(uri) is None and not is_s3(uri):
-            chunks: Iterable[Chunk] = file_chunks(uri, Path(uri).expanduser(), config.chunk_bytes)
+        if is_plain_local(uri):
+            chunks = file_chunks(uri, Path(uri).expanduser(), config.chunk_bytes)
             yield from _tasks_for(chunks, piece, site, comments_db, config, work)
-            piece += len(chunks)  # type: ignore[arg-type]
+            piece += len(chunks)
             continue
         last = None
         with open_dump(uri, config.endpoint_url) as stream:
@@ -175,7 +175,7 @@ def _thread_pieces(config: PrepareConfig, work: Path, stats: DocumentStats) -> t
                                config.endpoint_url)  # fmt: skip
     pieces: list[Path] = []
     samples: list[list[Entry]] = []
-    for number, batch in enumerate(_groups(documents, PIECE_DOCS)):
+    for number, batch in enumerate(batches(documents, PIECE_DOCS)):
         keep = sample.BottomK(config.tokenizer_train_docs)
         for position, document in enumerate(batch):
             keep.offer((sample.priority(config.seed, document.id), number, position))
@@ -183,17 +183,6 @@ def _thread_pieces(config: PrepareConfig, work: Path, stats: DocumentStats) -> t
         write_documents_jsonl((d.segments for d in batch), pieces[-1])
         samples.append(keep.entries())
     return pieces, samples
-
-
-def _groups(items: Iterable, size: int) -> Iterator[list]:
-    group: list = []
-    for item in items:
-        group.append(item)
-        if len(group) == size:
-            yield group
-            group = []
-    if group:
-        yield group
 
 
 def sampled_documents(pieces: list[Path], chosen: dict[int, set[int]]) -> Iterator[list[str]]:

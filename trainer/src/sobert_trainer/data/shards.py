@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -32,6 +32,7 @@ MAX_SENTENCE_TOKENS = 512
 PACK_TOKENS = 1 << 20
 
 
+T = TypeVar("T")
 _TOKENIZERS: dict[str, Any] = {}  # per worker process: tokenizer path -> Tokenizer
 
 
@@ -72,7 +73,7 @@ def pack_piece(task: tuple[str, str, int, int]) -> PieceShard:
 
 def _tokenized_posts(tokenizer, documents_path: Path) -> Iterator[list[np.ndarray]]:
     """Each post of a piece as its non-empty segments' token arrays (posts with none dropped)."""
-    for batch in _batches(read_documents_jsonl(documents_path), 256):
+    for batch in batches(read_documents_jsonl(documents_path), 256):
         flat = [segment for segments in batch for segment in segments]
         # encode_batch_fast: the same ids as encode_batch, without the offsets we never use.
         encodings = tokenizer.encode_batch_fast(flat, add_special_tokens=False)
@@ -88,10 +89,11 @@ def _tokenized_posts(tokenizer, documents_path: Path) -> Iterator[list[np.ndarra
             cursor += len(segments)
 
 
-def _batches(documents: Iterable[list[str]], size: int) -> Iterator[list[list[str]]]:
-    batch: list[list[str]] = []
-    for segments in documents:
-        batch.append(segments)
+def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of `size` (the last may be shorter)."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
         if len(batch) == size:
             yield batch
             batch = []
@@ -155,6 +157,14 @@ def write_shards(
     stats = ShardStats()
     builder: IndexedWriter | None = None
     prefix, shard_start = "", 0
+
+    def close_shard() -> None:
+        nonlocal builder
+        if builder is not None:
+            builder.finalize()
+            stats.shards.append({"prefix": prefix, "tokens": stats.tokens - shard_start})
+            builder = None
+
     tasks = [(str(piece), str(tokenizer_path), vocab_size, pack_tokens) for piece in pieces]
     for piece in pool.imap(pack_piece, tasks):
         if builder is None:
@@ -168,12 +178,8 @@ def write_shards(
         stats.sentences += len(piece.lengths)
         stats.tokens += piece.tokens
         if stats.tokens - shard_start >= shard_tokens:
-            builder.finalize()
-            stats.shards.append({"prefix": prefix, "tokens": stats.tokens - shard_start})
-            builder = None
-    if builder is not None:
-        builder.finalize()
-        stats.shards.append({"prefix": prefix, "tokens": stats.tokens - shard_start})
+            close_shard()
+    close_shard()
     return stats
 
 

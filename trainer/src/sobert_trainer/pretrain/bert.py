@@ -30,6 +30,20 @@ def head_positions(loss_mask: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(loss_mask.t().reshape(-1), as_tuple=False).squeeze(1)
 
 
+def per_token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], masked_head: bool = True) -> torch.Tensor:
+    """The per-token masked-LM loss [b, s] of `model` (a `SobertBertModel`, wrapped or not) on a
+    collated micro-batch (`dataset.collate`): the LM head at the masked positions only, or, with
+    `masked_head` False, on every position (the reference)."""
+    lm_loss, _ = model(
+        batch["text"],
+        batch["padding_mask"],
+        tokentype_ids=batch["types"],
+        lm_labels=batch["labels"],
+        head_positions=batch["head_positions"] if masked_head else None,
+    )
+    return lm_loss
+
+
 class SobertBertModel(BertModel):
     """`BertModel` for the SDPA attention's mask, with the LM head computed at `head_positions` only."""
 

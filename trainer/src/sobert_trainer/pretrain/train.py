@@ -61,15 +61,10 @@ def _loss_func(loss_mask: torch.Tensor, lm_loss: torch.Tensor):
 
 
 def _forward_step(data_iterator, model):
+    from sobert_trainer.pretrain.bert import per_token_loss
+
     batch = {k: v.to(current_device(), non_blocking=True) for k, v in next(data_iterator).items()}
-    lm_loss, _ = model(
-        batch["text"],
-        batch["padding_mask"],
-        tokentype_ids=batch["types"],
-        lm_labels=batch["labels"],
-        head_positions=batch["head_positions"],
-    )
-    return lm_loss, partial(_loss_func, batch["loss_mask"])
+    return per_token_loss(model, batch), partial(_loss_func, batch["loss_mask"])
 
 
 def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | None = None) -> int:
