@@ -18,6 +18,7 @@ from conftest import shared_path
 from sobert_trainer.data.chunks import file_chunks, row_aligned_ranges, spill_chunks
 from sobert_trainer.data.documents import DocumentStats, iter_documents, load_comments, site_of
 from sobert_trainer.data.dump import DumpFormatError, RowStats
+from sobert_trainer.data.pipeline import SAMPLE_BYTES_PER_DOCUMENT, sample_pieces
 from sobert_trainer.data.post_chunks import PieceOrder, PieceTask, parse_piece
 from sobert_trainer.data.prepare import PrepareConfig, prepare_dataset
 from sobert_trainer.data.sample import BottomK, merge
@@ -46,19 +47,30 @@ def real_or_fixture(real: bool) -> tuple[list[str], list[str]]:
     )
 
 
+def _docs_for_sample_pieces(pieces: int, chunk_bytes: int) -> int:
+    """A tokenizer sample size whose sample pieces are `pieces` of the dump's."""
+    return pieces * chunk_bytes // SAMPLE_BYTES_PER_DOCUMENT
+
+
 @pytest.mark.parametrize("real", [False, True], ids=["fixture", "real-sample"])
-def test_the_dataset_is_the_same_for_any_worker_count(tmp_path, real):
+@pytest.mark.parametrize("sample", ["every-piece", "two-pieces"])
+def test_the_dataset_is_the_same_for_any_worker_count(tmp_path, real, sample):
     posts, comments = real_or_fixture(real)
     chunk_bytes = 64 << 10 if real else 5_000  # several pieces per file
-    reference = _prepare(tmp_path / "a", posts, comments, workers=1, chunk_bytes=chunk_bytes)
+    k = 200_000 if sample == "every-piece" else _docs_for_sample_pieces(2, chunk_bytes)
+    reference = _prepare(tmp_path / "a", posts, comments, workers=1, chunk_bytes=chunk_bytes, tokenizer_train_docs=k)
     for workers in (2, 3):
-        manifest = _prepare(tmp_path / f"w{workers}", posts, comments, workers=workers, chunk_bytes=chunk_bytes)
+        manifest = _prepare(tmp_path / f"w{workers}", posts, comments, workers=workers, chunk_bytes=chunk_bytes,
+                            tokenizer_train_docs=k)  # fmt: skip
         assert _published(manifest) == _published(reference), workers
     assert reference["counts"]["documents"] > 30
-    # Documents close at the end of their piece: the pieces show in the layout, not in the tokens.
-    whole = _prepare(tmp_path / "whole", posts, comments, workers=2, chunk_bytes=8 << 20)
-    assert whole["counts"]["tokens"] == reference["counts"]["tokens"]
-    assert whole["counts"]["shard_documents"] < reference["counts"]["shard_documents"]
+    layout = reference["pipeline"]
+    assert layout["sample_pieces"] == (layout["pieces"] if sample == "every-piece" else 2)
+    if sample == "every-piece":
+        # Documents close at the end of their piece: the pieces show in the layout, not in the tokens.
+        whole = _prepare(tmp_path / "whole", posts, comments, workers=2, chunk_bytes=8 << 20)
+        assert whole["counts"]["tokens"] == reference["counts"]["tokens"]
+        assert whole["counts"]["shard_documents"] < reference["counts"]["shard_documents"]
 
 
 def test_thread_documents_are_the_same_for_any_worker_count(tmp_path, monkeypatch):
@@ -99,8 +111,12 @@ def test_pieces_hold_the_documents_the_serial_reader_makes(tmp_path, real):
 
 @pytest.mark.parametrize("kind", ["gz", "bz2", "7z"])
 def test_compressed_real_rows_give_the_plain_files_dataset(tmp_path, kind):
+    """A stream's plan is known only when it ends, a plain file's at the start (its sample pieces
+    are parsed first): the same sample pieces, the same dataset."""
     posts, _ = real_or_fixture(True)
-    plain = _prepare(tmp_path / "plain", posts[1:], [], workers=2, chunk_bytes=256 << 10)
+    k = _docs_for_sample_pieces(3, 256 << 10)
+    plain = _prepare(tmp_path / "plain", posts[1:], [], workers=2, chunk_bytes=256 << 10, tokenizer_train_docs=k)
+    assert 3 == plain["pipeline"]["sample_pieces"] < plain["pipeline"]["pieces"]
     source = Path(posts[1])
     packed = tmp_path / f"{source.name}.{kind}"
     if kind == "gz":
@@ -110,8 +126,41 @@ def test_compressed_real_rows_give_the_plain_files_dataset(tmp_path, kind):
     else:
         with py7zr.SevenZipFile(packed, "w") as archive:
             archive.write(source, "Posts.xml")
-    compressed = _prepare(tmp_path / "packed", [str(packed)], [], workers=2, chunk_bytes=256 << 10)
+    compressed = _prepare(tmp_path / "packed", [str(packed)], [], workers=2, chunk_bytes=256 << 10,
+                          tokenizer_train_docs=k)  # fmt: skip
     assert _published(compressed) == _published(plain)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_tokenizer_trains_while_the_rest_of_the_dump_is_parsed(tmp_path, workers):
+    """Sample pieces are parsed first and training begins once they are, while the rest are parsed
+    (with one worker, at most its two slots' more pieces have been parsed by then)."""
+    posts, comments = real_or_fixture(True)
+    chunk_bytes = 32 << 10
+    manifest = _prepare(tmp_path, posts, comments, workers=workers, chunk_bytes=chunk_bytes,
+                        tokenizer_train_docs=_docs_for_sample_pieces(3, chunk_bytes))  # fmt: skip
+    layout = manifest["pipeline"]
+    assert layout["pieces"] > 20 and layout["sample_pieces"] == 3
+    began = layout["parsed_when_tokenizer_training_began"]
+    assert began <= 3 + 2 if workers == 1 else began < layout["pieces"]
+    timings = manifest["timings_s"]
+    assert timings["tokenizer_train_began"] < timings["parse"] <= timings["total"]
+
+
+def test_sample_pieces_are_spread_evenly_over_the_dump():
+    assert sample_pieces(10, 1, 4096) == [5]
+    assert sample_pieces(10, 2, 4096) == [2, 7]
+    assert sample_pieces(9, 3, 4096) == [1, 4, 7]
+    assert sample_pieces(4, 1_000, 4096) == [0, 1, 2, 3]  # a small dump: every piece
+    assert sample_pieces(1_000, 200_000, 8 << 20) == [(2 * j + 1) * 1_000 // 196 for j in range(98)]
+
+
+def test_a_dump_with_no_usable_posts_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "site-Posts.xml"
+    path.write_bytes(dump_bytes("posts", [row(Id=i, PostTypeId=1, Title="t", Body="<p>x</p>") for i in range(5)]))
+    with pytest.raises(ValueError, match=r"no usable documents .*site-Posts\.xml"):
+        _prepare(tmp_path / "out", [str(path)], [], workers=2, chunk_bytes=1_000)
+    assert not list((tmp_path / "out").rglob("manifest.json"))
 
 
 def test_a_corrupt_archive_is_named(tmp_path):

@@ -218,7 +218,9 @@ class DataSpec(_Spec):
     tokenizer_train_docs: Annotated[
         int,
         Field(
-            gt=0, description="Documents sampled (uniformly, by a seeded hash of their ids) to train the BPE tokenizer."
+            gt=0,
+            description="Documents sampled (by a seeded hash of their ids, from pieces spread evenly over the "
+            "dump) to train the BPE tokenizer.",
         ),
     ] = 200_000
 

@@ -38,7 +38,7 @@ class PieceTask:
 @dataclass
 class ParsedPiece:
     piece: int
-    chunk: Chunk
+    chunk: Chunk | None  # None: made in the parent (`thread` documents), not parsed from a dump's piece
     out: str
     stats: DocumentStats
     end_state: str = "body"
@@ -97,6 +97,7 @@ class PieceOrder:
         """Raise the piece's structural error with the file's line number, or the error a piece
         boundary hides (content after the root closed in an earlier piece)."""
         chunk, root = parsed.chunk, self.root
+        assert chunk is not None, "only pieces parsed from a dump are checked"
         if chunk.index == 0:
             self.lines_before, self.previous_state = 0, None
         if parsed.failure is not None:

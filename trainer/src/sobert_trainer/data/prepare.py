@@ -6,13 +6,14 @@ cache hit (the published manifest is found) and a changed setting never reuses s
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import json
 import logging
 import multiprocessing as mp
 import sqlite3
 import tempfile
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -25,14 +26,16 @@ from sobert_trainer.data.chunks import CHUNK_BYTES, Chunk, file_chunks, spill_ch
 from sobert_trainer.data.decompress import is_plain_local
 from sobert_trainer.data.documents import DocumentStats, iter_documents, load_comments, pair_comments, site_of
 from sobert_trainer.data.dump import RowStats, open_dump
-from sobert_trainer.data.post_chunks import PieceOrder, PieceTask, parse_piece
-from sobert_trainer.data.sample import Entry
-from sobert_trainer.data.shards import batches, read_documents_jsonl, write_documents_jsonl, write_shards
+from sobert_trainer.data.pipeline import PipelineConfig, PreparePipeline, sample_first
+from sobert_trainer.data.post_chunks import ParsedPiece, PieceOrder, PieceTask
+from sobert_trainer.data.shards import batches, write_documents_jsonl
 from sobert_trainer.data.tokenizer import train_tokenizer
 from sobert_trainer.storage import Storage, is_s3
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 3  # 2: posts packed into Megatron documents (data/shards.py); 3: bottom-k tokenizer sample
+# 2: posts packed into Megatron documents (data/shards.py); 3: bottom-k tokenizer sample; 4: drawn from
+# sample pieces spread over the dump (pipeline.py), so the tokenizer trains while the rest is parsed
+FORMAT_VERSION = 4
 PIECE_DOCS = 4096  # documents per piece file of `thread` documents
 
 
@@ -97,50 +100,36 @@ def _worker_pool(workers: int) -> Iterator:
         yield pool
 
 
-def document_pieces(config: PrepareConfig, work: Path, pool) -> tuple[list[Path], list[list[Entry]], DocumentStats]:
-    """The corpus's documents as JSON-lines piece files in dump order, each piece's bottom-k
-    tokenizer-sample entries, and the counts. `post` documents are made in parallel, a piece of
-    a posts file per task (`post_chunks.py`); `thread` documents need every answer of a question,
-    so they are grouped through SQLite in this process and cut into pieces of `PIECE_DOCS`."""
-    stats = DocumentStats(RowStats(), RowStats())
+def _sources(config: PrepareConfig, work: Path, stats: DocumentStats):
+    """The corpus's pieces for the pipeline, in the order to start them; the plan's size when known
+    up front; and the check each parsed piece gets in dump order. `post` documents are parsed in
+    parallel, a piece of a posts file per task (`post_chunks.py`); `thread` documents need every
+    answer of a question, so they are grouped through SQLite in this process and cut into pieces
+    of `PIECE_DOCS`."""
     if config.document_unit == "thread":
-        return (*_thread_pieces(config, work, stats), stats)
+        return _thread_pieces(config, work, stats), None, lambda parsed: None
     comment_sites = pair_comments(config.posts, config.comments)
     db_path = work / "comments.sqlite"
     with closing(sqlite3.connect(db_path)) as db:
         load_comments(db, comment_sites, stats.comments, config.endpoint_url)
-    tasks = _Guarded(_piece_tasks(config, work, str(db_path)))
-    pieces, samples, order = [], [], PieceOrder()
-    for parsed in pool.imap(parse_piece, tasks):
+    order = PieceOrder()
+
+    def accept(parsed: ParsedPiece) -> None:
         order.check(parsed)
         stats.merge(parsed.stats)
-        pieces.append(Path(parsed.out))
-        samples.append(parsed.sample)
-    if tasks.error is not None:
-        raise tasks.error
-    return pieces, samples, stats
 
-
-class _Guarded:
-    """Tasks for `Pool.imap`, whose task thread cannot report an error raised while it takes the
-    next task (before the first it even hangs the pool): the error is kept, the tasks end, and the
-    caller raises it once the tasks taken so far are done."""
-
-    def __init__(self, tasks: Iterator):
-        self.tasks = tasks
-        self.error: Exception | None = None
-
-    def __iter__(self) -> Iterator:
-        try:
-            yield from self.tasks
-        except Exception as exc:  # a dump that cannot be read or decompressed
-            self.error = exc
+    tasks = _piece_tasks(config, work, str(db_path))
+    if all(is_plain_local(uri) for uri in config.posts):  # the plan is known: sample pieces first
+        planned = list(tasks)
+        return iter(sample_first(planned, config.tokenizer_train_docs, config.chunk_bytes)), len(planned), accept
+    return tasks, None, accept
 
 
 def _piece_tasks(config: PrepareConfig, work: Path, comments_db: str) -> Iterator[PieceTask]:
     """A task per piece of every posts file, in dump order. A plain local file is cut where it
     lies; anything else streams from its decompressor process into piece files as it is read
-    (this generator runs on the pool's task thread, so parsing starts with the first pieces)."""
+    (the pipeline takes a task when a worker is free, so parsing starts with the first pieces and
+    the spill stays a few pieces ahead of the parse)."""
     piece = 0
     for number, uri in enumerate(config.posts):
         site = site_of(uri)
@@ -170,30 +159,27 @@ def _tasks_for(chunks: Iterable[Chunk], first: int, site: str, comments_db: str,
                         str(work / f"piece-{piece:06d}.jsonl"), config.seed, config.tokenizer_train_docs)  # fmt: skip
 
 
-def _thread_pieces(config: PrepareConfig, work: Path, stats: DocumentStats) -> tuple[list[Path], list[list[Entry]]]:
+def _thread_pieces(config: PrepareConfig, work: Path, stats: DocumentStats) -> Iterator[ParsedPiece]:
     documents = iter_documents(config.posts, config.comments, "thread", work, stats, config.min_document_chars,
                                config.endpoint_url)  # fmt: skip
-    pieces: list[Path] = []
-    samples: list[list[Entry]] = []
     for number, batch in enumerate(batches(documents, PIECE_DOCS)):
         keep = sample.BottomK(config.tokenizer_train_docs)
         for position, document in enumerate(batch):
             keep.offer((sample.priority(config.seed, document.id), number, position))
-        pieces.append(work / f"piece-{number:06d}.jsonl")
-        write_documents_jsonl((d.segments for d in batch), pieces[-1])
-        samples.append(keep.entries())
-    return pieces, samples
+        out = work / f"piece-{number:06d}.jsonl"
+        write_documents_jsonl((d.segments for d in batch), out)
+        yield ParsedPiece(number, None, str(out), DocumentStats(RowStats(), RowStats()), sample=keep.entries())
 
 
-def sampled_documents(pieces: list[Path], chosen: dict[int, set[int]]) -> Iterator[list[str]]:
-    """The sampled documents, read back from their pieces in dump order."""
-    for number, piece in enumerate(pieces):
-        positions = chosen.get(number)
-        if not positions:
-            continue
-        for position, segments in enumerate(read_documents_jsonl(piece)):
-            if position in positions:
-                yield segments
+def _train_tokenizer(config: PrepareConfig, path: Path, documents: Iterator[list[str]]) -> tuple[Path, int]:
+    """The tokenizer trained on the sample documents, saved to `path`; its vocabulary size."""
+    texts = ("\n".join(segments) for segments in documents)
+    first = next(texts, None)
+    if first is None:
+        raise ValueError(f"data.posts: no usable documents in the tokenizer sample of {', '.join(config.posts)}")
+    tokenizer = train_tokenizer(itertools.chain([first], texts), config.vocab_size)
+    tokenizer.save(str(path))
+    return path, tokenizer.get_vocab_size()
 
 
 def prepare_dataset(
@@ -206,28 +192,19 @@ def prepare_dataset(
     if existing is not None:
         log.info("prepare: %s already published at %s", dataset_id, storage.uri(prefix))
         return existing
-    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sobert-prepare-") as tmp, _worker_pool(config.workers) as pool:
         work, staging = Path(tmp, "work"), Path(tmp, "publish")
         staging.mkdir(parents=True)
         work.mkdir(parents=True)
-        pieces, samples, stats = document_pieces(config, work, pool)
+        stats = DocumentStats(RowStats(), RowStats())
+        sources, planned, accept = _sources(config, work, stats)
+        settings = PipelineConfig(config.tokenizer_train_docs, config.chunk_bytes, staging / "shards", dataset_id)
+        train = functools.partial(_train_tokenizer, config, staging / "tokenizer.json")
+        pipeline = PreparePipeline(pool, config.workers, settings, sources, planned, accept, train)
+        shard_stats = pipeline.run()
         if stats.documents == 0:
             raise ValueError(f"data.posts: no usable documents in {', '.join(config.posts)} ({stats.as_dict()})")
-        log.info("prepare: %d documents from %d post rows; training tokenizer", stats.documents, stats.posts.rows)
-        parsed_at = time.monotonic()
-
-        chosen = sample.merge(config.tokenizer_train_docs, samples)
-        tokenizer = train_tokenizer(("\n".join(s) for s in sampled_documents(pieces, chosen)), config.vocab_size)
-        tokenizer_path = staging / "tokenizer.json"
-        tokenizer.save(str(tokenizer_path))
-        tokenized_at = time.monotonic()
-        log.info("prepare: tokenizer has %d pieces; writing shards", tokenizer.get_vocab_size())
-
-        shard_stats = write_shards(
-            pieces, tokenizer_path, tokenizer.get_vocab_size(), staging / "shards", name=dataset_id, pool=pool
-        )
-        finished = time.monotonic()
+        vocab_size = pipeline.vocab_size
         manifest_extra = {
             "dataset_id": dataset_id,
             "format_version": FORMAT_VERSION,
@@ -238,7 +215,7 @@ def prepare_dataset(
                 "vocab_size_target": config.vocab_size,
                 "tokenizer_train_docs": config.tokenizer_train_docs,
             },
-            "tokenizer": {"file": "tokenizer.json", "vocab_size": tokenizer.get_vocab_size()},
+            "tokenizer": {"file": "tokenizer.json", "vocab_size": vocab_size},
             "counts": {
                 **stats.as_dict(),
                 "packed_posts": shard_stats.posts,
@@ -247,11 +224,8 @@ def prepare_dataset(
                 "tokens": shard_stats.tokens,
             },
             "shards": [f"shards/{s['prefix']}" for s in shard_stats.shards],
-            "timings_s": {
-                "parse": round(parsed_at - started, 3),
-                "tokenizer_train": round(tokenized_at - parsed_at, 3),
-                "tokenize_and_write": round(finished - tokenized_at, 3),
-            },
+            "timings_s": pipeline.timings.as_dict(),
+            "pipeline": pipeline.layout(),
             "workers": config.workers,
         }
         manifest = storage.publish_tree(staging, prefix, extra=manifest_extra)

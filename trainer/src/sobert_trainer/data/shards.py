@@ -40,6 +40,7 @@ _TOKENIZERS: dict[str, Any] = {}  # per worker process: tokenizer path -> Tokeni
 class PieceShard:
     """One piece's packed documents, written by a worker for the parent to append to a shard."""
 
+    piece: int
     bin_path: str
     lengths: np.ndarray  # each sentence's tokens
     sentences_per_document: np.ndarray
@@ -47,11 +48,11 @@ class PieceShard:
     tokens: int
 
 
-def pack_piece(task: tuple[str, str, int, int]) -> PieceShard:
+def pack_piece(task: tuple[int, str, str, int, int]) -> PieceShard:
     """Worker: one piece's documents (JSON lines of segments) tokenized, packed into Megatron
     documents (`pack_documents`; the piece's last one closes at its end) and written to
     `<piece>.bin` in the shards' dtype. Empty segments and posts are dropped."""
-    documents_path, tokenizer_path, vocab_size, pack_tokens = task
+    piece, documents_path, tokenizer_path, vocab_size, pack_tokens = task
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process = one core; parallelism is ours
     from tokenizers import Tokenizer
 
@@ -68,7 +69,7 @@ def pack_piece(task: tuple[str, str, int, int]) -> PieceShard:
     lengths, per_document, tokens = write_documents(
         Path(bin_path), pack_documents(posts, sep_id, pack_tokens), optimal_dtype(vocab_size)
     )
-    return PieceShard(bin_path, lengths, per_document, len(posts), tokens)
+    return PieceShard(piece, bin_path, lengths, per_document, len(posts), tokens)
 
 
 def _tokenized_posts(tokenizer, documents_path: Path) -> Iterator[list[np.ndarray]]:
@@ -138,49 +139,44 @@ class ShardStats:
     shards: list[dict] = field(default_factory=list)
 
 
-def write_shards(
-    pieces: list[Path],
-    tokenizer_path: Path,
-    vocab_size: int,
-    out_dir: Path,
-    name: str,
-    pool,
-    shard_tokens: int = 200_000_000,
-    pack_tokens: int = PACK_TOKENS,
-) -> ShardStats:
-    """Tokenize and pack the document pieces on `pool`'s workers (`pack_piece`) and append them,
-    in dump order, to `<name>_<k>_text_sentence.{bin,idx}` (a new shard once one holds
-    `shard_tokens`). This process only copies bytes and extends the index, so it keeps up with
-    many workers. The result depends on the pieces, not on the number of workers."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dtype = optimal_dtype(vocab_size)
-    stats = ShardStats()
-    builder: IndexedWriter | None = None
-    prefix, shard_start = "", 0
+class ShardWriter:
+    """Appends packed pieces (`pack_piece`), in dump order, to `<name>_<k>_text_sentence.{bin,idx}`
+    in `out_dir`, a new shard once one holds `shard_tokens`. It only copies bytes and extends the
+    index, so one process keeps up with many workers; the result depends on the pieces appended,
+    not on how many workers made them."""
 
-    def close_shard() -> None:
-        nonlocal builder
-        if builder is not None:
-            builder.finalize()
-            stats.shards.append({"prefix": prefix, "tokens": stats.tokens - shard_start})
-            builder = None
+    def __init__(self, out_dir: Path, name: str, vocab_size: int, shard_tokens: int = 200_000_000):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir, self.name, self.shard_tokens = out_dir, name, shard_tokens
+        self.dtype = optimal_dtype(vocab_size)
+        self.stats = ShardStats()
+        self._builder: IndexedWriter | None = None
+        self._prefix, self._shard_start = "", 0
 
-    tasks = [(str(piece), str(tokenizer_path), vocab_size, pack_tokens) for piece in pieces]
-    for piece in pool.imap(pack_piece, tasks):
-        if builder is None:
-            prefix = f"{name}_{len(stats.shards):05d}_text_sentence"
-            builder = IndexedWriter(out_dir / prefix, dtype)
-            shard_start = stats.tokens
-        builder.add_documents(Path(piece.bin_path), piece.lengths, piece.sentences_per_document)
+    def append(self, piece: PieceShard) -> None:
+        """Append one piece's documents and delete its `.bin`."""
+        if self._builder is None:
+            self._prefix = f"{self.name}_{len(self.stats.shards):05d}_text_sentence"
+            self._builder = IndexedWriter(self.out_dir / self._prefix, self.dtype)
+            self._shard_start = self.stats.tokens
+        self._builder.add_documents(Path(piece.bin_path), piece.lengths, piece.sentences_per_document)
         Path(piece.bin_path).unlink()
-        stats.posts += piece.posts
-        stats.documents += len(piece.sentences_per_document)
-        stats.sentences += len(piece.lengths)
-        stats.tokens += piece.tokens
-        if stats.tokens - shard_start >= shard_tokens:
-            close_shard()
-    close_shard()
-    return stats
+        self.stats.posts += piece.posts
+        self.stats.documents += len(piece.sentences_per_document)
+        self.stats.sentences += len(piece.lengths)
+        self.stats.tokens += piece.tokens
+        if self.stats.tokens - self._shard_start >= self.shard_tokens:
+            self._close_shard()
+
+    def close(self) -> ShardStats:
+        self._close_shard()
+        return self.stats
+
+    def _close_shard(self) -> None:
+        if self._builder is not None:
+            self._builder.finalize()
+            self.stats.shards.append({"prefix": self._prefix, "tokens": self.stats.tokens - self._shard_start})
+            self._builder = None
 
 
 def write_documents_jsonl(documents: Iterable[list[str]], path: Path) -> int:
