@@ -1,5 +1,6 @@
-"""The budget report's HTML in a real headless Chromium: it renders its plots offline, with no
-console errors (Chromium is Debian's, installed by scripts/testbed/install-chromium.sh)."""
+"""The budget report's HTML in a real headless Chromium: it renders its tables and plots offline,
+with no console errors, fits a phone's width without scrolling sideways, and prints (Chromium is
+Debian's, installed by scripts/testbed/install-chromium.sh)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,25 @@ from sobert_trainer.storage import Storage
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
+
+
+# Loads the report in a 390 px frame and writes what it measured into the DOM (the report itself has
+# no script; this page is the test's).
+PHONE_PROBE = """<!doctype html><html><body>
+<iframe id="f" src="PAGE" style="width:390px;height:800px;border:0"></iframe>
+<script>
+document.getElementById('f').addEventListener('load', () => {
+  const d = document.getElementById('f').contentDocument;
+  const out = document.createElement('pre');
+  out.id = 'probe';
+  out.textContent = JSON.stringify({scrollWidth: d.documentElement.scrollWidth,
+    clientWidth: d.documentElement.clientWidth, tables: d.querySelectorAll('table').length});
+  document.body.appendChild(out);
+});
+</script></body></html>"""
+
+
+OFFLINE = ["unshare", "--net"] if os.geteuid() == 0 else []
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +73,36 @@ def test_report_html_renders_offline_without_console_errors(chromium, tmp_path):
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]  # fmt: skip
+    # Offline: the screenshot is taken in a network namespace of its own, with no route anywhere.
     result = subprocess.run(
-        [chromium, *flags, "--window-size=1000,1600", f"--screenshot={shot}", page.as_uri()],
+        [*OFFLINE, chromium, *flags, "--window-size=1000,1600", f"--screenshot={shot}", page.as_uri()],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert shot.exists(), result.stderr[-3000:]
     console = [line for line in result.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert console == []
     dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
-    assert dom.stdout.count("<img") == 2 and "Budget report: rep" in dom.stdout
+    assert dom.stdout.count("<img") == 2 and "Budget report: run rep" in dom.stdout
+    assert dom.stdout.count("<table") >= 2 and "<pre" not in dom.stdout and "| ---" not in dom.stdout
+    assert "<td>pretrain</td>" in dom.stdout
+
+    # At a phone's width (390 CSS px) the page lays out without a sideways scroll.
+    probe = tmp_path / "probe.html"
+    probe.write_text(PHONE_PROBE.replace("PAGE", page.as_uri()))
+    laid_out = subprocess.run([chromium, *flags, "--allow-file-access-from-files", "--virtual-time-budget=10000",
+                               "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)  # fmt: skip
+    measured = json.loads(laid_out.stdout.split('<pre id="probe">', 1)[1].split("</pre>", 1)[0])
+    assert measured["tables"] >= 2 and measured["scrollWidth"] <= measured["clientWidth"] <= 390, measured
+    phone = tmp_path / "phone.png"
+    subprocess.run([chromium, *flags, "--window-size=390,1600", f"--screenshot={phone}", page.as_uri()],
+                   capture_output=True, timeout=120)  # fmt: skip
+    assert phone.exists()
+
+    # Printed: a PDF with the report's text on its pages.
+    pdf = tmp_path / "report.pdf"
+    subprocess.run([chromium, *flags, "--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.as_uri()],
+                   capture_output=True, timeout=120)  # fmt: skip
+    assert pdf.exists() and pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 20_000
     from PIL import Image
 
     image = Image.open(shot).convert("L")

@@ -1,0 +1,125 @@
+"""The budget report as people read it: sections of facts, tables and notes, every figure already
+formatted. Markdown (`report_markdown.py`) and HTML (`report_html.py`) both render this one view,
+so the two show the same figures, and both come from the same report.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sobert_operator.cost.money import usd
+
+
+@dataclass(frozen=True)
+class Table:
+    columns: list[str]
+    rows: list[list[str]]
+    numeric: frozenset[int] = frozenset()  # columns aligned right
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    facts: list[tuple[str, str]] = field(default_factory=list)  # label, value
+    tables: list[Table] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    plot: str | None = None  # a key of the report's plots, shown in this section
+
+
+@dataclass(frozen=True)
+class ReportView:
+    title: str
+    subtitle: str
+    sections: list[Section]
+
+
+def report_view(report: dict[str, Any]) -> ReportView:
+    sections = [_summary(report), _phases(report)]
+    for build in (_pretraining, _finetuning):
+        section = build(report)
+        if section is not None:
+            sections.append(section)
+    sections.append(_prices(report))
+    return ReportView(
+        title=f"Budget report: run {report['run']} ({report['preset']})",
+        subtitle=f"Generated {report['generated']}. State: {report['state']}.",
+        sections=sections,
+    )
+
+
+def _summary(report: dict[str, Any]) -> Section:
+    budget, spent, forecast = report["budget"], report["spent"], report["forecast"] or {}
+    budget_text = usd(budget["usd"])
+    if budget["submitted_over_forecast"]:
+        budget_text += " (submitted although the forecast exceeded it)"
+    facts = [
+        ("Budget", budget_text),
+        (
+            "Forecast",
+            f"{usd(forecast.get('usd'))} (band {usd(forecast.get('usd_low'))} to {usd(forecast.get('usd_high'))})",
+        ),
+        ("Spent", f"{usd(spent['usd'])} over {spent['device_hours']:.4f} device-hours"),
+        ("Lost work", usd(spent["lost_work_usd"])),
+    ]
+    submitted = report.get("forecast_at_submit")
+    if submitted:
+        facts.insert(2, ("Forecast at submit", usd(submitted.get("usd"))))
+    return Section("Summary", facts=facts, plot="spend")
+
+
+def _phases(report: dict[str, Any]) -> Section:
+    forecast_by_phase = {p["phase"]: p["usd"] for p in (report["forecast"] or {}).get("phases", [])}
+    spent = report["spent"]["by_phase"]
+    rows = []
+    for phase in dict.fromkeys([*forecast_by_phase, *spent]):
+        rows.append([phase, usd(forecast_by_phase.get(phase)), usd(spent.get(phase)),
+                     _ratio(forecast_by_phase.get(phase), spent.get(phase))])  # fmt: skip
+    table = Table(["phase", "forecast", "spent", "error"], rows, frozenset({1, 2, 3}),
+                  caption="error: (forecast - spent) / spent")  # fmt: skip
+    return Section("Spend by phase", tables=[table], plot="phases")
+
+
+def _ratio(forecast: float | None, spent: float | None) -> str:
+    if forecast is None or not spent:
+        return "-"
+    return f"{(forecast - spent) / spent:+.0%}"
+
+
+def _pretraining(report: dict[str, Any]) -> Section | None:
+    pretrain = report["pretrain"]
+    if not pretrain:
+        return None
+    facts = [
+        ("Step", f"{pretrain['step']:,} of {pretrain['train_iters']:,}"),
+        ("Tokens", f"{pretrain['consumed_tokens']:,}"),
+        ("Loss", f"{pretrain['loss']}"),
+        ("Median throughput", f"{pretrain['median_tokens_per_s']:,.0f} tokens/s"),
+    ]
+    if pretrain.get("median_real_tokens_per_s") is not None:
+        mfu = pretrain.get("median_mfu")
+        facts += [
+            (
+                "Real (non-padding) tokens",
+                f"{pretrain['real_token_fraction']:.1%}, median {pretrain['median_real_tokens_per_s']:,.0f}/s",
+            ),
+            ("Model TFLOP/s per device", f"{pretrain['median_model_tflops_per_s_per_device']:.3f}"),
+            ("MFU", "n/a (no GPU peak known)" if mfu is None else f"{mfu:.1%}"),
+        ]
+    return Section("Pretraining", facts=facts)
+
+
+def _finetuning(report: dict[str, Any]) -> Section | None:
+    if not report["finetune"]:
+        return None
+    rows = [[task, r["metric"], f"{r['score']:.4f}", f"{r['train_examples']:,}", f"{r['validation_examples']:,}"]
+            for task, r in report["finetune"].items()]  # fmt: skip
+    table = Table(["task", "metric", "score", "train examples", "validation examples"], rows, frozenset({2, 3, 4}))
+    return Section("Finetuning", tables=[table])
+
+
+def _prices(report: dict[str, Any]) -> Section:
+    rows = [[p["device"], usd(p["usd_per_hour"]), p["source"], p["date"]] for p in report["prices"]]
+    table = Table(["device", "per device-hour", "source", "date"], rows, frozenset({1}))
+    return Section("Prices", tables=[table], notes=["Every dollar figure above is devices x hours x these prices."])
