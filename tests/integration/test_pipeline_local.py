@@ -175,6 +175,37 @@ def test_dp2_pretrain_converges_and_converts(dp2_run):
     assert model.config.model_type == "megatron-bert" and model.config.num_hidden_layers == 2
 
 
+def _event_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the TensorBoard event files of `directory`, read by TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    reader = EventMultiplexer().AddRunsFromDirectory(str(directory))
+    reader.Reload()
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for run, tags in reader.Runs().items():
+        for tag in tags["scalars"]:
+            scalars.setdefault(tag, []).extend((e.step, e.value) for e in reader.Scalars(run, tag))
+    return scalars
+
+
+def test_tensorboard_event_files_hold_the_progress_records_scalars(dp2_run):
+    """`tensorboard --logdir runs/<run>/pretrain/tensorboard` shows what progress.jsonl holds,
+    under Megatron-LM's names, against the step and (for loss, lr, grad norm) consumed samples."""
+    spec, _, _ = dp2_run
+    storage = Storage.open(spec.storage.uri)
+    records = read_progress(storage, paths.progress_key(spec.name))
+    scalars = _event_scalars(Path(storage.uri(paths.pretrain_prefix(spec.name))) / "tensorboard")
+    gbs = spec.train.global_batch_size
+    for field, tag in (("loss", "lm loss"), ("lr", "learning-rate"), ("grad_norm", "grad-norm"),
+                       ("step_time_s", "iteration-time"), ("real_tokens_per_s", "real-tokens-per-s"),
+                       ("model_tflops_per_s_per_device", "throughput"), ("world_size", "world-size")):  # fmt: skip
+        expected = [(r["step"], pytest.approx(r[field], rel=1e-6)) for r in records]
+        assert sorted(scalars[tag]) == expected, tag
+    assert sorted(scalars["lm loss vs samples"]) == [(r["step"] * gbs, pytest.approx(r["loss"], rel=1e-6))
+                                                     for r in records]  # fmt: skip
+    assert "mfu" not in scalars  # null on CPU: no GPU peak, nothing plotted
+
+
 def run_parity(spec, storage, step, saved_tp, tmp_path):
     ckpt = tmp_path / "ckpt"
     storage.child(paths.checkpoints_prefix(spec.name)).fetch_tree(checkpoint_name(step), ckpt)
@@ -278,6 +309,12 @@ def test_kill_mid_run_then_resume_reaches_the_same_step(tmp_path, so_dump):
     assert complete_checkpoints(checkpoints)[-1] == spec.train_iters
     steps = [r["step"] for r in read_progress(storage, paths.progress_key(spec.name))]
     assert killed_at + 1 in steps and steps[-1] == spec.train_iters  # the first step after the resume
+    # Each training process left its own TensorBoard event file; the resumed one holds every step
+    # from the resume on (the killed one's last upload may trail its last progress record).
+    tensorboard = Path(storage.uri(paths.pretrain_prefix(spec.name))) / "tensorboard"
+    assert len(list(tensorboard.glob("events.out.tfevents.*"))) == 2
+    plotted = {step for step, _ in _event_scalars(tensorboard)["lm loss"]}
+    assert {s for s in steps if s > killed_at} <= plotted <= set(steps)
 
 
 def test_sigterm_checkpoints_the_current_step_and_exits(tmp_path, so_dump):
