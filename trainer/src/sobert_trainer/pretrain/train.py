@@ -76,11 +76,14 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
     from sobert_trainer.pretrain.background import BackgroundIO
     from sobert_trainer.pretrain.checkpoint import CheckpointStore, start_writer_helpers
     from sobert_trainer.pretrain.dataset import build_train_dataset, dataset_config, micro_batch_loader
+    from sobert_trainer.pretrain.goodput_clock import GoodputClock
     from sobert_trainer.pretrain.progress import ProgressLog
     from sobert_trainer.pretrain.setup import setup_model_and_optimizer
+    from sobert_trainer.pretrain.tensorboard_log import TensorBoardLog
     from sobert_trainer.pretrain.throughput import TokenTally, throughput_fields
 
     launched = time.time()  # checkpoint requests older than this were satisfied by an earlier process
+    clock = GoodputClock(started_at=launched)
     ranks = RankInfo.from_env()
     stop = StopFlag()
     start_writer_helpers()  # before any other thread: see its docstring
@@ -113,10 +116,12 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
     )
     start = checkpoints.latest_step() or 0
     if start:
-        local, _ = checkpoints.fetch(start)
-        state = dist_checkpointing.load({**setup.sharded_state(is_loading=True), "train_state": None}, str(local))
-        setup.load(state)
-        scheduler.load_state_dict(state["train_state"]["scheduler"])
+        clock.resumed_from = start
+        with clock.restoring():
+            local, _ = checkpoints.fetch(start)
+            state = dist_checkpointing.load({**setup.sharded_state(is_loading=True), "train_state": None}, str(local))
+            setup.load(state)
+            scheduler.load_state_dict(state["train_state"]["scheduler"])
         if ranks.rank == 0:
             log.info("pretrain: resumed from step %d", start)
 
@@ -127,6 +132,7 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
         config, iters * gbs, storage.child(paths.dataset_index_prefix(spec.name)), local_rank=ranks.local_rank
     )
     progress = ProgressLog(run_storage, "progress.jsonl", workdir / "progress.jsonl") if ranks.rank == 0 else None
+    scalars = TensorBoardLog(run_storage, "tensorboard", workdir / "tensorboard") if ranks.rank == 0 else None
     background = BackgroundIO() if ranks.rank == 0 else None
     if ranks.rank == 0:
         stop.watch_requests(storage, paths.checkpoint_request_key(spec.name), launched)
@@ -135,17 +141,19 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
     accumulation = gbs // (mbs * dp)
     flops_per_token = pretraining_flops_per_token(spec.model, spec.train.mask_prob)
     tally = TokenTally()
-    batches = tally.counted(
-        micro_batch_loader(
-            dataset,
-            start,
-            iters,
-            gbs,
-            mbs,
-            dp_rank,
-            dp,
-            workers=spec.train.loader_workers,
-            pin_memory=torch.cuda.is_available(),
+    batches = clock.waited(
+        tally.counted(
+            micro_batch_loader(
+                dataset,
+                start,
+                iters,
+                gbs,
+                mbs,
+                dp_rank,
+                dp,
+                workers=spec.train.loader_workers,
+                pin_memory=torch.cuda.is_available(),
+            )
         )
     )
     started = time.monotonic()
@@ -176,6 +184,7 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
     step = start
     setup.before_first_step()
     while step < iters:
+        clock.step_began()
         step_started = time.monotonic()
         model.zero_grad_buffer()
         optimizer.zero_grad()
@@ -194,6 +203,7 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
         checkpoints.poll()  # publishes an asynchronous save whose writes have finished
         step += 1
         step_time = time.monotonic() - step_started
+        clock.step_ended(step_time)
         if step % spec.train.log_interval == 0 or step == iters or step == start + 1:
             # One reduction and one host sync per record: this step's loss, and the tokens fed
             # since the previous record, over the data-parallel ranks.
@@ -216,9 +226,11 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
                 ),
                 "wall_time_s": round(time.monotonic() - started, 3),
                 "world_size": dist.get_world_size(),
+                **clock.fields(),
             }
-            if progress and background:
+            if progress and scalars and background:
                 background.submit(progress.append(**record))
+                background.submit(scalars.add(record, samples=step * gbs))
                 background.submit(stop.poll_storage)
                 print(
                     f"pretrain step {step}/{iters} loss {record['loss']:.4f} "
@@ -230,7 +242,8 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
         preempted, asked = stop.agreed()
         if step % spec.train.checkpoint_interval == 0 or step == iters or preempted or asked:
             # The save a run stops or ends with is waited for; the others are written behind the steps.
-            save(step, asynchronous=spec.train.async_save and not preempted and step < iters)
+            with clock.saving():
+                save(step, asynchronous=spec.train.async_save and not preempted and step < iters)
             last_save = time.monotonic()
             if ranks.rank == 0:
                 log.info("pretrain: checkpoint at step %d", step)
@@ -242,8 +255,9 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
             dist.destroy_process_group()
             return EXIT_PREEMPTED
     checkpoints.close()
-    if background:
+    if background and scalars:
         background.close()  # the last progress record is published before the stage ends
+        scalars.close()
     dist.barrier()
     dist.destroy_process_group()
     return 0
