@@ -4,6 +4,7 @@ checkpoints on local disk and on a real S3 server, kill/resume, SIGTERM, convers
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -175,6 +176,26 @@ def test_dp2_pretrain_converges_and_converts(dp2_run):
     assert model.config.model_type == "megatron-bert" and model.config.num_hidden_layers == 2
 
 
+def test_the_report_shows_the_eta_history_against_the_actual_end(dp2_run):
+    """The local executor estimated the run's progress and ETA as each stage began and ended (and
+    during pretraining); the report lists them against the end the run reached."""
+    spec, _, _ = dp2_run
+    storage = Storage.open(spec.storage.uri)
+    report = storage.read_json(f"{paths.cost_prefix(spec.name)}/report.json")
+    history, ledger = report["eta"], report["ledger"]
+    points = history["points"]
+    stages = [p["stage"] for p in points]
+    order = ["prepare", "pretrain", "convert", None]
+    assert list(dict.fromkeys(stages)) == order, stages  # every stage, in order, then done
+    assert all(a["at_s"] <= b["at_s"] for a, b in itertools.pairwise(points))
+    assert all(p["estimated_end_s"] == pytest.approx(p["at_s"] + p["remaining_s"], abs=0.11) for p in points)
+    last_end = max(a["end"] for a in ledger) - history["started_at"]
+    assert history["ended_s"] == pytest.approx(last_end, abs=5)
+    assert points[-1]["progress_percent"] == 100 and points[-1]["remaining_s"] == 0
+    page = storage.read_bytes(f"{paths.cost_prefix(spec.name)}/report.html").decode()
+    assert "Progress and ETA" in page and "Where the money went" in page and page.count("data:image/png") == 3
+
+
 def _event_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar in the TensorBoard event files of `directory`, read by TensorBoard's own reader."""
     from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
@@ -315,6 +336,17 @@ def test_kill_mid_run_then_resume_reaches_the_same_step(tmp_path, so_dump):
     assert len(list(tensorboard.glob("events.out.tfevents.*"))) == 2
     plotted = {step for step, _ in _event_scalars(tensorboard)["lm loss"]}
     assert {s for s in steps if s > killed_at} <= plotted <= set(steps)
+    # The report prices the restart: the second process restored a checkpoint, and the steps the
+    # first one ran past it (as far as its records show) are work lost to the restart.
+    records = read_progress(storage, paths.progress_key(spec.name))
+    first, second = sorted({r["process_started_at"] for r in records})
+    redone = max(r["step"] for r in records if r["process_started_at"] == first) - killed_at
+    assert {r["resumed_from"] for r in records if r["process_started_at"] == second} == {killed_at}
+    report = storage.read_json(f"{paths.cost_prefix(spec.name)}/report.json")
+    pretrain = report["goodput"]["by_phase"]["pretrain"]
+    assert sum(pretrain.values()) == pytest.approx(report["spent"]["by_phase"]["pretrain"])
+    assert pretrain["checkpoint_restore"] > 0 and pretrain["startup"] > 0 and pretrain["productive"] > 0
+    assert (pretrain["lost_to_restarts"] > 0) == (redone > 0)
 
 
 def test_sigterm_checkpoints_the_current_step_and_exits(tmp_path, so_dump):

@@ -76,6 +76,7 @@ def crd() -> dict[str, Any]:
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Stage", "type": "string", "jsonPath": ".status.stage"},
         {"name": "Step", "type": "integer", "jsonPath": ".status.pretrain.step"},
+        {"name": "Progress", "type": "integer", "jsonPath": ".status.progress.progressPercentage"},
         {"name": "Preset", "type": "string", "jsonPath": ".spec.preset", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]

@@ -88,6 +88,11 @@ def forecast_key(run: str) -> str:
     return f"{cost_prefix(run)}/forecast.json"
 
 
+def eta_key(run: str) -> str:
+    """The run's progress and ETA as they were estimated, one JSON line each (for the report)."""
+    return f"{cost_prefix(run)}/eta.jsonl"
+
+
 def submit_forecast_key(run: str) -> str:
     """The forecast the run was admitted on, kept as it was."""
     return f"{cost_prefix(run)}/forecast-submit.json"

@@ -22,6 +22,8 @@ from sobert_api.spec import RunSpec
 from sobert_operator.cost.catalog import load_catalog
 from sobert_operator.cost.devices import forecast_for
 from sobert_operator.cost.forecast import Forecast
+from sobert_operator.cost.records import append_eta, read_ledger
+from sobert_operator.eta import PhaseState, estimate
 from sobert_operator.launch import (
     LOCAL_GRACE_SECONDS,
     LaunchTarget,
@@ -30,7 +32,7 @@ from sobert_operator.launch import (
     pretrain_command,
 )
 from sobert_operator.local_meter import BudgetStoppedError, LocalMeter
-from sobert_operator.pipeline import Observed, Stage, next_stage
+from sobert_operator.pipeline import STAGE_ORDER, Observed, Stage, next_stage
 from sobert_operator.published import observe
 from sobert_operator.report import write_report
 from sobert_operator.results import finetune_results
@@ -92,6 +94,41 @@ class LocalExecutor:
         self.emit = emit
         self.dataset_id = PrepareConfig.from_spec(spec).dataset_id()
         self.meter = LocalMeter(spec, self.storage, load_catalog(), emit)
+        self.running: tuple[str, float] | None = None  # the phase running and when it started
+        self.eta_recorded = 0.0
+
+    ETA_EVERY_SECONDS = 5.0  # while a stage runs, at most one ETA record this often
+
+    def record_eta(self, force: bool = True) -> None:
+        """Estimate the run's progress and ETA now (`eta.py`) and append it to the history the
+        report plots; `force=False` (on a progress line) only once every ETA_EVERY_SECONDS."""
+        now = time.time()
+        if not force and now - self.eta_recorded < self.ETA_EVERY_SECONDS:
+            return
+        self.eta_recorded = now
+        observed = self.observe()
+        phases = []
+        for stage in STAGE_ORDER:
+            names = (
+                [f"finetune/{t.value}" for t in self.spec.finetune.tasks] if stage is Stage.finetune else [stage.value]
+            )
+            for name in names:
+                task = name.split("/", 1)[1] if "/" in name else None
+                if observed.done(self.spec, stage, task):
+                    phases.append(PhaseState(name, "done"))
+                elif self.running and self.running[0] == name:
+                    phases.append(PhaseState(name, "running", self.running[1]))
+                else:
+                    phases.append(PhaseState(name, "pending"))
+        records = read_progress(self.storage, paths.progress_key(self.spec.name))
+        ledger = read_ledger(self.storage, self.spec.name)
+        started = min([a.start for a in ledger] + [self.running[1] if self.running else now])
+        forecast = self.storage.read_json(paths.forecast_key(self.spec.name)) if self.storage.exists(
+            paths.forecast_key(self.spec.name)) else self.forecast().as_dict()  # fmt: skip
+        batch_tokens = self.spec.train.global_batch_size * self.spec.model.seq_length
+        figures = estimate(phases, forecast, records[-1] if records else None, batch_tokens, started, now,
+                           parallel_tasks=False)  # fmt: skip
+        append_eta(self.storage, self.spec.name, figures, now)
 
     def run(self) -> RunSummary:
         """Run every stage whose output is missing, in order."""
@@ -99,6 +136,7 @@ class LocalExecutor:
         if not self.storage.exists(paths.submit_forecast_key(self.spec.name)):
             self.storage.write_json(paths.submit_forecast_key(self.spec.name), self.forecast().as_dict())
         summary = RunSummary(self.spec.name, self.storage.uri(), self.dataset_id)
+        self.record_eta()
         while (stage := next_stage(self.spec, observed := self.observe())) is not None:
             started = time.monotonic()
             try:
@@ -109,6 +147,8 @@ class LocalExecutor:
                 raise
             finally:
                 self.storage.write_json(paths.forecast_key(self.spec.name), self.forecast().as_dict())
+                self.running = None
+                self.record_eta()
             summary.stage_seconds[stage.value] = (
                 summary.stage_seconds.get(stage.value, 0.0) + time.monotonic() - started
             )
@@ -159,10 +199,15 @@ class LocalExecutor:
                 command = finetune_command(str(spec_file), task, python=sys.executable)
                 self._subprocess(stage, command, phase=f"finetune/{task}")
 
+    def _started(self, phase: str) -> None:
+        self.running = (phase, time.time())
+        self.record_eta()
+
     def _prepare(self) -> None:
         from sobert_trainer.data.prepare import prepare_dataset
 
         metered = self.meter.start("prepare")
+        self._started("prepare")
         try:
             manifest = prepare_dataset(PrepareConfig.from_spec(self.spec), self.storage, self.dataset_id)
         finally:
@@ -183,6 +228,7 @@ class LocalExecutor:
         tail: list[str] = []
         preempted = False
         metered = self.meter.start(phase or stage.value, process.pid)
+        self._started(phase or stage.value)
 
         def forward(signum, _frame):
             self.emit(f"    {signal.Signals(signum).name}: asking {stage.value} to checkpoint and stop")
@@ -198,6 +244,8 @@ class LocalExecutor:
                 shown = ("pretrain step", "pretrain:", "finetune ", "error:")
                 if verbose or line.startswith(shown) or "INFO sobert" in line:
                     self.emit("    " + _LOG_PREFIX.sub("", line))
+                if line.startswith("pretrain step"):
+                    self.record_eta(force=False)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

@@ -9,18 +9,19 @@ script and no external request (`report_html.py`).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from typing import Any
 
 from sobert_api import paths
 from sobert_api.spec import RunSpec
+from sobert_operator.cost.goodput import goodput
 from sobert_operator.cost.ledger import Allocation, spend_series, summarize
-from sobert_operator.cost.records import read_ledger
+from sobert_operator.cost.records import read_eta, read_ledger
 from sobert_operator.report_html import render_html, render_plots
 from sobert_operator.report_markdown import render_markdown
 from sobert_operator.report_view import report_view
-from sobert_operator.results import finetune_results
+from sobert_operator.results import finetune_metrics, finetune_results
+from sobert_trainer.pretrain.progress import read_progress
 from sobert_trainer.storage import Storage
 
 
@@ -29,7 +30,8 @@ def build_report(spec: RunSpec, storage: Storage, now: float | None = None) -> d
     ledger = read_ledger(storage, spec.name)
     forecast = _read(storage, paths.forecast_key(spec.name))
     submitted = _read(storage, paths.submit_forecast_key(spec.name))
-    progress = _progress(storage, spec.name)
+    records = read_progress(storage, paths.progress_key(spec.name))
+    metrics = finetune_metrics(spec, storage)
     totals = summarize(ledger, now)
     stopped = any(a.reason == "BudgetStopped" for a in ledger)
     return {
@@ -47,27 +49,45 @@ def build_report(spec: RunSpec, storage: Storage, now: float | None = None) -> d
             "usd": totals["usd"],
             "by_phase": totals["by_phase"],
             "device_hours": totals["device_hours"],
-            "lost_work_usd": totals["lost_work_usd"],
         },
+        "goodput": goodput(ledger, records, metrics, now),
+        "eta": eta_history(read_eta(storage, spec.name), ledger),
         "forecast": forecast,
         "forecast_at_submit": submitted,
         "ledger": [a.as_dict() for a in ledger],
         "spend_series": spend_series(ledger, now, points=100),
-        "pretrain": progress,
-        "finetune": finetune_results(spec, storage),
+        "pretrain": _progress(records),
+        "finetune": finetune_results(spec, storage, metrics),
         "prices": _prices(ledger, forecast),
     }
+
+
+def eta_history(estimates: list[dict[str, Any]], ledger: list[Allocation]) -> dict[str, Any]:
+    """Each estimate as (seconds since the run started, stage, progress, seconds left, estimated end
+    in seconds since the start), and the actual end once an estimate says the run is done."""
+    if not estimates:
+        return {"started_at": None, "points": [], "ended_s": None}
+    started = min([e["time"] for e in estimates] + [a.start for a in ledger])
+    points = [
+        {
+            "at_s": round(e["time"] - started, 1),
+            "stage": (e.get("stage") or {}).get("name"),
+            "progress_percent": e["progressPercentage"],
+            "remaining_s": e["estimatedRemainingSeconds"],
+            "estimated_end_s": round(e["time"] - started + e["estimatedRemainingSeconds"], 1),
+        }
+        for e in estimates
+        if "progressPercentage" in e
+    ]
+    ended = next((p["at_s"] for p in points if p["stage"] is None and p["remaining_s"] == 0), None)
+    return {"started_at": started, "points": points, "ended_s": ended}
 
 
 def _read(storage: Storage, key: str) -> dict[str, Any] | None:
     return storage.read_json(key) if storage.exists(key) else None
 
 
-def _progress(storage: Storage, run: str) -> dict[str, Any] | None:
-    key = paths.progress_key(run)
-    if not storage.exists(key):
-        return None
-    records = [json.loads(line) for line in storage.read_bytes(key).decode().splitlines() if line.strip()]
+def _progress(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not records:
         return None
     last = records[-1]

@@ -139,4 +139,19 @@ def render_plots(report: dict[str, Any]) -> dict[str, str]:
     ax.legend()
     plots["phases"] = _figure_png(fig)
     plt.close(fig)
+
+    history = report.get("eta") or {}
+    if history.get("points"):
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        points = history["points"]
+        ax.step([p["at_s"] / 60 for p in points], [p["estimated_end_s"] / 60 for p in points], where="post",
+                marker="o", markersize=3, label="estimated end")  # fmt: skip
+        if history["ended_s"] is not None:
+            ax.axhline(history["ended_s"] / 60, color="black", linestyle="--", label="actual end")
+        ax.set_xlabel("minutes since the run started (when estimated)")
+        ax.set_ylabel("end, minutes since start")
+        ax.set_title("Estimated end of the run over time")
+        ax.legend(loc="best")
+        plots["eta"] = _figure_png(fig)
+        plt.close(fig)
     return plots

@@ -5,6 +5,7 @@ so the two show the same figures, and both come from the same report.json.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,8 +37,8 @@ class ReportView:
 
 
 def report_view(report: dict[str, Any]) -> ReportView:
-    sections = [_summary(report), _phases(report)]
-    for build in (_pretraining, _finetuning):
+    sections = [_summary(report), _phases(report), _goodput(report)]
+    for build in (_progress, _pretraining, _finetuning):
         section = build(report)
         if section is not None:
             sections.append(section)
@@ -61,7 +62,7 @@ def _summary(report: dict[str, Any]) -> Section:
             f"{usd(forecast.get('usd'))} (band {usd(forecast.get('usd_low'))} to {usd(forecast.get('usd_high'))})",
         ),
         ("Spent", f"{usd(spent['usd'])} over {spent['device_hours']:.4f} device-hours"),
-        ("Lost work", usd(spent["lost_work_usd"])),
+        ("Goodput", _goodput_line(report["goodput"])),
     ]
     submitted = report.get("forecast_at_submit")
     if submitted:
@@ -79,6 +80,94 @@ def _phases(report: dict[str, Any]) -> Section:
     table = Table(["phase", "forecast", "spent", "error"], rows, frozenset({1, 2, 3}),
                   caption="error: (forecast - spent) / spent")  # fmt: skip
     return Section("Spend by phase", tables=[table], plot="phases")
+
+
+CATEGORY_LABELS = {
+    "productive": "productive",
+    "padding": "padding tokens",
+    "startup": "start-up",
+    "checkpoint_restore": "checkpoint restore",
+    "data_wait": "waiting for data",
+    "checkpoint_save": "checkpoint save",
+    "lost_to_restarts": "work lost to restarts",
+    "idle_cluster": "idle cluster (after its job)",
+    "other": "other (scheduling, teardown)",
+}
+
+
+def _goodput_line(figures: dict[str, Any]) -> str:
+    fraction = figures["goodput_fraction"]
+    if fraction is None:
+        return "-"
+    return f"{fraction:.1%} productive; {usd(figures['badput_usd'])} badput"
+
+
+def _goodput(report: dict[str, Any]) -> Section:
+    figures = report["goodput"]
+    run = figures["run"]
+    total = sum(run.values())
+    by_category = Table(
+        ["category", "dollars", "share"],
+        [[CATEGORY_LABELS[c], usd(run[c]), f"{run[c] / total:.1%}" if total else "-"] for c in figures["categories"]],
+        frozenset({1, 2}),
+    )
+    rows = []
+    for phase, phase_figures in figures["by_phase"].items():
+        bad = {c: v for c, v in phase_figures.items() if c != "productive"}
+        worst = max(bad, key=lambda c: bad[c])
+        rows.append([phase, usd(phase_figures["productive"]), usd(sum(bad.values())),
+                     f"{CATEGORY_LABELS[worst]} {usd(bad[worst])}" if bad[worst] > 0 else "-"])  # fmt: skip
+    by_phase = Table(["phase", "productive", "badput", "largest badput"], rows, frozenset({1, 2}))
+    notes = [
+        "Categories after Google's ml-goodput-measurement. Pretraining's come from the training processes' "
+        "own clocks (progress.jsonl), as shares of the phase's wall time; a finetune's pods are split at the "
+        "task's start and end; preparation and conversion are their phase's work."
+    ]
+    return Section("Where the money went", tables=[by_category, by_phase], notes=notes)
+
+
+def _progress(report: dict[str, Any]) -> Section | None:
+    history = report.get("eta") or {}
+    points = history.get("points") or []
+    if not points:
+        return None
+    last, ended = points[-1], history["ended_s"]
+    facts = [("Started", _utc(history["started_at"]))]
+    if ended is not None:
+        facts.append(("Ended", f"{_utc(history['started_at'] + ended)}, after {_duration(ended)}"))
+    else:
+        facts += [
+            ("Progress", f"{last['progress_percent']}% (stage {last['stage']})"),
+            ("Estimated time left", f"{_duration(last['remaining_s'])} as of {_duration(last['at_s'])} in"),
+        ]
+    shown = _spread(points, 12)
+    rows = [[_duration(p["at_s"]), p["stage"] or "done", f"{p['progress_percent']}%", _duration(p["remaining_s"]),
+             _duration(p["estimated_end_s"]),
+             f"{(p['estimated_end_s'] - ended) / ended:+.0%}" if ended else "-"] for p in shown]  # fmt: skip
+    table = Table(["at", "stage", "progress", "time left", "estimated end", "end error"], rows,
+                  frozenset({0, 2, 3, 4, 5}), caption=f"{len(shown)} of {len(points)} estimates; times since the "
+                  "run started; end error: estimated end against the actual end")  # fmt: skip
+    return Section("Progress and ETA", facts=facts, tables=[table], plot="eta")
+
+
+def _spread(points: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """At most `count` points, evenly spaced, the first and the last included."""
+    if len(points) <= count:
+        return points
+    return [points[round(i * (len(points) - 1) / (count - 1))] for i in range(count)]
+
+
+def _duration(value: float) -> str:
+    seconds = round(value)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _utc(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _ratio(forecast: float | None, spent: float | None) -> str:

@@ -7,24 +7,30 @@ from sobert_api.spec import RunSpec
 from sobert_trainer.storage import Storage
 
 
-def finetune_results(spec: RunSpec, storage: Storage) -> dict[str, dict]:
-    """Headline figures of each finished task (from its metrics.json), for summaries and status."""
+def finetune_metrics(spec: RunSpec, storage: Storage) -> dict[str, dict]:
+    """Each finished task's metrics.json, whole."""
     results = {}
     for task in spec.finetune.tasks:
         key = paths.finetune_metrics_key(spec.name, task.value)
         if storage.exists(key):
-            m = storage.read_json(key)
-            scores = m["validation"]
-            results[task.value] = {
-                "metric": m["primary_metric"],
-                "score": round(m["score"], 4),
-                "accuracy": round(scores["accuracy"], 4) if "accuracy" in scores else None,
-                "train_examples": m["train_examples"],
-                "validation_examples": m["validation_examples"],
-                "best_epoch": m["best_epoch"],
-                "hf_step": m["hf_step"],
-            }
+            results[task.value] = storage.read_json(key)
     return results
+
+
+def finetune_results(spec: RunSpec, storage: Storage, metrics: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Headline figures of each finished task (from its metrics.json), for summaries and status."""
+    return {
+        task: {
+            "metric": m["primary_metric"],
+            "score": round(m["score"], 4),
+            "accuracy": round(m["validation"]["accuracy"], 4) if "accuracy" in m["validation"] else None,
+            "train_examples": m["train_examples"],
+            "validation_examples": m["validation_examples"],
+            "best_epoch": m["best_epoch"],
+            "hf_step": m["hf_step"],
+        }
+        for task, m in (finetune_metrics(spec, storage) if metrics is None else metrics).items()
+    }
 
 
 def finetuned_tasks(spec: RunSpec, storage: Storage, hf_step: int | None) -> frozenset[str]:

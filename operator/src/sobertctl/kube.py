@@ -44,7 +44,11 @@ def age(timestamp: str | None, now: dt.datetime | None = None) -> str:
     if not timestamp:
         return "-"
     then = dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    seconds = int(((now or dt.datetime.now(dt.UTC)) - then).total_seconds())
+    return duration(int(((now or dt.datetime.now(dt.UTC)) - then).total_seconds()))
+
+
+def duration(seconds: int) -> str:
+    """kubectl's short form: the largest whole unit (`3d`, `5h`, `12m`, `40s`)."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds // size}{unit}"
@@ -66,6 +70,8 @@ def run_row(run: dict[str, Any], now: dt.datetime | None = None) -> dict[str, st
         "PHASE": status.get("phase") or "Pending",
         "STAGE": status.get("stage") or "-",
         "STEP": step,
+        "PROGRESS": progress_cell(status),
+        "ETA": eta_cell(status),
         "LOSS": loss,
         "TOK/S": tps,
         "REAL": f"{real:.0%}" if isinstance(real, int | float) else "-",
@@ -75,6 +81,23 @@ def run_row(run: dict[str, Any], now: dt.datetime | None = None) -> dict[str, st
         "AGE": age(run["metadata"].get("creationTimestamp"), now),
         "MESSAGE": (status.get("message") or "-")[:80],
     }
+
+
+def progress_cell(status: dict[str, Any]) -> str:
+    """The run's percent done, and its current stage's: `37% (pretrain 52%)`."""
+    progress = status.get("progress") or {}
+    if progress.get("progressPercentage") is None:
+        return "-"
+    stage = progress.get("stage")
+    return f"{progress['progressPercentage']}%" + (
+        f" ({stage['name']} {stage['progressPercentage']}%)" if stage else ""
+    )
+
+
+def eta_cell(status: dict[str, Any]) -> str:
+    """Time left for the run, as `age` writes durations (`3h`, `12m`); `0s` once done."""
+    seconds = (status.get("progress") or {}).get("estimatedRemainingSeconds")
+    return "-" if seconds is None else duration(int(seconds))
 
 
 def spent_cell(status: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ from sobert_operator.cost.catalog import PriceCatalog, load_catalog
 from sobert_operator.cost.devices import forecast_for, peak_tflops
 from sobert_operator.cost.ledger import summarize
 from sobert_operator.cost.policy import BudgetAction
-from sobert_operator.cost.records import append_allocation, read_ledger, request_checkpoint
+from sobert_operator.cost.records import append_allocation, append_eta, read_ledger, request_checkpoint
 from sobert_operator.kube.budget import (
     SUSPEND_PATCH,
     BudgetStep,
@@ -38,7 +38,7 @@ from sobert_operator.kube.budget import (
 from sobert_operator.kube.client import KubeClient, PrerequisiteMissingError
 from sobert_operator.kube.observe import job_state
 from sobert_operator.kube.plan import condition, gone_after_success, is_terminal, plan, stage_kind, stage_objects
-from sobert_operator.kube.progress import last_progress, storage_credentials
+from sobert_operator.kube.progress import last_progress, run_progress, storage_credentials
 from sobert_operator.pipeline import STAGE_ORDER, Stage, StageState
 from sobert_operator.preflight import preflight
 from sobert_operator.published import observe
@@ -208,6 +208,14 @@ def _reconcile(name: str, namespace: str, logger) -> None:
         known = _best_effort("finetune results", read_results, spec, logger) or known
     if known:
         result.status["finetune"] = known
+    # The ETA's inputs are read with the ledger, when there is something to price; a finished run
+    # needs none.
+    if storage is not None or result.status.get("phase") == "Succeeded":
+        progress = _best_effort(
+            "progress and ETA", lambda: _progress_and_eta(run, spec, result.status, jobs, storage), spec, logger
+        )
+        if progress:
+            result.status["progress"] = progress
     for obj in result.create:
         kopf.adopt(obj, owner=run)
         if client.create(obj, namespace):
@@ -217,6 +225,19 @@ def _reconcile(name: str, namespace: str, logger) -> None:
         (kopf.warn if reason == "StageFailed" else kopf.info)(run, reason=reason, message=message)
     metrics.observe(spec.name, result.status)
     set_status(**{"message": None, **result.status})  # clear a stale message unless the plan sets one
+
+
+def _progress_and_eta(run: Any, spec: RunSpec, status: dict[str, Any], jobs, storage: Storage | None) -> dict:
+    """`.status.progress` (KEP-2779's fields for the run and its stage), also appended to the
+    run's ETA history for its report when storage is at hand."""
+    key = paths.forecast_key(spec.name)
+    forecast = storage.read_json(key) if storage is not None and storage.exists(key) else None
+    created = dt.datetime.fromisoformat(run["metadata"]["creationTimestamp"].replace("Z", "+00:00")).timestamp()
+    now = time.time()
+    figures = run_progress(spec, status, jobs, forecast, created, now)
+    if storage is not None:
+        append_eta(storage, spec.name, figures, now)
+    return figures
 
 
 def _run_spec(run: Any) -> RunSpec:

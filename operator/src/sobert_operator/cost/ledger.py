@@ -1,10 +1,10 @@
-"""The spend ledger: what each pod (or local process) cost, by phase, plus the cost of lost work.
+"""The spend ledger: what each pod (or local process) cost, by phase.
 
 OpenCost's allocation formula: requested devices x running time x the device's price. A pod's
 running time is from its start until it ended (a terminated container's finish time, the pod's
-deletion) or until now. Work lost to a pod that died or was preempted is the time since the newest
-checkpoint before it ended: that work is paid for twice, once now and once when it is redone.
-Pure functions over plain records, so recorded pod histories replay exactly in tests.
+deletion) or until now. What the money bought within a phase, and the work a preempted pod threw
+away, is `goodput.py`'s. Pure functions over plain records, so recorded pod histories replay exactly
+in tests.
 """
 
 from __future__ import annotations
@@ -13,9 +13,6 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
-
-# Pod ends that lose the work since the last checkpoint.
-LOST_WORK_REASONS = {"Preempted", "Evicted", "OOMKilled", "Error", "Failed", "DeadlineExceeded", "NodeLost", "Killed"}
 
 
 @dataclass(frozen=True)
@@ -41,28 +38,15 @@ class Allocation:
         return asdict(self)
 
 
-def lost_seconds(allocation: Allocation, checkpoint_times: Sequence[float]) -> float:
-    """Training time a dead pod threw away: from its newest earlier checkpoint (or its start) to its end."""
-    if allocation.end is None or allocation.reason not in LOST_WORK_REASONS:
-        return 0.0
-    saved = [t for t in checkpoint_times if allocation.start <= t <= allocation.end]
-    return allocation.end - max(saved, default=allocation.start)
-
-
-def summarize(allocations: Iterable[Allocation], now: float, checkpoint_times: Sequence[float] = ()) -> dict[str, Any]:
-    """Totals: spend overall and by phase, device-hours, and lost work (in dollars)."""
+def summarize(allocations: Iterable[Allocation], now: float) -> dict[str, Any]:
+    """Totals: spend overall and by phase, and device-hours. (Where the money went within a phase,
+    work lost to restarts included, is `goodput.py`'s.)"""
     by_phase: dict[str, float] = {}
-    device_hours = lost_usd = 0.0
+    device_hours = 0.0
     for a in allocations:
         by_phase[a.phase] = by_phase.get(a.phase, 0.0) + a.usd(now)
         device_hours += a.devices * a.seconds(now) / 3600
-        lost_usd += a.devices * lost_seconds(a, checkpoint_times) * a.usd_per_hour / 3600
-    return {
-        "usd": sum(by_phase.values()),
-        "by_phase": by_phase,
-        "device_hours": device_hours,
-        "lost_work_usd": lost_usd,
-    }
+    return {"usd": sum(by_phase.values()), "by_phase": by_phase, "device_hours": device_hours}
 
 
 def spend_series(allocations: Sequence[Allocation], now: float, points: int = 200) -> list[tuple[float, float]]:

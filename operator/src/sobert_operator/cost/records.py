@@ -1,6 +1,8 @@
 """A run's cost records in its storage, shared by both executors and the report.
 
 - the ledger, `runs/<run>/cost/ledger.jsonl`: one ended allocation per line (appended, never rewritten);
+- the ETA history, `runs/<run>/cost/eta.jsonl`: each estimate of the run's progress and time left
+  (`eta.py`), with the time it was made;
 - the checkpoint request, `runs/<run>/control/checkpoint-request.json`: a new id asks a running
   pretraining to checkpoint (its rank 0 polls it every log interval), so the budget policy needs
   no exec into pods and no signal that a launcher might eat.
@@ -33,3 +35,14 @@ def request_checkpoint(storage: Storage, run: str, reason: str) -> str:
     request = uuid.uuid4().hex
     storage.write_json(paths.checkpoint_request_key(run), {"id": request, "reason": reason, "time": time.time()})
     return request
+
+
+def append_eta(storage: Storage, run: str, estimate: dict, now: float) -> None:
+    storage.append_line(paths.eta_key(run), json.dumps({"time": round(now, 3), **estimate}, sort_keys=True))
+
+
+def read_eta(storage: Storage, run: str) -> list[dict]:
+    key = paths.eta_key(run)
+    if not storage.exists(key):
+        return []
+    return [json.loads(line) for line in storage.read_bytes(key).decode().splitlines() if line.strip()]

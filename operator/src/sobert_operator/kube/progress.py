@@ -1,4 +1,5 @@
-"""Training progress for a run's status, read from the trainer's progress.jsonl in storage."""
+"""Progress for a run's status: training progress read from the trainer's progress.jsonl in
+storage, and the run's progress and ETA (`eta.py`) from its stages' jobs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from sobert_api import paths
 from sobert_api.spec import RunSpec
+from sobert_operator.eta import PhaseState, estimate
 from sobert_trainer.storage import Storage
 
 
@@ -49,3 +51,38 @@ def last_progress(spec: RunSpec, credentials: tuple[str, str] | None) -> dict[st
     import json
 
     return status_from_record(json.loads(lines[-1]))
+
+
+def _created(job: dict[str, Any] | None) -> float | None:
+    import datetime as dt
+
+    stamp = ((job or {}).get("metadata") or {}).get("creationTimestamp")
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else None
+
+
+def cluster_phases(stages: dict[str, Any], jobs: dict[str, dict[str, Any] | None]) -> list[PhaseState]:
+    """The run's phases from its status's stages (as `plan` sets them) and their jobs, each
+    started when its job was created. Finetune tasks are phases of their own (`finetune/<task>`)."""
+    state = {"succeeded": "done", "running": "running"}
+    phases = []
+    for stage, entry in stages.items():
+        if stage == "finetune":
+            for task, task_entry in (entry.get("tasks") or {}).items():
+                job = jobs.get(task_entry.get("job") or "")
+                phases.append(PhaseState(f"finetune/{task}", state.get(task_entry["state"], "pending"), _created(job)))
+            continue
+        job = jobs.get(entry.get("job") or "")
+        phases.append(PhaseState(stage, state.get(entry["state"], "pending"), _created(job)))
+    return phases
+
+
+def run_progress(spec: RunSpec, status: dict[str, Any], jobs: dict[str, dict[str, Any] | None],
+                 forecast: dict[str, Any] | None, run_created: float, now: float) -> dict[str, Any]:  # fmt: skip
+    """`.status.progress`: the run's and its current stage's progress and ETA."""
+    pretrain = status.get("pretrain") or {}
+    record = None
+    if pretrain.get("step") is not None:
+        record = {"step": pretrain["step"], "train_iters": pretrain.get("trainIters"),
+                  "tokens_per_s": pretrain.get("tokensPerSecond")}  # fmt: skip
+    batch_tokens = spec.train.global_batch_size * spec.model.seq_length
+    return estimate(cluster_phases(status["stages"], jobs), forecast, record, batch_tokens, run_created, now)

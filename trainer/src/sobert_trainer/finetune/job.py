@@ -155,9 +155,9 @@ def run_task(spec: RunSpec, name: TaskName) -> dict[str, Any]:
             failure_config=FailureConfig(max_failures=2),
         ),
     )
-    started = time.monotonic()
     if not ray.is_initialized():
         ray.init(log_to_driver=False, include_dashboard=False, configure_logging=False)
+    started, started_at = time.monotonic(), time.time()  # start-up (cluster, data) is before this
     result = trainer.fit()
     seconds = time.monotonic() - started
     best = result.get_best_checkpoint(metric="score", mode="max") or result.checkpoint
@@ -184,6 +184,9 @@ def run_task(spec: RunSpec, name: TaskName) -> dict[str, Any]:
         "history": (result.metrics or {}).get("history", state["history"]),
         "seconds": round(seconds, 2),
         "ray_run": f"{storage.uri(paths.finetune_ray_prefix(spec.name, name.value))}/{run_name}",
+        # For goodput: the pods' time before is start-up, after is an idle cluster (cost/goodput.py).
+        "started_at": round(started_at, 3),
     }
+    metrics["finished_at"] = round(time.time(), 3)
     storage.write_json(paths.finetune_metrics_key(spec.name, name.value), metrics)
     return metrics
