@@ -445,12 +445,18 @@ def forecast_error(spec_document: dict, progress: list[dict]) -> dict:
     (before launch) and from the calibration window (steps 11-20 of progress.jsonl)."""
     from sobert_api import build_spec
     from sobert_operator.cost.catalog import load_catalog
-    from sobert_operator.cost.devices import run_devices
-    from sobert_operator.cost.forecast import calibrated_tokens_per_s, forecast_run, pretrain_tokens
+    from sobert_operator.cost.devices import forecast_for
+    from sobert_operator.cost.forecast import (
+        PRETRAIN_STARTUP_S,
+        PRETRAIN_TEARDOWN_S,
+        calibrated_tokens_per_s,
+        pretrain_tokens,
+    )
 
     spec = build_spec(spec_document)
-    train, cpu = run_devices(spec, load_catalog())
-    before = next(p for p in forecast_run(spec, train, cpu).phases if p.phase == "pretrain").seconds
+    phases = forecast_for(spec, load_catalog()).phases
+    # The training loop's share: the stage's start-up and teardown are outside `wall_time_s`.
+    before = next(p for p in phases if p.phase == "pretrain").seconds - PRETRAIN_STARTUP_S - PRETRAIN_TEARDOWN_S
     rate = calibrated_tokens_per_s([r for r in progress if r["step"] <= 20], window_steps=10)
     calibrated = pretrain_tokens(spec) / rate if rate else None
     measured = progress[-1]["wall_time_s"]
@@ -461,6 +467,52 @@ def forecast_error(spec_document: dict, progress: list[dict]) -> dict:
         "forecast_calibrated_s": round(calibrated, 2) if calibrated else None,
         "error_calibrated_pct": round(100 * (calibrated - measured) / measured, 1) if calibrated else None,
     }
+
+
+def bench_forecast_vs_spend() -> dict:
+    """`make run` (the smoke run) into a fresh storage: each phase's forecast at submit and its
+    final forecast (re-made from what the run measured) against what the ledger charged."""
+    with tempfile.TemporaryDirectory() as storage:
+        started = time.monotonic()
+        subprocess.run(["make", "-s", "run", f"RUN_STORAGE={storage}", "RUN_NAME=bench"], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        seconds = time.monotonic() - started
+        report = json.loads(Path(storage, "runs", "bench", "cost", "report.json").read_text())
+    submitted = {p["phase"]: p["usd"] for p in report["forecast_at_submit"]["phases"]}
+    final = {p["phase"]: p["usd"] for p in report["forecast"]["phases"]}
+    rows = []
+    for phase in dict.fromkeys([*final, *report["spent"]["by_phase"]]):  # the run's order
+        spent = report["spent"]["by_phase"].get(phase, 0.0)
+        rows.append({
+            "phase": phase,
+            "forecast_at_submit_usd": submitted.get(phase),
+            "final_forecast_usd": final.get(phase),
+            "spent_usd": spent,
+            "final_error_pct": round(100 * (final[phase] - spent) / spent, 1) if phase in final and spent else None,
+        })  # fmt: skip
+    return {"run_seconds": round(seconds, 1), "phases": rows, "goodput_fraction": report["goodput"]["goodput_fraction"]}
+
+
+def render_forecast_vs_spend(result: dict) -> list[str]:
+    from sobert_operator.cost.money import usd
+
+    lines = [
+        "",
+        "## Forecast vs spend per phase (`make run`, this machine)",
+        "",
+        f"The smoke run ({result['run_seconds']} s end to end). At submit: before anything ran. Final: re-made "
+        "after each stage from what the run measured (the dataset's tokens, pretraining's throughput and start-up, "
+        "each finetune's first epoch; cost/forecast.py), plus each stage process's fixed start-up and teardown.",
+        "",
+        "| phase | forecast at submit | final forecast | spent | final error |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in result["phases"]:
+        lines.append(
+            f"| {r['phase']} | {usd(r['forecast_at_submit_usd'])} | {usd(r['final_forecast_usd'])} "
+            f"| {usd(r['spent_usd'])} | {r['final_error_pct']}% |"
+        )
+    return [*lines, "", f"Goodput: {result['goodput_fraction']:.1%} of the run's dollars were productive.", ""]
 
 
 def render_forecast_error(rows: list[dict]) -> list[str]:
@@ -567,6 +619,7 @@ def render(results: dict) -> str:
     lines += render_real_tokens(results["real_tokens"])
     lines += render_masked_head(results["masked_head"])
     lines += render_forecast_error(results["pretrain"])
+    lines += render_forecast_vs_spend(results["forecast_vs_spend"])
     lines += render_finetune(results["finetune"])
     lines += render_controller(results["controller"])
     lines += [
@@ -609,6 +662,7 @@ def main() -> int:
         "pretrain": [bench_pretrain(p, args.steps) for p in (1, 2)],
         "finetune": bench_finetune(args.finetune_examples),
         "controller": bench_controller(args.runs),
+        "forecast_vs_spend": bench_forecast_vs_spend(),
     }
     args.out.write_text(render(results))
     print(render(results))

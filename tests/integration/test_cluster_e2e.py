@@ -214,6 +214,17 @@ def test_submit_tiny_two_nodes_runs_every_phase_to_succeeded(cluster, s3, contro
         cluster, s3, "report", "e2e", "--storage", f"s3://{BUCKET}/runs", "--endpoint-url", s3.endpoint_url
     )
     assert "pretrain" in report.stdout and "$" in report.stdout
+    # The status says the run is done; the report prices each task's Ray cluster idling after its
+    # job until its TTL removed it, and lists the controller's ETA estimates stage by stage.
+    assert status["progress"]["progressPercentage"] == 100 and status["progress"]["estimatedRemainingSeconds"] == 0
+    assert "100%" in listing
+    figures = _storage(s3).read_json(f"{paths.cost_prefix('e2e')}/report.json")
+    for task in ("quality", "closed"):
+        phase = figures["goodput"]["by_phase"][f"finetune/{task}"]
+        assert phase["idle_cluster"] > 0 and phase["productive"] > 0, (task, phase)
+    stages = [p["stage"] for p in figures["eta"]["points"]]
+    seen, order = [s for s in dict.fromkeys(stages) if s], ["prepare", "pretrain", "convert", "finetune"]
+    assert seen == sorted(seen, key=order.index) and {"pretrain", "finetune"} <= set(seen), stages
 
     # The controller ran with the chart's namespaced Role and never hit a permission it lacks.
     controller_log = cluster.kubectl("logs", "-n", NAMESPACE, "deploy/sobert").stdout

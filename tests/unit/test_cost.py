@@ -10,7 +10,12 @@ from sobert_api.loading import SpecError
 from sobert_api.spec import BudgetSpec
 from sobert_operator.cost.catalog import load_catalog
 from sobert_operator.cost.devices import budget_problem, forecast_for
-from sobert_operator.cost.forecast import PACKED_REAL_TOKEN_FRACTION, calibrated_tokens_per_s
+from sobert_operator.cost.forecast import (
+    PACKED_REAL_TOKEN_FRACTION,
+    PRETRAIN_STARTUP_S,
+    PRETRAIN_TEARDOWN_S,
+    calibrated_tokens_per_s,
+)
 from sobert_operator.cost.ledger import Allocation, allocation_from_pod, spend_series, summarize
 from sobert_operator.cost.policy import BudgetAction, budget_action, seconds_left, threshold_seconds
 
@@ -49,7 +54,8 @@ def test_price_and_mfu_overrides_scale_the_forecast():
     catalog = load_catalog()
     at = {mfu: forecast_for(spec(), catalog, gpu="h100", price=2.0, mfu=mfu) for mfu in (0.3, 0.6)}
     pre = {k: next(p for p in f.phases if p.phase == "pretrain") for k, f in at.items()}
-    assert pre[0.3].usd == pytest.approx(2 * pre[0.6].usd)
+    fixed = PRETRAIN_STARTUP_S + PRETRAIN_TEARDOWN_S  # the process's start-up and teardown do not scale
+    assert pre[0.3].seconds - fixed == pytest.approx(2 * (pre[0.6].seconds - fixed))
     assert at[0.3].assumptions["train_device"]["price_source"] == "given on the command line (--price)"
     with pytest.raises(SpecError, match="unknown GPU 'tpu'"):
         forecast_for(spec(), catalog, gpu="tpu")
@@ -163,7 +169,7 @@ def test_forecast_refreshes_from_measured_throughput_after_the_window():
     before = forecast_for(spec(), catalog, gpu="h100")
     after = forecast_for(spec(), catalog, gpu="h100", progress=records)
     pretrain = next(p for p in after.phases if p.phase == "pretrain")
-    assert pretrain.seconds == pytest.approx(27_000_307_712 / 2_000_000)
+    assert pretrain.seconds == pytest.approx(27_000_307_712 / 2_000_000 + PRETRAIN_STARTUP_S + PRETRAIN_TEARDOWN_S)
     assert pretrain.note == "calibrated from progress.jsonl" and after.assumptions["calibrated_tokens_per_s"] == 2e6
     assert pretrain.usd_high / pretrain.usd == pytest.approx(1 / 0.9)  # the band narrows to +-10%
     assert forecast_for(spec(), catalog, gpu="h100", progress=records[:5]).usd == before.usd  # still warming up
@@ -190,7 +196,7 @@ def test_forecast_and_calibration_count_real_tokens():
     pretrain = next(p for p in forecast_for(run, catalog, gpu="h100", progress=records).phases if p.phase == "pretrain")
     slots = run.train_iters * run.train.global_batch_size * run.model.seq_length
     assert pretrain.tokens == round(slots * 0.5)
-    assert pretrain.seconds == pytest.approx(slots * 0.5 / 1000.0)
+    assert pretrain.seconds == pytest.approx(slots * 0.5 / 1000.0 + PRETRAIN_STARTUP_S + PRETRAIN_TEARDOWN_S)
 
 
 def test_spend_goes_on_accruing_while_the_ledger_cannot_be_read():
@@ -210,3 +216,37 @@ def test_spend_goes_on_accruing_while_the_ledger_cannot_be_read():
     assert accrued_since_priced([gpu, new], open_pods([gpu, new], now=1100.0), now=1110.0) == pytest.approx(
         8 * 3.6 * 20 / 3600
     )
+
+
+def test_the_forecast_takes_what_the_run_measured():
+    from sobert_api import build_spec
+    from sobert_operator.cost.devices import local_stage_cores
+    from sobert_operator.cost.forecast import (
+        FINETUNE_FIT_OVERHEAD_S,
+        FINETUNE_STARTUP_S,
+        FINETUNE_TEARDOWN_S,
+        PREPARE_STARTUP_S,
+        PREPARE_TOKENS_PER_CORE_S,
+        PREPARE_TOKENS_PER_POSTS_BYTE,
+        Measured,
+    )
+
+    run = build_spec({"preset": "tiny", "name": "m", "data": {"posts": ["p"], "workers": 3}, "storage": {"uri": "/s"},
+                      "finetune": {"tasks": {"quality": {"train": "q.jsonl", "epochs": 3}}}})  # fmt: skip
+    catalog = load_catalog()
+    records = [{"step": s, "tokens_per_s": 1000.0, "startup_s": 12.5} for s in range(1, 16)]
+
+    def phases(measured):
+        return {p.phase: p for p in forecast_for(run, catalog, progress=records, measured=measured).phases}
+
+    before = phases(Measured(posts_bytes=9_000_000))
+    assert before["prepare"].tokens == round(9_000_000 * PREPARE_TOKENS_PER_POSTS_BYTE)
+    after = phases(Measured(posts_bytes=9_000_000, dataset_tokens=2_100_000, finetune_epochs={"quality": (480, 4.0)}))
+    assert after["prepare"].seconds == pytest.approx(PREPARE_STARTUP_S + 2_100_000 / (PREPARE_TOKENS_PER_CORE_S * 3))
+    overhead = FINETUNE_STARTUP_S + FINETUNE_FIT_OVERHEAD_S + FINETUNE_TEARDOWN_S
+    assert after["finetune/quality"].seconds == pytest.approx(overhead + 3 * 4.0)  # epochs x the first epoch
+    slots = run.train_iters * run.train.global_batch_size * run.model.seq_length
+    assert after["pretrain"].seconds == pytest.approx(slots / 1000.0 + 12.5 + PRETRAIN_TEARDOWN_S)  # its start-up
+    # Each phase is priced on the cores the embedded backend charges it for.
+    for phase, forecast in after.items():
+        assert forecast.devices == local_stage_cores(run, phase), phase

@@ -22,6 +22,7 @@ from sobert_api.spec import RunSpec
 from sobert_operator.cost.catalog import load_catalog
 from sobert_operator.cost.devices import forecast_for
 from sobert_operator.cost.forecast import Forecast
+from sobert_operator.cost.measured import read_measured
 from sobert_operator.cost.records import append_eta, read_ledger
 from sobert_operator.eta import PhaseState, estimate
 from sobert_operator.launch import (
@@ -96,6 +97,7 @@ class LocalExecutor:
         self.meter = LocalMeter(spec, self.storage, load_catalog(), emit)
         self.running: tuple[str, float] | None = None  # the phase running and when it started
         self.eta_recorded = 0.0
+        self.last_eta: dict | None = None
 
     ETA_EVERY_SECONDS = 5.0  # while a stage runs, at most one ETA record this often
 
@@ -128,7 +130,10 @@ class LocalExecutor:
         batch_tokens = self.spec.train.global_batch_size * self.spec.model.seq_length
         figures = estimate(phases, forecast, records[-1] if records else None, batch_tokens, started, now,
                            parallel_tasks=False)  # fmt: skip
-        append_eta(self.storage, self.spec.name, figures, now)
+        unchanged = {k: v for k, v in figures.items() if k != "lastUpdatedTime"}
+        if unchanged != self.last_eta:  # a stage's end and the next one's start estimate alike
+            append_eta(self.storage, self.spec.name, figures, now)
+            self.last_eta = unchanged
 
     def run(self) -> RunSummary:
         """Run every stage whose output is missing, in order."""
@@ -162,10 +167,12 @@ class LocalExecutor:
         return summary
 
     def forecast(self) -> Forecast:
-        """This machine's forecast: every phase on CPU cores at the catalog's core-hour price,
-        pretraining from its measured throughput once progress.jsonl is past the calibration window."""
+        """This machine's forecast: every phase on CPU cores at the catalog's core-hour price, each
+        from what the run has measured so far (`cost/measured.py`; pretraining from its throughput
+        once progress.jsonl is past the calibration window)."""
         records = read_progress(self.storage, paths.progress_key(self.spec.name))
-        return forecast_for(self.spec, self.meter.catalog, progress=records)
+        measured = read_measured(self.spec, self.storage, self.dataset_id)
+        return forecast_for(self.spec, self.meter.catalog, progress=records, measured=measured)
 
     def observe(self) -> Observed:
         return observe(self.spec, self.storage, self.dataset_id)

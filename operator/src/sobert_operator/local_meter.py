@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from sobert_api.spec import RunSpec
 from sobert_operator.cost.catalog import PriceCatalog
+from sobert_operator.cost.devices import local_stage_cores
 from sobert_operator.cost.ledger import Allocation, summarize
 from sobert_operator.cost.policy import BudgetAction, budget_action, threshold_seconds
 from sobert_operator.cost.records import append_allocation, read_ledger, request_checkpoint
@@ -27,19 +28,6 @@ from sobert_trainer.storage import Storage
 
 class BudgetStoppedError(RuntimeError):
     """The run's spend reached its budget; it stopped after checkpointing."""
-
-
-def stage_cores(spec: RunSpec, phase: str) -> float:
-    """CPU cores a local stage process keeps busy (OMP_NUM_THREADS=1 per rank/worker)."""
-    if phase == "prepare":
-        return float(spec.data.workers)
-    if phase == "pretrain":
-        return float(spec.parallel.world_size)
-    if phase.startswith("finetune/"):
-        task = spec.finetune.tasks.get(phase.split("/", 1)[1])  # type: ignore[call-overload]
-        workers = (task.workers if task else None) or spec.finetune.workers
-        return workers * spec.finetune.cpus_per_worker
-    return 1.0
 
 
 @dataclass
@@ -71,7 +59,7 @@ class LocalMeter:
 
     def start(self, phase: str, pid: int | None = None) -> Metered:
         """Begin metering a stage; with a process group id, arm the budget's threshold timers."""
-        metered = Metered(phase, stage_cores(self.spec, phase), time.time())
+        metered = Metered(phase, local_stage_cores(self.spec, phase), time.time())
         if pid is None:
             return metered
         burn = metered.cores * self.usd_per_core_hour

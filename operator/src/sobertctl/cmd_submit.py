@@ -86,9 +86,11 @@ def check_budget(spec, cluster=None) -> None:
     from sobert_api.loading import SpecError
     from sobert_operator.cost.catalog import load_catalog
     from sobert_operator.cost.devices import budget_problem, forecast_for
+    from sobert_operator.cost.forecast import Measured
+    from sobert_operator.cost.measured import posts_bytes
     from sobert_operator.cost.money import usd
 
-    forecast = forecast_for(spec, load_catalog(), cluster)
+    forecast = forecast_for(spec, load_catalog(), cluster, measured=Measured(posts_bytes=posts_bytes(spec)))
     problem = budget_problem(spec, forecast)
     if problem:
         raise SpecError(f"budget: {problem}")

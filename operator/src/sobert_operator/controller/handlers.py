@@ -22,6 +22,7 @@ from sobert_operator.controller import metrics
 from sobert_operator.cost.catalog import PriceCatalog, load_catalog
 from sobert_operator.cost.devices import forecast_for, peak_tflops
 from sobert_operator.cost.ledger import summarize
+from sobert_operator.cost.measured import read_measured
 from sobert_operator.cost.policy import BudgetAction
 from sobert_operator.cost.records import append_allocation, append_eta, read_ledger, request_checkpoint
 from sobert_operator.kube.budget import (
@@ -298,7 +299,11 @@ def _meter(spec, cluster, client, namespace, secret, previous, progressing: bool
                         paths.submit_forecast_key(spec.name), forecast_for(spec, catalog, cluster).as_dict()
                     )
                 refreshed = forecast_for(
-                    spec, catalog, cluster, progress=read_progress(storage, paths.progress_key(spec.name))
+                    spec,
+                    catalog,
+                    cluster,
+                    progress=read_progress(storage, paths.progress_key(spec.name)),
+                    measured=read_measured(spec, storage, PrepareConfig.from_spec(spec).dataset_id()),
                 )
                 storage.write_json(paths.forecast_key(spec.name), refreshed.as_dict())
                 forecast = refreshed.usd

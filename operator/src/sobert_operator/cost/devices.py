@@ -2,22 +2,50 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from sobert_api.spec import RunSpec
 from sobert_operator.cluster import ClusterConfig
 from sobert_operator.cost.catalog import PriceCatalog
 from sobert_operator.cost.forecast import (
+    CONVERT_CORES,
     PREPARE_CORES,
     Device,
     Forecast,
+    Measured,
+    PhaseCores,
     calibrated_tokens_per_s,
     cpu_device,
     forecast_run,
     gpu_device,
+    measured_pretrain_startup_s,
     measured_real_token_fraction,
 )
 from sobert_operator.cost.money import usd
+
+
+def local_stage_cores(spec: RunSpec, phase: str) -> float:
+    """CPU cores a local stage process keeps busy (OMP_NUM_THREADS=1 per rank/worker): what the
+    embedded backend charges each stage for, and so what its forecast prices."""
+    if phase == "prepare":
+        return float(spec.data.workers)
+    if phase == "pretrain":
+        return float(spec.parallel.world_size)
+    if phase.startswith("finetune/"):
+        task = spec.finetune.tasks.get(phase.split("/", 1)[1])  # type: ignore[call-overload]
+        workers = (task.workers if task else None) or spec.finetune.workers
+        return workers * spec.finetune.cpus_per_worker
+    return 1.0
+
+
+def phase_cores(spec: RunSpec) -> PhaseCores:
+    """The cores each CPU phase is charged for: the local processes', or the pods' requests
+    (render/jobs.py; a CPU Ray worker requests whole cores, render/finetune.py)."""
+    if spec.backend == "local":
+        return PhaseCores(local_stage_cores(spec, "prepare"), local_stage_cores(spec, "convert"),
+                          spec.finetune.cpus_per_worker)  # fmt: skip
+    return PhaseCores(PREPARE_CORES, CONVERT_CORES, float(math.ceil(spec.finetune.cpus_per_worker)))
 
 
 def run_devices(
@@ -49,12 +77,16 @@ def forecast_for(
     catalog: PriceCatalog,
     cluster: ClusterConfig | None = None,
     progress: list[dict] | None = None,
+    measured: Measured | None = None,
     **device,
 ) -> Forecast:
-    """The run's forecast; with progress records past the calibration window, from measured tokens/s."""
+    """The run's forecast; with progress records past the calibration window, from measured
+    tokens/s and start-up; with `measured` (`cost/measured.py`), from what else the run measured."""
     train, cpu = run_devices(spec, catalog, cluster, **device)
     records = progress or []
-    return forecast_run(spec, train, cpu, calibrated_tokens_per_s(records), measured_real_token_fraction(records))
+    measured = replace(measured or Measured(), pretrain_startup_s=measured_pretrain_startup_s(records))
+    return forecast_run(spec, train, cpu, phase_cores(spec), calibrated_tokens_per_s(records),
+                        measured_real_token_fraction(records), measured)  # fmt: skip
 
 
 def budget_problem(spec: RunSpec, forecast: Forecast) -> str | None:

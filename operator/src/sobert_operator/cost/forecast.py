@@ -1,9 +1,18 @@
-"""Forecast a run's cost before launch, per phase, with a low/high band and its assumptions.
+"""Forecast a run's cost before launch, per phase, with a low/high band and its assumptions, and
+again as the run measures what the forecast assumed (`Measured`).
 
 Pretraining and finetuning: FLOPs (flops.py) / (devices x peak x MFU) = seconds; x devices x
 $/device-hour = dollars. The band spans MFU x 0.75 (high cost) to x 1.25 (low cost) before
 calibration, +-10% once a measured tokens/s replaces the MFU guess. Data preparation and
 conversion are CPU pods priced per core-hour from measured rates (BENCHMARKS.md).
+
+Each phase also pays its process's fixed costs: start-up (imports, a Ray cluster, loading a model)
+and teardown, measured on the 2-core CPU host BENCHMARKS.md reports ("Forecast vs spend"); they
+dominate a smoke run and vanish in a real one. Once measured:
+- prepare is priced on the published dataset's tokens (before, on the posts files' bytes x the
+  tokens per byte measured on real rows);
+- pretraining on its calibrated tokens/s and its processes' measured start-up;
+- each finetune on its first epoch's seconds (training and evaluation) x its epochs.
 """
 
 from __future__ import annotations
@@ -23,9 +32,19 @@ PACKED_REAL_TOKEN_FRACTION = 0.997
 # Posts.xml of real rows, vocab 50,000: BENCHMARKS.md "Data preparation"); parsing, tokenizing and
 # packing scale with the workers, the bounded tokenizer training does not.
 PREPARE_TOKENS_PER_CORE_S = 210_000
+PREPARE_TOKENS_PER_POSTS_BYTE = 0.111  # 5,571,886 tokens from the 50 MB Posts.xml of real rows
 PREPARE_CORES = 4  # the prepare Job's CPU request (render/jobs.py)
 CONVERT_CORES = 2
 CONVERT_BYTES_PER_S = 200e6  # reading a checkpoint and writing safetensors
+# Fixed costs of each stage's process (seconds): means over three `make run`s on the 2-core CPU host
+# (BENCHMARKS.md "Forecast vs spend"), whose speed itself varied by ~25% between them.
+PREPARE_STARTUP_S = 0.8  # the worker pool, the comments table, BPE training's floor
+PRETRAIN_STARTUP_S = 8.0  # torchrun, imports, process groups, the dataset index, the model (measured after)
+PRETRAIN_TEARDOWN_S = 4.0  # the last checkpoint's upload, process-group teardown, torchrun's exit
+CONVERT_STARTUP_S = 7.6  # importing torch, megatron-core and transformers; loading the checkpoint
+FINETUNE_STARTUP_S = 7.0  # Ray, the task's data and tokenizer, before Ray Train starts
+FINETUNE_FIT_OVERHEAD_S = 22.0  # Ray Train's worker group, the model in each worker, epoch checkpoints
+FINETUNE_TEARDOWN_S = 3.1  # publishing the best checkpoint and metrics, Ray's shutdown
 MFU_BAND = (0.75, 1.25)
 CALIBRATED_BAND = (0.9, 1.1)
 # Training-set sizes of the tasks' public datasets, used when a spec does not cap them.
@@ -38,7 +57,7 @@ class Device:
     """What a phase runs on: `count` GPUs of a type, or CPU cores."""
 
     kind: str  # a GPU type, or "cpu"
-    count: int
+    count: float  # GPUs, or CPU cores (a Ray worker may hold a fraction)
     usd_per_hour: float  # per device
     flops_per_s: float  # peak per device
     mfu: float
@@ -47,11 +66,31 @@ class Device:
     mfu_source: str
 
 
+@dataclass(frozen=True)
+class PhaseCores:
+    """The CPU cores each CPU phase is charged for: the executor's allocation (a pod's request,
+    or the local process's cores, `local_stage_cores`)."""
+
+    prepare: float
+    convert: float
+    finetune_per_worker: float  # when finetuning on CPU
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What a run has measured so far; each replaces an assumption of the forecast."""
+
+    posts_bytes: int | None = None  # the posts files' size (local files), before the dataset exists
+    dataset_tokens: int | None = None  # the published dataset's tokens
+    pretrain_startup_s: float | None = None  # the first training process's start-up (progress.jsonl)
+    finetune_epochs: dict[str, tuple[int, float]] = field(default_factory=dict)  # task -> (examples, 1st epoch s)
+
+
 @dataclass
 class PhaseForecast:
     phase: str
     device: str
-    devices: int
+    devices: float
     seconds: float
     usd: float
     usd_low: float
@@ -154,54 +193,77 @@ def forecast_run(
     spec: RunSpec,
     train_device: Device,
     cpu: Device,
+    cores: PhaseCores,
     calibrated_tokens_per_s: float | None = None,
     real_token_fraction: float = PACKED_REAL_TOKEN_FRACTION,
+    measured: Measured | None = None,
 ) -> Forecast:
-    """Every phase of `spec` priced on `train_device` (pretraining, GPU finetunes) and `cpu`.
-    Pretraining counts real tokens: the sample slots x `real_token_fraction`, at the model FLOPs
-    per real token, or at the measured real tokens/s (`calibrated_tokens_per_s`)."""
+    """Every phase of `spec` priced on `train_device` (pretraining, GPU finetunes) and `cpu` (its
+    per-core price; `cores` says how many each CPU phase holds). Pretraining counts real tokens:
+    the sample slots x `real_token_fraction`, at the model FLOPs per real token, or at the measured
+    real tokens/s (`calibrated_tokens_per_s`)."""
+    measured = measured or Measured()
     result = Forecast()
-    tokens = pretrain_tokens(spec)
-    prepare_s = tokens / (PREPARE_TOKENS_PER_CORE_S * cpu.count)
-    result.phases.append(_priced("prepare", cpu, prepare_s, (1.0, 1.0), tokens=tokens,
-                                 note="corpus assumed the size of one pass of the token budget"))  # fmt: skip
+    tokens, note = pretrain_tokens(spec), "corpus assumed the size of one pass of the token budget"
+    if measured.dataset_tokens is not None:
+        tokens, note = measured.dataset_tokens, "the published dataset's tokens"
+    elif measured.posts_bytes is not None:
+        tokens = round(measured.posts_bytes * PREPARE_TOKENS_PER_POSTS_BYTE)
+        note = f"{measured.posts_bytes:,} bytes of posts x {PREPARE_TOKENS_PER_POSTS_BYTE} tokens per byte"
+    prepare_s = PREPARE_STARTUP_S + tokens / (PREPARE_TOKENS_PER_CORE_S * spec.data.workers)
+    result.phases.append(_priced("prepare", replace(cpu, count=cores.prepare), prepare_s, (1.0, 1.0), tokens=tokens,
+                                 note=note))  # fmt: skip
 
-    tokens = round(tokens * real_token_fraction)
+    tokens = round(pretrain_tokens(spec) * real_token_fraction)
     flops = pretraining_flops_per_token(spec.model, spec.train.mask_prob) * tokens
     if calibrated_tokens_per_s:
         seconds, band, note = tokens / calibrated_tokens_per_s, CALIBRATED_BAND, "calibrated from progress.jsonl"
     else:
         rate = train_device.count * train_device.flops_per_s * train_device.mfu
         seconds, band, note = flops / rate, MFU_BAND, f"MFU {train_device.mfu:.2f}"
+    startup = PRETRAIN_STARTUP_S if measured.pretrain_startup_s is None else measured.pretrain_startup_s
+    seconds += startup + PRETRAIN_TEARDOWN_S
     result.phases.append(_priced("pretrain", train_device, seconds, band, tokens=tokens, flops=flops, note=note))
 
     checkpoint_bytes = spec.model.parameter_count() * 18
-    convert_s = 60 + checkpoint_bytes / CONVERT_BYTES_PER_S
-    result.phases.append(_priced("convert", cpu, convert_s, (1.0, 1.0)))
+    convert_s = CONVERT_STARTUP_S + checkpoint_bytes / CONVERT_BYTES_PER_S
+    result.phases.append(_priced("convert", replace(cpu, count=cores.convert), convert_s, (1.0, 1.0),
+                                 note=f"{checkpoint_bytes:,} checkpoint bytes"))  # fmt: skip
 
     for name, task in spec.finetune.tasks.items():
+        workers = task.workers or spec.finetune.workers
+        device = replace(train_device, count=workers) if spec.finetune.use_gpu else replace(
+            cpu, count=workers * cores.finetune_per_worker)  # fmt: skip
+        overhead = FINETUNE_STARTUP_S + FINETUNE_FIT_OVERHEAD_S + FINETUNE_TEARDOWN_S
+        if name.value in measured.finetune_epochs:
+            examples, first_epoch_s = measured.finetune_epochs[name.value]
+            seconds = overhead + task.epochs * first_epoch_s
+            result.phases.append(_priced(f"finetune/{name.value}", device, seconds, CALIBRATED_BAND,
+                                         note=f"{examples} examples x {task.epochs} epochs at the first epoch's "
+                                         f"{examples / first_epoch_s:.1f} examples/s"))  # fmt: skip
+            continue
         examples = task.max_train_examples or TASK_EXAMPLES[name]
         length = min(task.max_length or spec.model.max_position_embeddings, MEAN_EXAMPLE_TOKENS)
         train_tokens = examples * task.epochs * length
         eval_tokens = round(examples * task.validation_fraction) * task.epochs * length
         task_flops = flops_per_token(spec.model, length) * train_tokens
         task_flops += forward_flops_per_token(spec.model, length) * eval_tokens
-        workers = task.workers or spec.finetune.workers
-        device = train_device if spec.finetune.use_gpu else cpu
-        device = replace(device, count=workers)
-        seconds = task_flops / (device.count * device.flops_per_s * device.mfu)
+        flops_device = replace(device, count=workers)  # FLOPs run on the workers, whatever they are charged for
+        seconds = overhead + task_flops / (flops_device.count * flops_device.flops_per_s * flops_device.mfu)
         result.phases.append(_priced(f"finetune/{name.value}", device, seconds, MFU_BAND, tokens=train_tokens,
                                      flops=task_flops, note=f"{examples} examples x {task.epochs} epochs"))  # fmt: skip
 
     result.assumptions = {
         "train_device": asdict(train_device),
         "cpu": asdict(cpu),
+        "phase_cores": asdict(cores),
         "flops_per_token": pretraining_flops_per_token(spec.model, spec.train.mask_prob),
         "prepare_tokens_per_core_s": PREPARE_TOKENS_PER_CORE_S,
         "mfu_band": list(CALIBRATED_BAND if calibrated_tokens_per_s else MFU_BAND),
         "calibrated_tokens_per_s": calibrated_tokens_per_s,
         "real_token_fraction": real_token_fraction,
         "mean_finetune_example_tokens": MEAN_EXAMPLE_TOKENS,
+        "measured": asdict(measured),
     }
     return result
 
@@ -231,3 +293,8 @@ def measured_real_token_fraction(records: list[dict[str, Any]]) -> float:
     if fractions:
         return float(fractions[len(fractions) // 2])
     return 1.0 if calibrated_tokens_per_s(records) is not None else PACKED_REAL_TOKEN_FRACTION
+
+
+def measured_pretrain_startup_s(records: list[dict[str, Any]]) -> float | None:
+    """The first training process's start-up (process start to its first step), if recorded."""
+    return next((float(r["startup_s"]) for r in records if r.get("startup_s") is not None), None)

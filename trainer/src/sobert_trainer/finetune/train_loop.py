@@ -167,6 +167,7 @@ def train_func(config: dict[str, Any]) -> None:
                 "epoch": epoch,
                 "train_loss": loss_sum / max(1, steps),
                 "train_examples_per_second": int(seen_all) / train_seconds if train_seconds else 0.0,
+                "epoch_seconds": time.monotonic() - started,  # training and evaluation (the forecast's rate)
                 "score": scores[config["primary_metric"]],
                 "validation": scores,
             }

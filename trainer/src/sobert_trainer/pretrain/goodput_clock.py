@@ -16,6 +16,19 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+def process_started_at() -> float:
+    """When this training process's launch began (unix seconds): its torchrun agent's start when
+    torchrun started it (torchrun sets TORCHELASTIC_RUN_ID in its workers), so start-up counts the
+    launcher's and the interpreter's imports too; else this process's own start."""
+    import os
+
+    import psutil
+
+    me = psutil.Process()
+    parent = me.parent() if os.environ.get("TORCHELASTIC_RUN_ID") else None
+    return (parent or me).create_time()
+
+
 @dataclass
 class GoodputClock:
     started_at: float = field(default_factory=time.time)  # this process's start (unix seconds)

@@ -76,14 +76,14 @@ def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | No
     from sobert_trainer.pretrain.background import BackgroundIO
     from sobert_trainer.pretrain.checkpoint import CheckpointStore, start_writer_helpers
     from sobert_trainer.pretrain.dataset import build_train_dataset, dataset_config, micro_batch_loader
-    from sobert_trainer.pretrain.goodput_clock import GoodputClock
+    from sobert_trainer.pretrain.goodput_clock import GoodputClock, process_started_at
     from sobert_trainer.pretrain.progress import ProgressLog
     from sobert_trainer.pretrain.setup import setup_model_and_optimizer
     from sobert_trainer.pretrain.tensorboard_log import TensorBoardLog
     from sobert_trainer.pretrain.throughput import TokenTally, throughput_fields
 
     launched = time.time()  # checkpoint requests older than this were satisfied by an earlier process
-    clock = GoodputClock(started_at=launched)
+    clock = GoodputClock(started_at=process_started_at())
     ranks = RankInfo.from_env()
     stop = StopFlag()
     start_writer_helpers()  # before any other thread: see its docstring
