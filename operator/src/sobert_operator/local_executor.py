@@ -87,6 +87,22 @@ class RunSummary:
         }
 
 
+def local_phases(spec: RunSpec, observed: Observed, running: tuple[str, float] | None) -> list[PhaseState]:
+    """The run's phases as this executor sees them: done where storage holds their output, the one
+    it is running (with its start), the rest pending."""
+    phases = []
+    for stage in STAGE_ORDER:
+        names = [f"finetune/{t.value}" for t in spec.finetune.tasks] if stage is Stage.finetune else [stage.value]
+        for name in names:
+            if observed.done(spec, stage, name.split("/", 1)[1] if "/" in name else None):
+                phases.append(PhaseState(name, "done"))
+            elif running and running[0] == name:
+                phases.append(PhaseState(name, "running", running[1]))
+            else:
+                phases.append(PhaseState(name, "pending"))
+    return phases
+
+
 class LocalExecutor:
     def __init__(self, spec: RunSpec, workdir: Path, emit: Callable[[str], None] = print):
         self.spec = spec
@@ -108,20 +124,7 @@ class LocalExecutor:
         if not force and now - self.eta_recorded < self.ETA_EVERY_SECONDS:
             return
         self.eta_recorded = now
-        observed = self.observe()
-        phases = []
-        for stage in STAGE_ORDER:
-            names = (
-                [f"finetune/{t.value}" for t in self.spec.finetune.tasks] if stage is Stage.finetune else [stage.value]
-            )
-            for name in names:
-                task = name.split("/", 1)[1] if "/" in name else None
-                if observed.done(self.spec, stage, task):
-                    phases.append(PhaseState(name, "done"))
-                elif self.running and self.running[0] == name:
-                    phases.append(PhaseState(name, "running", self.running[1]))
-                else:
-                    phases.append(PhaseState(name, "pending"))
+        phases = local_phases(self.spec, self.observe(), self.running)
         records = read_progress(self.storage, paths.progress_key(self.spec.name))
         ledger = read_ledger(self.storage, self.spec.name)
         started = min([a.start for a in ledger] + [self.running[1] if self.running else now])

@@ -170,7 +170,9 @@ def _reconcile(name: str, namespace: str, logger) -> None:
     configmap = client.get("v1", "ConfigMap", object_name(name, "spec"), namespace)
     previous_cost = status.get("cost") or {}
     progressing = any(jobs.get(o.name) for o in objects if o.stage is Stage.pretrain)
-    step, storage = _meter(spec, cluster, client, namespace, secret_obj, previous_cost, progressing, logger)
+    step, storage = _meter(
+        spec, cluster, client, namespace, secret_obj, previous_cost, progressing, logger, stage=status.get("stage")
+    )
     credentials = storage_credentials(secret_obj)
     if storage is not None:
         _record_spec(run, spec, storage, logger)
@@ -263,7 +265,7 @@ def _meter_until_gone(run: Any, status: dict[str, Any], logger) -> None:
     client.patch_status(API_VERSION, KIND, name, namespace, {"cost": step.cost_status})
 
 
-def _meter(spec, cluster, client, namespace, secret, previous, progressing: bool, logger):
+def _meter(spec, cluster, client, namespace, secret, previous, progressing: bool, logger, stage: str | None = None):
     """The run's ledger and the policy's next step, as (BudgetStep, Storage or None).
 
     Storage is read only when there is something new to price (the run has pods) or to calibrate
@@ -293,7 +295,9 @@ def _meter(spec, cluster, client, namespace, secret, previous, progressing: bool
             spent = summarize(ledger, time.time())["usd"]
             burn = sum(a.devices * a.usd_per_hour for a in ledger if a.end is None)
             forecast = previous.get("forecastUsd")
-            if not calibrated:
+            # Re-forecast from what the run measured until pretraining is calibrated, and once more
+            # as each stage begins (the dataset's tokens, each finished task's first epoch).
+            if not calibrated or previous.get("forecastStage") != stage:
                 if not storage.exists(paths.submit_forecast_key(spec.name)):
                     storage.write_json(
                         paths.submit_forecast_key(spec.name), forecast_for(spec, catalog, cluster).as_dict()
@@ -323,6 +327,8 @@ def _meter(spec, cluster, client, namespace, secret, previous, progressing: bool
         burn = spec.parallel.world_size * gpu_price(spec, cluster, catalog)[1]
     step = budget_step(spec, spent, forecast, burn, previous)
     step.cost_status["forecastCalibrated"] = calibrated
+    if storage is not None:
+        step.cost_status["forecastStage"] = stage
     # Running pods, to close any that vanish before they are seen ending; until the ledger has
     # recorded the ones that did (storage read), the ones known before stay open too. Status is
     # merge-patched: a pod no longer open is removed by a null.
