@@ -63,11 +63,14 @@ def test_pretraining_dollars_are_shares_of_the_phase_wall_time():
 def test_an_idle_ray_cluster_after_its_job_is_badput():
     # Head and worker pods up at t=0; the job trains from 60 to 660 and the cluster lives to 3600 (TTL).
     ledger = [pod("head", "finetune/quality", 0, 3600), pod("worker", "finetune/quality", 10, 3600)]
-    figures = goodput(ledger, [], {"quality": {"started_at": 60.0, "finished_at": 660.0}}, now=4000)
+    history = [{"real_token_fraction": 0.7}, {"real_token_fraction": 0.9}]  # batches padded to their longest
+    metrics = {"quality": {"started_at": 60.0, "finished_at": 660.0, "history": history}}
+    figures = goodput(ledger, [], metrics, now=4000)
     phase = figures["by_phase"]["finetune/quality"]
     rate = 24 / 3600
     assert phase["startup"] == pytest.approx(rate * (60 + 50))
-    assert phase["productive"] == pytest.approx(rate * 600 * 2)
+    assert phase["productive"] == pytest.approx(rate * 600 * 2 * 0.8)
+    assert phase["padding"] == pytest.approx(rate * 600 * 2 * 0.2)
     assert phase["idle_cluster"] == pytest.approx(rate * (3600 - 660) * 2)
     assert sum(phase.values()) == pytest.approx(rate * (3600 + 3590))
 

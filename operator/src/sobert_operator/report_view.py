@@ -121,7 +121,8 @@ def _goodput(report: dict[str, Any]) -> Section:
     notes = [
         "Categories after Google's ml-goodput-measurement. Pretraining's come from the training processes' "
         "own clocks (progress.jsonl), as shares of the phase's wall time; a finetune's pods are split at the "
-        "task's start and end; preparation and conversion are their phase's work."
+        "task's start and end; padding is the productive time's padding tokens; preparation and conversion are "
+        "their phase's work."
     ]
     return Section("Where the money went", tables=[by_category, by_phase], notes=notes)
 

@@ -13,7 +13,8 @@ pulls, the time after a process's last progress record.
   dollars. The work lost to a restart is the steps a process ran past the checkpoint its successor
   resumed from, at that process's mean step time.
 - **finetune/<task>**: each pod's time split at the task's `started_at` and `finished_at`
-  (metrics.json): start-up before, productive between, idle cluster after.
+  (metrics.json): start-up before, productive between (less padding, from each epoch's real-token
+  fraction: batches are padded to their longest member), idle cluster after.
 - **prepare**, **convert**: their phase's own work, productive.
 
 Pure: the same ledger, progress and metrics give the same figures.
@@ -117,6 +118,8 @@ def pretrain_seconds(progress: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 def _finetune(allocations: Sequence[Allocation], metrics: dict[str, Any] | None, now: float) -> dict[str, float]:
     figures = _zero()
+    fractions = [e["real_token_fraction"] for e in (metrics or {}).get("history", []) if "real_token_fraction" in e]
+    real = sum(fractions) / len(fractions) if fractions else 1.0  # batches padded to their longest member
     for a in allocations:
         end = a.end if a.end is not None else now
         rate = a.devices * a.usd_per_hour / 3600
@@ -124,8 +127,10 @@ def _finetune(allocations: Sequence[Allocation], metrics: dict[str, Any] | None,
             figures["other"] += rate * (end - a.start)  # not finished (or from before tasks were timed)
             continue
         began, finished = metrics["started_at"], metrics["finished_at"]
+        working = rate * max(0.0, min(end, finished) - max(a.start, began))
         figures["startup"] += rate * max(0.0, min(end, began) - a.start)
-        figures["productive"] += rate * max(0.0, min(end, finished) - max(a.start, began))
+        figures["productive"] += working * real
+        figures["padding"] += working * (1 - real)
         figures["idle_cluster"] += rate * max(0.0, end - max(a.start, finished))
     return figures
 

@@ -148,7 +148,10 @@ def train_func(config: dict[str, Any]) -> None:
                 loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
             model.train()
             started, seen, loss_sum, steps = time.monotonic(), 0, 0.0, 0
+            slots = real = 0  # token slots fed and the real (non-padding) ones, for goodput's padding
             for batch in loader:
+                slots += batch["attention_mask"].numel()
+                real += int(batch["attention_mask"].sum())
                 loss = model(**batch).loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -160,13 +163,14 @@ def train_func(config: dict[str, Any]) -> None:
                 steps += 1
             train_seconds = time.monotonic() - started
             scores = evaluate(model, valid_items, gold, kind, labels, tokenizer.pad_token_id, per_worker * 2)
-            seen_all = torch.tensor([seen], dtype=torch.long)
+            seen_all = torch.tensor([seen, slots, real], dtype=torch.long)
             if dist.is_initialized():
                 dist.all_reduce(seen_all)
             metrics = {
                 "epoch": epoch,
                 "train_loss": loss_sum / max(1, steps),
-                "train_examples_per_second": int(seen_all) / train_seconds if train_seconds else 0.0,
+                "train_examples_per_second": int(seen_all[0]) / train_seconds if train_seconds else 0.0,
+                "real_token_fraction": int(seen_all[2]) / max(1, int(seen_all[1])),
                 "epoch_seconds": time.monotonic() - started,  # training and evaluation (the forecast's rate)
                 "score": scores[config["primary_metric"]],
                 "validation": scores,
