@@ -22,7 +22,7 @@ p.subtitle{color:#555;margin-top:0}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.15rem 1rem;margin:.5rem 0}
 dt{font-weight:600}
 dd{margin:0}
-.table{overflow-x:auto}
+.table{overflow-x:auto;margin:.75rem 0 1.25rem}
 table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
 th,td{text-align:left;padding:.3rem .6rem;border-bottom:1px solid #e2e2e2;vertical-align:top}
 th{border-bottom:2px solid #bbb}

@@ -215,7 +215,10 @@ def _reconcile(name: str, namespace: str, logger) -> None:
     # needs none.
     if storage is not None or result.status.get("phase") == "Succeeded":
         progress = _best_effort(
-            "progress and ETA", lambda: _progress_and_eta(run, spec, result.status, jobs, storage), spec, logger
+            "progress and ETA",
+            lambda: _progress_and_eta(run, spec, result.status, jobs, storage, status.get("progress")),
+            spec,
+            logger,
         )
         if progress:
             result.status["progress"] = progress
@@ -230,17 +233,29 @@ def _reconcile(name: str, namespace: str, logger) -> None:
     set_status(**{"message": None, **result.status})  # clear a stale message unless the plan sets one
 
 
-def _progress_and_eta(run: Any, spec: RunSpec, status: dict[str, Any], jobs, storage: Storage | None) -> dict:
+def _progress_and_eta(run: Any, spec: RunSpec, status: dict[str, Any], jobs, storage: Storage | None,
+                      previous: dict[str, Any] | None) -> dict:  # fmt: skip
     """`.status.progress` (KEP-2779's fields for the run and its stage), also appended to the
-    run's ETA history for its report when storage is at hand."""
+    run's ETA history for its report when storage is at hand and it changed since `previous`."""
     key = paths.forecast_key(spec.name)
     forecast = storage.read_json(key) if storage is not None and storage.exists(key) else None
     created = dt.datetime.fromisoformat(run["metadata"]["creationTimestamp"].replace("Z", "+00:00")).timestamp()
     now = time.time()
     figures = run_progress(spec, status, jobs, forecast, created, now)
-    if storage is not None:
+    if storage is not None and not _same_estimate(figures, previous):
         append_eta(storage, spec.name, figures, now)
     return figures
+
+
+def _same_estimate(new: dict[str, Any], old: dict[str, Any] | None) -> bool:
+    """Nothing worth a line in the ETA history: the same stage, progress and minute left."""
+
+    def key(figures: dict[str, Any]) -> tuple:
+        stage = figures.get("stage") or {}
+        left = figures.get("estimatedRemainingSeconds")
+        return stage.get("name"), figures.get("progressPercentage"), None if left is None else round(left / 60)
+
+    return old is not None and key(new) == key(old)
 
 
 def _run_spec(run: Any) -> RunSpec:

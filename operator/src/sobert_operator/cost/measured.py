@@ -34,6 +34,6 @@ def read_measured(spec: RunSpec, storage: Storage, dataset_id: str) -> Measured:
         epochs[task] = (examples, float(seconds))
     return Measured(
         posts_bytes=posts_bytes(spec),
-        dataset_tokens=manifest["counts"]["tokens"] if manifest else None,
+        dataset_tokens=((manifest or {}).get("counts") or {}).get("tokens"),  # none in a manifest without counts
         finetune_epochs=epochs,
     )
