@@ -1,10 +1,11 @@
-"""The tokenizer's training sample: a uniform sample of k documents, the same however the dump was
-cut into pieces and however many workers parsed them.
+"""The tokenizer's training sample: a uniform sample of k documents of the sample pieces
+(`pipeline.sample_pieces`: pieces spread evenly over the dump), the same however many workers
+parsed them.
 
 Bottom-k sampling: every document gets a priority, a hash of the seed and its id; the sample is
 the k documents with the smallest priorities (ties by dump position). Each piece keeps its own
 bottom k (`BottomK`), the pieces' are merged (`merge`), and the result is exactly the bottom k of
-the whole dump. Memory: k (priority, position) pairs, never the documents themselves (they are
+the pieces merged. Memory: k (priority, position) pairs, never the documents themselves (they are
 read back from the pieces' document files for training).
 """
 
