@@ -18,9 +18,10 @@ Pure: the callers (the controller, the local executor) say which stages ran when
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any
+
+from sobert_operator.timestamps import rfc3339
 
 STAGES = ("prepare", "pretrain", "convert", "finetune")
 
@@ -50,7 +51,7 @@ def estimate(
     seconds = {p["phase"]: float(p["seconds"]) for p in (forecast or {}).get("phases", [])}
     current = next((s for s in STAGES if any(p.stage == s and p.state != "done" for p in phases)), None)
     elapsed = max(0.0, now - run_started_at)
-    out: dict[str, Any] = {"lastUpdatedTime": _iso(now)}
+    out: dict[str, Any] = {"lastUpdatedTime": rfc3339(now)}
     if current is None:
         return out | {"progressPercentage": 100, "estimatedRemainingSeconds": 0, "stage": None}
     mine = [p for p in phases if p.stage == current and p.state != "done"]
@@ -87,7 +88,3 @@ def _left(phase: PhaseState, seconds: dict[str, float], pretrain: dict[str, Any]
 
 def _percent(value: float) -> int:
     return max(0, min(100, int(value)))
-
-
-def _iso(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

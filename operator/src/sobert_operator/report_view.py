@@ -5,11 +5,11 @@ so the two show the same figures, and both come from the same report.json.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
 from sobert_operator.cost.money import usd
+from sobert_operator.timestamps import rfc3339
 
 
 @dataclass(frozen=True)
@@ -133,9 +133,9 @@ def _progress(report: dict[str, Any]) -> Section | None:
     if not points:
         return None
     last, ended = points[-1], history["ended_s"]
-    facts = [("Started", _utc(history["started_at"]))]
+    facts = [("Started", rfc3339(history["started_at"]))]
     if ended is not None:
-        facts.append(("Ended", f"{_utc(history['started_at'] + ended)}, after {_duration(ended)}"))
+        facts.append(("Ended", f"{rfc3339(history['started_at'] + ended)}, after {_duration(ended)}"))
     else:
         facts += [
             ("Progress", f"{last['progress_percent']}% (stage {last['stage']})"),
@@ -165,10 +165,6 @@ def _duration(value: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def _utc(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _ratio(forecast: float | None, spent: float | None) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sobert_api.crd import API_VERSION, KIND
 from sobert_api.spec import RunSpec
+from sobert_operator import timestamps
 
 
 def run_object(spec: RunSpec) -> dict[str, Any]:
@@ -43,8 +44,9 @@ def list_runs(client, namespace: str) -> list[dict[str, Any]]:
 def age(timestamp: str | None, now: dt.datetime | None = None) -> str:
     if not timestamp:
         return "-"
-    then = dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    return duration(int(((now or dt.datetime.now(dt.UTC)) - then).total_seconds()))
+    then = timestamps.parse(timestamp)
+    assert then is not None
+    return duration(int((now or dt.datetime.now(dt.UTC)).timestamp() - then))
 
 
 def duration(seconds: int) -> str:

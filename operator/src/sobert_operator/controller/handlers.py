@@ -3,7 +3,6 @@ handlers in its thread pool, so the event loop never blocks)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import threading
 import time
@@ -17,6 +16,7 @@ from sobert_api import paths
 from sobert_api.crd import API_VERSION, KIND
 from sobert_api.loading import SpecError, build_spec
 from sobert_api.spec import RunSpec
+from sobert_operator import timestamps
 from sobert_operator.cluster import ClusterConfig, load_cluster_config
 from sobert_operator.controller import metrics
 from sobert_operator.cost.catalog import PriceCatalog, load_catalog
@@ -57,7 +57,7 @@ _locks_guard = threading.Lock()
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return timestamps.rfc3339(time.time())
 
 
 def startup(settings: kopf.OperatorSettings, logger) -> None:
@@ -239,7 +239,8 @@ def _progress_and_eta(run: Any, spec: RunSpec, status: dict[str, Any], jobs, sto
     run's ETA history for its report when storage is at hand and it changed since `previous`."""
     key = paths.forecast_key(spec.name)
     forecast = storage.read_json(key) if storage is not None and storage.exists(key) else None
-    created = dt.datetime.fromisoformat(run["metadata"]["creationTimestamp"].replace("Z", "+00:00")).timestamp()
+    created = timestamps.parse(run["metadata"]["creationTimestamp"])
+    assert created is not None  # the API server sets it on every object
     now = time.time()
     figures = run_progress(spec, status, jobs, forecast, created, now)
     if storage is not None and not _same_estimate(figures, previous):

@@ -9,10 +9,11 @@ in tests.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from sobert_operator.timestamps import parse
 
 
 @dataclass(frozen=True)
@@ -67,17 +68,11 @@ def spend_series(allocations: Sequence[Allocation], now: float, points: int = 20
     return series
 
 
-def _timestamp(value: str | None) -> float | None:
-    if not value:
-        return None
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
 def allocation_from_pod(pod: dict[str, Any], device: str, usd_per_hour: float, phase: str) -> Allocation | None:
     """A Kubernetes pod as an Allocation (None until it has started). GPUs from the containers' requests;
     a pod without GPUs is priced per requested CPU core by the caller's `device`/price."""
     status = pod.get("status") or {}
-    start = _timestamp(status.get("startTime"))
+    start = parse(status.get("startTime"))
     if start is None:
         return None
     containers = (pod.get("spec") or {}).get("containers") or []
@@ -87,14 +82,14 @@ def allocation_from_pod(pod: dict[str, Any], device: str, usd_per_hour: float, p
     else:
         devices = sum(float(r.get("nvidia.com/gpu", 0)) for r in requests)
     finished = [
-        _timestamp(((s.get("state") or {}).get("terminated") or {}).get("finishedAt"))
+        parse(((s.get("state") or {}).get("terminated") or {}).get("finishedAt"))
         for s in status.get("containerStatuses") or []
     ]
     terminated = [
         ((s.get("state") or {}).get("terminated") or {}).get("reason") for s in status.get("containerStatuses") or []
     ]
     ends = [t for t in finished if t is not None]
-    end = max(ends) if ends and len(ends) == len(containers) else _timestamp(pod["metadata"].get("deletionTimestamp"))
+    end = max(ends) if ends and len(ends) == len(containers) else parse(pod["metadata"].get("deletionTimestamp"))
     reason = status.get("reason") or next((r for r in terminated if r and r != "Completed"), None)
     if reason is None and end is not None:
         reason = "Completed"

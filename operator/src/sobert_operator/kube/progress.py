@@ -8,6 +8,7 @@ from typing import Any
 
 from sobert_api import paths
 from sobert_api.spec import RunSpec
+from sobert_operator import timestamps
 from sobert_operator.eta import PhaseState, estimate
 from sobert_trainer.storage import Storage
 
@@ -54,10 +55,7 @@ def last_progress(spec: RunSpec, credentials: tuple[str, str] | None) -> dict[st
 
 
 def _created(job: dict[str, Any] | None) -> float | None:
-    import datetime as dt
-
-    stamp = ((job or {}).get("metadata") or {}).get("creationTimestamp")
-    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else None
+    return timestamps.parse(((job or {}).get("metadata") or {}).get("creationTimestamp"))
 
 
 def cluster_phases(stages: dict[str, Any], jobs: dict[str, dict[str, Any] | None]) -> list[PhaseState]:
