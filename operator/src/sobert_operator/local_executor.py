@@ -128,8 +128,7 @@ class LocalExecutor:
         records = read_progress(self.storage, paths.progress_key(self.spec.name))
         ledger = read_ledger(self.storage, self.spec.name)
         started = min([a.start for a in ledger] + [self.running[1] if self.running else now])
-        forecast = self.storage.read_json(paths.forecast_key(self.spec.name)) if self.storage.exists(
-            paths.forecast_key(self.spec.name)) else self.forecast().as_dict()  # fmt: skip
+        forecast = self.storage.read_json_if_exists(paths.forecast_key(self.spec.name)) or self.forecast().as_dict()
         batch_tokens = self.spec.train.global_batch_size * self.spec.model.seq_length
         figures = estimate(phases, forecast, records[-1] if records else None, batch_tokens, started, now,
                            parallel_tasks=False)  # fmt: skip

@@ -28,8 +28,8 @@ from sobert_trainer.storage import Storage
 def build_report(spec: RunSpec, storage: Storage, now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     ledger = read_ledger(storage, spec.name)
-    forecast = _read(storage, paths.forecast_key(spec.name))
-    submitted = _read(storage, paths.submit_forecast_key(spec.name))
+    forecast = storage.read_json_if_exists(paths.forecast_key(spec.name))
+    submitted = storage.read_json_if_exists(paths.submit_forecast_key(spec.name))
     records = read_progress(storage, paths.progress_key(spec.name))
     metrics = finetune_metrics(spec, storage)
     totals = summarize(ledger, now)
@@ -81,10 +81,6 @@ def eta_history(estimates: list[dict[str, Any]], ledger: list[Allocation]) -> di
     ]
     ended = next((p["at_s"] for p in points if p["stage"] is None and p["remaining_s"] == 0), None)
     return {"started_at": started, "points": points, "ended_s": ended}
-
-
-def _read(storage: Storage, key: str) -> dict[str, Any] | None:
-    return storage.read_json(key) if storage.exists(key) else None
 
 
 def _progress(records: list[dict[str, Any]]) -> dict[str, Any] | None:

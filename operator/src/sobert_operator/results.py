@@ -9,12 +9,9 @@ from sobert_trainer.storage import Storage
 
 def finetune_metrics(spec: RunSpec, storage: Storage) -> dict[str, dict]:
     """Each finished task's metrics.json, whole."""
-    results = {}
-    for task in spec.finetune.tasks:
-        key = paths.finetune_metrics_key(spec.name, task.value)
-        if storage.exists(key):
-            results[task.value] = storage.read_json(key)
-    return results
+    found = {task.value: storage.read_json_if_exists(paths.finetune_metrics_key(spec.name, task.value))
+             for task in spec.finetune.tasks}  # fmt: skip
+    return {task: metrics for task, metrics in found.items() if metrics is not None}
 
 
 def finetune_results(spec: RunSpec, storage: Storage, metrics: dict[str, dict] | None = None) -> dict[str, dict]:
@@ -35,9 +32,7 @@ def finetune_results(spec: RunSpec, storage: Storage, metrics: dict[str, dict] |
 
 def finetuned_tasks(spec: RunSpec, storage: Storage, hf_step: int | None) -> frozenset[str]:
     """Tasks whose metrics.json was produced from the current converted model."""
-    done = set()
-    for task in spec.finetune.tasks:
-        key = paths.finetune_metrics_key(spec.name, task.value)
-        if hf_step is not None and storage.exists(key) and storage.read_json(key).get("hf_step") == hf_step:
-            done.add(task.value)
-    return frozenset(done)
+    if hf_step is None:
+        return frozenset()
+    return frozenset(task for task, metrics in finetune_metrics(spec, storage).items()
+                     if metrics.get("hf_step") == hf_step)  # fmt: skip

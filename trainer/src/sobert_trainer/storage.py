@@ -109,6 +109,16 @@ class Storage(ABC):
     def read_json(self, key: str) -> Any:
         return json.loads(self.read_bytes(key))
 
+    def read_json_if_exists(self, key: str) -> Any:
+        """The JSON object at `key`, or None when there is none."""
+        return self.read_json(key) if self.exists(key) else None
+
+    def read_json_lines(self, key: str) -> builtins.list[Any]:
+        """Each line of a log-like object (`append_line`) as JSON; none when it does not exist."""
+        if not self.exists(key):
+            return []
+        return [json.loads(line) for line in self.read_bytes(key).decode().splitlines() if line.strip()]
+
     def write_json(self, key: str, value: Any) -> None:
         self.write_bytes(key, json.dumps(value, indent=2, sort_keys=True).encode() + b"\n")
 
@@ -129,8 +139,7 @@ class Storage(ABC):
 
     def read_manifest(self, prefix: str) -> dict | None:
         """The tree's manifest, or None if the tree was never completely published."""
-        key = _join(prefix, MANIFEST)
-        return self.read_json(key) if self.exists(key) else None
+        return self.read_json_if_exists(_join(prefix, MANIFEST))
 
     def fetch_tree(self, prefix: str, local_dir: str | Path, verify: bool = True) -> dict:
         """Download a published tree, checking every file against the manifest."""

@@ -237,8 +237,7 @@ def _progress_and_eta(run: Any, spec: RunSpec, status: dict[str, Any], jobs, sto
                       previous: dict[str, Any] | None) -> dict:  # fmt: skip
     """`.status.progress` (KEP-2779's fields for the run and its stage), also appended to the
     run's ETA history for its report when storage is at hand and it changed since `previous`."""
-    key = paths.forecast_key(spec.name)
-    forecast = storage.read_json(key) if storage is not None and storage.exists(key) else None
+    forecast = storage.read_json_if_exists(paths.forecast_key(spec.name)) if storage is not None else None
     created = timestamps.parse(run["metadata"]["creationTimestamp"])
     assert created is not None  # the API server sets it on every object
     now = time.time()

@@ -20,10 +20,7 @@ from sobert_trainer.storage import Storage
 
 
 def read_ledger(storage: Storage, run: str) -> list[Allocation]:
-    key = paths.ledger_key(run)
-    if not storage.exists(key):
-        return []
-    return [Allocation(**json.loads(line)) for line in storage.read_bytes(key).decode().splitlines() if line.strip()]
+    return [Allocation(**entry) for entry in storage.read_json_lines(paths.ledger_key(run))]
 
 
 def append_allocation(storage: Storage, run: str, allocation: Allocation) -> None:
@@ -42,7 +39,4 @@ def append_eta(storage: Storage, run: str, estimate: dict, now: float) -> None:
 
 
 def read_eta(storage: Storage, run: str) -> list[dict]:
-    key = paths.eta_key(run)
-    if not storage.exists(key):
-        return []
-    return [json.loads(line) for line in storage.read_bytes(key).decode().splitlines() if line.strip()]
+    return storage.read_json_lines(paths.eta_key(run))

@@ -41,17 +41,10 @@ def status_from_record(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def last_progress(spec: RunSpec, credentials: tuple[str, str] | None) -> dict[str, Any] | None:
-    """The newest progress record, or None if there is none yet. Reads only the object's tail."""
+    """The newest progress record, or None if there is none yet."""
     storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url, credentials)
-    key = paths.progress_key(spec.name)
-    if not storage.exists(key):
-        return None
-    lines = [line for line in storage.read_bytes(key).decode().splitlines() if line.strip()]
-    if not lines:
-        return None
-    import json
-
-    return status_from_record(json.loads(lines[-1]))
+    records = storage.read_json_lines(paths.progress_key(spec.name))
+    return status_from_record(records[-1]) if records else None
 
 
 def _created(job: dict[str, Any] | None) -> float | None:

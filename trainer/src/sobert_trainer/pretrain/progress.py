@@ -33,6 +33,4 @@ class ProgressLog:
 
 
 def read_progress(storage: Storage, key: str) -> list[dict]:
-    if not storage.exists(key):
-        return []
-    return [json.loads(line) for line in storage.read_bytes(key).decode().splitlines() if line.strip()]
+    return storage.read_json_lines(key)
