@@ -214,16 +214,13 @@ class PreparePipeline:
         while self.accepted in self.parsed:
             piece = self.parsed[self.accepted]
             self.accept(piece)
-            self._queue_pack(self.accepted)
+            self.to_pack.append(self.accepted)  # accepted in dump order, so ascending
             self.accepted += 1
         self._note_all_parsed()
 
     def _note_all_parsed(self) -> None:
         if self.accepted == self.planned and not self.timings.parsed:
             self.timings.parsed = self.timings.mark()
-
-    def _queue_pack(self, piece: int) -> None:
-        self.to_pack.append(piece)  # accepted in dump order, so ascending
 
     def _on_trained(self, value: tuple[Path, int, float]) -> None:
         self.tokenizer_path, self.vocab_size, self.timings.tokenizer_train = value

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -52,21 +52,20 @@ class GoodputClock:
                 self.data_wait_s += time.monotonic() - began
             yield batch
 
-    @contextmanager
-    def restoring(self) -> Iterator[None]:
-        began = time.monotonic()
-        try:
-            yield
-        finally:
-            self.restore_s += time.monotonic() - began
+    def restoring(self) -> AbstractContextManager[None]:
+        return self._counted("restore_s")
+
+    def saving(self) -> AbstractContextManager[None]:
+        return self._counted("checkpoint_save_s")
 
     @contextmanager
-    def saving(self) -> Iterator[None]:
+    def _counted(self, account: str) -> Iterator[None]:
+        """The block's seconds added to `account`."""
         began = time.monotonic()
         try:
             yield
         finally:
-            self.checkpoint_save_s += time.monotonic() - began
+            setattr(self, account, getattr(self, account) + time.monotonic() - began)
 
     def step_began(self) -> None:
         if self.startup_s is None:
