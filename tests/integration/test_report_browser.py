@@ -11,12 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sobert_api import build_spec, paths
-from sobert_operator.cost.catalog import load_catalog
-from sobert_operator.cost.devices import forecast_for
-from sobert_operator.cost.ledger import Allocation
-from sobert_operator.report import write_report
-from sobert_trainer.storage import Storage
+from report_runs import write_sample_report
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,19 +49,7 @@ def chromium() -> str:
 
 
 def test_report_html_renders_offline_without_console_errors(chromium, tmp_path):
-    document = {"preset": "tiny", "name": "rep", "data": {"posts": ["p"]}, "budget": {"usd": 0.01}}
-    spec = build_spec({**document, "storage": {"uri": str(tmp_path / "s")}})
-    storage = Storage.open(spec.storage.uri)
-    storage.write_json(paths.forecast_key("rep"), forecast_for(spec, load_catalog()).as_dict())
-    t0 = 1_795_000_000.0
-    for a in (
-        Allocation("rep-prepare", "prepare", "cpu", 2, 0.0446, t0, t0 + 30, "Completed"),
-        Allocation("rep-pretrain", "pretrain", "cpu", 2, 0.0446, t0 + 31, t0 + 90, "BudgetStopped"),
-    ):
-        storage.append_line(paths.ledger_key("rep"), json.dumps(a.as_dict()))
-    record = {"step": 20, "train_iters": 40, "consumed_tokens": 40960, "loss": 8.1, "tokens_per_s": 18000.0}
-    storage.write_bytes(paths.progress_key("rep"), (json.dumps(record) + "\n").encode())
-    report, markdown = write_report(spec, storage, now=t0 + 100)
+    _, report, markdown = write_sample_report(tmp_path)
     assert report["state"] == "budget-stopped" and "| pretrain |" in markdown
     page = tmp_path / "s" / "runs" / "rep" / "cost" / "report.html"
     shot = tmp_path / "shot.png"

@@ -3,36 +3,18 @@ HTML as real headings, lists and tables (no Markdown source on the page), each p
 
 from __future__ import annotations
 
-import json
 from html.parser import HTMLParser
 
 import pytest
 
-from sobert_api import build_spec, paths
-from sobert_operator.cost.catalog import load_catalog
-from sobert_operator.cost.devices import forecast_for
-from sobert_operator.cost.ledger import Allocation
+from report_runs import write_sample_report
+from sobert_api import paths
 from sobert_operator.cost.money import usd
-from sobert_operator.report import write_report
-from sobert_trainer.storage import Storage
-
-T0 = 1_795_000_000.0
 
 
 @pytest.fixture()
 def written(tmp_path):
-    document = {"preset": "tiny", "name": "rep", "data": {"posts": ["p"]}, "budget": {"usd": 0.01}}
-    spec = build_spec({**document, "storage": {"uri": str(tmp_path / "s")}})
-    storage = Storage.open(spec.storage.uri)
-    storage.write_json(paths.forecast_key("rep"), forecast_for(spec, load_catalog()).as_dict())
-    for a in (
-        Allocation("rep-prepare", "prepare", "cpu", 2, 0.0446, T0, T0 + 30, "Completed"),
-        Allocation("rep-pretrain", "pretrain", "cpu", 2, 0.0446, T0 + 31, T0 + 90, "Completed"),
-    ):
-        storage.append_line(paths.ledger_key("rep"), json.dumps(a.as_dict()))
-    record = {"step": 20, "train_iters": 40, "consumed_tokens": 40960, "loss": 8.1, "tokens_per_s": 18000.0}
-    storage.write_bytes(paths.progress_key("rep"), (json.dumps(record) + "\n").encode())
-    report, markdown = write_report(spec, storage, now=T0 + 100)
+    storage, report, markdown = write_sample_report(tmp_path)
     page = storage.read_bytes(f"{paths.cost_prefix('rep')}/report.html").decode()
     return report, markdown, page
 
