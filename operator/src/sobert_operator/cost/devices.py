@@ -56,7 +56,8 @@ def run_devices(
     price: float | None = None,
     mfu: float | None = None,
 ) -> tuple[Device, Device]:
-    """(training device, CPU device). `gpu` overrides the pool; "cpu" (or the local backend) trains on cores."""
+    """(training device, one CPU core: the price each CPU phase pays per core, on the cores
+    `phase_cores` gives it). `gpu` overrides the pool; "cpu" (or the local backend) trains on cores."""
     world = spec.parallel.world_size
     if gpu is None and cluster is not None and spec.backend == "kubernetes":
         pool = cluster.pool(spec.placement.node_pool)[1]
@@ -68,8 +69,8 @@ def run_devices(
         cores = cpu_device(catalog, world, mfu)
         if price is not None:
             cores = replace(cores, usd_per_hour=price, price_source="given (--price)")
-        return cores, cpu_device(catalog, world if spec.backend == "local" else PREPARE_CORES)
-    return gpu_device(catalog, gpu, world, spot=spot, price=price, mfu=mfu), cpu_device(catalog, PREPARE_CORES)
+        return cores, cpu_device(catalog, 1)
+    return gpu_device(catalog, gpu, world, spot=spot, price=price, mfu=mfu), cpu_device(catalog, 1)
 
 
 def forecast_for(
