@@ -87,3 +87,36 @@ def test_run_totals_and_fraction_add_up_over_phases():
     assert figures["by_phase"]["finetune/ner"]["other"] == pytest.approx(24 * 200 / 3600)
     assert figures["goodput_fraction"] == pytest.approx(figures["run"]["productive"] / total)
     assert figures["badput_usd"] == pytest.approx(total - figures["run"]["productive"])
+
+
+def test_the_training_clock_counts_data_waits_restores_and_saves_where_they_happen():
+    """The clock against sleeps of known length: a loader that takes 30 ms a batch, a 50 ms
+    restore and a 20 ms save; the consumer's own 100 ms between batches is not data wait."""
+    import time
+
+    from sobert_trainer.pretrain.goodput_clock import GoodputClock
+
+    def slow_loader():
+        for batch in range(3):
+            time.sleep(0.03)
+            yield batch
+
+    clock = GoodputClock(started_at=time.time() - 2.0)
+    with clock.restoring():
+        time.sleep(0.05)
+    assert list(_consume(clock.waited(slow_loader()), pause=0.1)) == [0, 1, 2]
+    with clock.saving():
+        time.sleep(0.02)
+    clock.step_began()
+    fields = clock.fields()
+    assert 0.09 <= fields["data_wait_s"] < 0.35  # three 30 ms waits; with the pauses it would be >= 0.39
+    assert 0.05 <= fields["restore_s"] < 0.3 and 0.02 <= fields["checkpoint_save_s"] < 0.3
+    assert fields["startup_s"] >= 2.0
+
+
+def _consume(batches, pause: float):
+    import time
+
+    for batch in batches:
+        time.sleep(pause)
+        yield batch
