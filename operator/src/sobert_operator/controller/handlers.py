@@ -21,6 +21,7 @@ from sobert_operator.cluster import ClusterConfig, load_cluster_config
 from sobert_operator.controller import metrics
 from sobert_operator.cost.catalog import PriceCatalog, load_catalog
 from sobert_operator.cost.devices import forecast_for, peak_tflops
+from sobert_operator.cost.forecast import Measured
 from sobert_operator.cost.ledger import summarize
 from sobert_operator.cost.measured import read_measured
 from sobert_operator.cost.policy import BudgetAction
@@ -216,7 +217,7 @@ def _reconcile(name: str, namespace: str, logger) -> None:
     if storage is not None or result.status.get("phase") == "Succeeded":
         progress = _best_effort(
             "progress and ETA",
-            lambda: _progress_and_eta(run, spec, result.status, jobs, storage, status.get("progress")),
+            lambda: _progress_and_eta(run, spec, result.status, jobs, storage),
             spec,
             logger,
         )
@@ -233,29 +234,40 @@ def _reconcile(name: str, namespace: str, logger) -> None:
     set_status(**{"message": None, **result.status})  # clear a stale message unless the plan sets one
 
 
-def _progress_and_eta(run: Any, spec: RunSpec, status: dict[str, Any], jobs, storage: Storage | None,
-                      previous: dict[str, Any] | None) -> dict:  # fmt: skip
+def _measured(key: tuple[str, str], spec: RunSpec, storage: Storage, stage: str | None) -> Measured:
+    """What the run measured (`cost/measured.py`), read from storage once per stage: it changes
+    only as stages end, and the forecast is re-made on every resync until pretraining calibrates."""
+    cached = _state.setdefault("measured", {}).get(key)
+    if cached is None or cached[0] != stage:
+        cached = _state["measured"][key] = (
+            stage,
+            read_measured(spec, storage, PrepareConfig.from_spec(spec).dataset_id()),
+        )
+    return cached[1]
+
+
+ETA_EVERY_SECONDS = 60  # the controller's ETA history: a line per stage change, else at most this often
+
+
+def _progress_and_eta(run: Any, spec: RunSpec, status: dict[str, Any], jobs, storage: Storage | None) -> dict:
     """`.status.progress` (KEP-2779's fields for the run and its stage), also appended to the
-    run's ETA history for its report when storage is at hand and it changed since `previous`."""
-    forecast = storage.read_json_if_exists(paths.forecast_key(spec.name)) if storage is not None else None
+    run's ETA history for its report when storage is at hand, as the stage changes and at most
+    once every ETA_EVERY_SECONDS (each append rewrites the object: an S3 read and write on the
+    reconcile). The forecast is the one this process last made (read from storage after a restart)."""
+    key = (run["metadata"]["namespace"], spec.name)
+    forecast = _state.setdefault("forecasts", {}).get(key)
+    if forecast is None and storage is not None:
+        forecast = storage.read_json_if_exists(paths.forecast_key(spec.name))
     created = timestamps.parse(run["metadata"]["creationTimestamp"])
     assert created is not None  # the API server sets it on every object
     now = time.time()
     figures = run_progress(spec, status, jobs, forecast, created, now)
-    if storage is not None and not _same_estimate(figures, previous):
+    stage = (figures.get("stage") or {}).get("name")
+    last = _state.setdefault("eta_appended", {}).get(key)  # (stage, time) of this process's last line
+    if storage is not None and (last is None or last[0] != stage or now - last[1] >= ETA_EVERY_SECONDS):
         append_eta(storage, spec.name, figures, now)
+        _state["eta_appended"][key] = (stage, now)
     return figures
-
-
-def _same_estimate(new: dict[str, Any], old: dict[str, Any] | None) -> bool:
-    """Nothing worth a line in the ETA history: the same stage, progress and minute left."""
-
-    def key(figures: dict[str, Any]) -> tuple:
-        stage = figures.get("stage") or {}
-        left = figures.get("estimatedRemainingSeconds")
-        return stage.get("name"), figures.get("progressPercentage"), None if left is None else round(left / 60)
-
-    return old is not None and key(new) == key(old)
 
 
 def _run_spec(run: Any) -> RunSpec:
@@ -322,9 +334,10 @@ def _meter(spec, cluster, client, namespace, secret, previous, progressing: bool
                     catalog,
                     cluster,
                     progress=read_progress(storage, paths.progress_key(spec.name)),
-                    measured=read_measured(spec, storage, PrepareConfig.from_spec(spec).dataset_id()),
+                    measured=_measured(key, spec, storage, stage),
                 )
                 storage.write_json(paths.forecast_key(spec.name), refreshed.as_dict())
+                _state.setdefault("forecasts", {})[key] = refreshed.as_dict()
                 forecast = refreshed.usd
                 calibrated = refreshed.assumptions["calibrated_tokens_per_s"] is not None
         except Exception as exc:  # keep the state machine going; retry storage in a minute
