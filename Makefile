@@ -7,7 +7,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+# The four distributions (docs/architecture.md), installed editable; the trainer with Ray Train.
+PACKAGES := api operator trainer testbed
+SOURCES := $(PACKAGES:=/src) tests scripts
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(PACKAGES:=/pyproject.toml) constraints.txt | sha256sum | cut -c1-12)
 
 # make run reads the real StackOverflow sample when ../shared is beside the checkout, else the
 # project's own hand-written fixture dump.
@@ -41,7 +44,7 @@ generate: setup  ## Regenerate the SobertRun CRD (chart crds/ and kustomize base
 	for f in charts/sobert/crds/sobertruns.sobert.dev.yaml manifests/base/crds/sobertruns.sobert.dev.yaml; do \
 		$(BIN)/python -m sobert_api.crd > $$f.tmp && mv $$f.tmp $$f; done
 
-.PHONY: help setup generate run test test-unit test-integration lint format typecheck bench clean clean-run all
+.PHONY: help setup generate run test test-unit test-integration lint format typecheck images dev-cluster dev-cluster-down bench clean clean-run all
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -51,7 +54,7 @@ setup: $(STAMP)  ## Create .venv with pinned dependencies (torch CPU build pinne
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[all,test,lint]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ./api -e ./operator -e "./trainer[finetune]" -e ./testbed --group dev
 	rm -f $(VENV)/.installed-* && touch $@
 
 run: setup  ## Embedded end-to-end run of the tiny preset on CPU, ending with the finetunes (resumes if interrupted)
@@ -67,16 +70,27 @@ test-unit: setup  ## Unit tests only (no servers, no subprocesses)
 test-integration: setup  ## Integration tests only
 	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
 
-lint: setup  ## Check style (ruff) without changing files
-	$(BIN)/ruff check operator/src trainer/src tests scripts
-	$(BIN)/ruff format --check operator/src trainer/src tests scripts
+lint: setup  ## Check style (ruff) and the packages' layering (import-linter) without changing files
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
+	$(BIN)/lint-imports
 
 format: setup  ## Fix what ruff can fix
-	$(BIN)/ruff check --fix operator/src trainer/src tests scripts
-	$(BIN)/ruff format operator/src trainer/src tests scripts
+	$(BIN)/ruff check --fix $(SOURCES)
+	$(BIN)/ruff format $(SOURCES)
 
 typecheck: setup  ## mypy over the packages
-	$(BIN)/mypy operator/src trainer/src
+	$(BIN)/mypy $(PACKAGES:=/src)
+
+images: setup  ## Build the controller and trainer images into the local buildah store, as the tests do
+	$(BIN)/python scripts/build_images.py
+
+dev-cluster: setup images  ## Start the cluster tier (Kubernetes, the operators, process kubelets, S3) in the background; prints its kubeconfig
+	$(BIN)/python -m sobert_testbed up --workdir .dev-cluster \
+	  --pytorch-init-container-template manifests/training-operator/pytorch-init-container.yaml
+
+dev-cluster-down:  ## Stop what make dev-cluster started
+	$(BIN)/python -m sobert_testbed down --workdir .dev-cluster
 
 bench: setup  ## Benchmarks; results written to BENCHMARKS.md
 	$(BIN)/python scripts/bench.py --out BENCHMARKS.md

@@ -1,11 +1,18 @@
-"""`make bench`: measure data preparation and tiny pretraining on this machine; write BENCHMARKS.md.
+"""`make bench`: measure this machine, and rewrite the measured sections of BENCHMARKS.md.
 
-Figures:
-- data prep throughput (tokens/s end to end, per worker, peak RSS) at 1 and 2 workers on a 50 MB
-  Posts.xml of real rows, next to the tokenizer-only encode speed of the same documents on one
-  core: the ceiling a worker could reach if parsing, training and writing were free;
-- the real-token fraction of the pretraining samples at sequence 128, 512 and 2,048;
-- tiny-preset pretraining step time and tokens/s under torchrun (1 rank, and DP=2).
+Each measurement (`MEASUREMENTS`) is a section of its own, dated, naming the machine and the
+command (`bench_file.py`); `--only NAME,...` re-measures some and keeps the rest of the file.
+- prepare: data prep throughput (tokens/s end to end, per worker, peak RSS) at 1 and 2 workers on a
+  50 MB Posts.xml of real rows, next to the tokenizer-only encode speed of the same documents on
+  one core: the ceiling a worker could reach if parsing, training and writing were free;
+- real-tokens: the real-token fraction of the pretraining samples at sequence 128, 512 and 2,048,
+  and the input pipeline's samples/s;
+- masked-head: the base model's step with the LM head on every position vs the masked ones only;
+- pretrain: tiny-preset pretraining step time and tokens/s under torchrun (1 rank, and DP=2), and
+  the pretraining time forecast against it;
+- finetune: each task's Ray Train job as `make run` runs it;
+- controller: 200 SobertRuns at once against the real API server (`bench_controller.py`);
+- forecast-vs-spend: `make run`'s forecast per phase against what its ledger charged.
 """
 
 from __future__ import annotations
@@ -20,12 +27,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from bench_controller import bench_controller  # noqa: E402
+from bench_file import merge, section  # noqa: E402
 
 SHARED_POSTS = ROOT.parent / "shared" / "data" / "stackoverflow_posts"
 
@@ -168,9 +179,9 @@ def bench_real_tokens(seq_lengths: tuple[int, ...] = (128, 512, 2048)) -> dict:
 
     from sobert_api import build_spec
     from sobert_api.flops import pretraining_flops_per_token
+    from sobert_api.storage import Storage
     from sobert_trainer.data.prepare import PrepareConfig, prepare_dataset
     from sobert_trainer.pretrain.dataset import build_dataset, dataset_config, micro_batch_loader
-    from sobert_trainer.storage import Storage
 
     posts, comments = sources()
     rows, pipeline = [], {}
@@ -515,11 +526,25 @@ def render_forecast_vs_spend(result: dict) -> list[str]:
     return [*lines, "", f"Goodput: {result['goodput_fraction']:.1%} of the run's dollars were productive.", ""]
 
 
+def render_pretrain(rows: list[dict]) -> list[str]:
+    lines = [
+        "## Tiny preset pretraining and its time forecast (megatron-core on CPU, gloo)",
+        "",
+        "2 layers, hidden 64, seq 128, global batch 16 (micro 4); median over steady-state steps.",
+        "",
+        "| ranks | steps | median step s | p90 step s | tokens/s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['ranks']} | {row['steps_measured']} | {row['step_time_s_median']} "
+            f"| {row['step_time_s_p90']} | {row['tokens_per_s']:,} |"
+        )
+    return [*lines, "", *render_forecast_error(rows)]
+
+
 def render_forecast_error(rows: list[dict]) -> list[str]:
     lines = [
-        "",
-        "## Cost forecast error (tiny preset, this machine)",
-        "",
         "Pretraining time forecast vs the training loop's measured time (`wall_time_s` of the last",
         "progress.jsonl line): before launch from the catalog's CPU figures (64 GFLOP/s per core, MFU",
         "0.05), and after calibration on steps 11-20. Stage start-up (torchrun, megatron-core init, data",
@@ -546,16 +571,20 @@ def render_controller(c: dict) -> list[str]:
         f"## Controller ({c['runs']} SobertRuns submitted at once)",
         "",
         "Real kube-apiserver 1.35 + etcd on 127.0.0.1 (the test harness's), controller as a `kopf run`",
-        "subprocess; the bench marks each prepare Job Complete as soon as it appears (playing the Job",
-        "controller), so the PyTorchJob latency includes one full stage transition.",
+        "subprocess, all on the same cores as the bench. The bench plays the Job controller: it marks",
+        "each prepare Job Complete as soon as it appears, 5 at a time (`--concurrent-job-syncs`), so",
+        "the PyTorchJob latency includes one full stage transition.",
         "",
-        "| from create call to | median s | p99 s |",
-        "| --- | --- | --- |",
-        f"| prepare Job created | {c['to_prepare_job_s']['median']} | {c['to_prepare_job_s']['p99']} |",
-        f"| PyTorchJob created | {c['to_pytorchjob_s']['median']} | {c['to_pytorchjob_s']['p99']} |",
+        "| from | to | median s | p99 s |",
+        "| --- | --- | --- | --- |",
+        f"| create call | prepare Job created | {c['to_prepare_job_s']['median']} | {c['to_prepare_job_s']['p99']} |",
+        f"| create call | PyTorchJob created | {c['to_pytorchjob_s']['median']} | {c['to_pytorchjob_s']['p99']} |",
+        f"| prepare Job Complete | PyTorchJob created | {c['prepare_done_to_pytorchjob_s']['median']} "
+        f"| {c['prepare_done_to_pytorchjob_s']['p99']} |",
         "",
         f"{c['pytorchjobs_created']}/{c['runs']} PyTorchJobs created; submitting took {c['submit_seconds']} s. "
-        f"Controller RSS: {c['controller_rss_mib']['idle']} MiB idle, {c['controller_rss_mib']['peak']} MiB peak.",
+        f"Controller RSS: {c['controller_rss_mib']['idle']} MiB idle, {c['controller_rss_mib']['peak']} MiB peak; "
+        f"controller CPU: {c['controller_cpu_ms_per_run']} ms per run.",
     ]
 
 
@@ -593,79 +622,62 @@ def render_prepare(prep: list[dict], ceiling: dict) -> list[str]:
     return lines
 
 
-def render(results: dict) -> str:
-    lines = [
-        "# BENCHMARKS",
-        "",
-        f"Written by `make bench` (`python scripts/bench.py --out BENCHMARKS.md`) on {results['date']}.",
-        "",
-        f"Machine: {results['machine']}. No GPU.",
-        "",
-    ]
-    lines += render_prepare(results["prepare"], results["tokenizer_ceiling"])
-    lines += [
-        "## Tiny preset pretraining (megatron-core on CPU, gloo)",
-        "",
-        "2 layers, hidden 64, seq 128, global batch 16 (micro 4); median over steady-state steps.",
-        "",
-        "| ranks | steps | median step s | p90 step s | tokens/s |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for row in results["pretrain"]:
-        lines.append(
-            f"| {row['ranks']} | {row['steps_measured']} | {row['step_time_s_median']} "
-            f"| {row['step_time_s_p90']} | {row['tokens_per_s']:,} |"
-        )
-    lines += render_real_tokens(results["real_tokens"])
-    lines += render_masked_head(results["masked_head"])
-    lines += render_forecast_error(results["pretrain"])
-    lines += render_forecast_vs_spend(results["forecast_vs_spend"])
-    lines += render_finetune(results["finetune"])
-    lines += render_controller(results["controller"])
-    lines += [
-        "",
-        "## GPU (base preset, seq 2048, bf16)",
-        "",
-        "Not measured: no accelerator machine was lent to this task. `make bench` on a CUDA machine is where the",
-        "base preset's tokens/s and MFU belong.",
-        "",
-        "Raw figures: see the JSON block below.",
-        "",
-        "```json",
-        json.dumps(results, indent=2),
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
+@dataclass(frozen=True)
+class Measurement:
+    """One section of BENCHMARKS.md: how it is measured, and how its figures read."""
+
+    measure: Callable[[argparse.Namespace], Any]
+    render: Callable[[Any], list[str]]  # the section's lines, its `## ` title first
+
+
+def _prepare(args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory() as scratch:
+        dump = bench_dump(Path(scratch, "bench.stackexchange.com-Posts.xml"), args.dump_mb * 1_000_000)
+        runs = [bench_prepare(dump, 1), bench_prepare(dump, 2), bench_prepare(dump, 2, PREPARE_SAMPLES[1])]
+        return {"runs": runs, "tokenizer_ceiling": bench_tokenizer_ceiling(dump)}
+
+
+MEASUREMENTS: dict[str, Measurement] = {
+    "prepare": Measurement(_prepare, lambda r: render_prepare(r["runs"], r["tokenizer_ceiling"])),
+    "real-tokens": Measurement(lambda args: bench_real_tokens(), render_real_tokens),
+    "masked-head": Measurement(lambda args: bench_masked_head(), render_masked_head),
+    "pretrain": Measurement(lambda args: [bench_pretrain(p, args.steps) for p in (1, 2)], render_pretrain),
+    "finetune": Measurement(lambda args: bench_finetune(args.finetune_examples), render_finetune),
+    "controller": Measurement(lambda args: bench_controller(args.runs), render_controller),
+    "forecast-vs-spend": Measurement(lambda args: bench_forecast_vs_spend(), render_forecast_vs_spend),
+}
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument(
+        "--only", help=f"Comma-separated measurements to run (default: all): {', '.join(MEASUREMENTS)}."
+    )
     parser.add_argument("--dump-mb", type=int, default=50, help="Size of the Posts.xml data preparation runs on.")
     parser.add_argument("--steps", type=int, default=40, help="Pretraining steps per measurement.")
     parser.add_argument("--finetune-examples", type=int, default=192, help="Training examples per task.")
     parser.add_argument("--runs", type=int, default=200, help="SobertRuns submitted at once (controller bench).")
     args = parser.parse_args()
+    names = args.only.split(",") if args.only else list(MEASUREMENTS)
+    unknown = [name for name in names if name not in MEASUREMENTS]
+    if unknown:
+        parser.error(f"--only: unknown measurement(s) {', '.join(unknown)}; known: {', '.join(MEASUREMENTS)}")
     import warnings
 
     warnings.filterwarnings("ignore")
-    scratch = tempfile.TemporaryDirectory()
-    dump = bench_dump(Path(scratch.name, "bench.stackexchange.com-Posts.xml"), args.dump_mb * 1_000_000)
-    results = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": machine(),
-        "prepare": [bench_prepare(dump, 1), bench_prepare(dump, 2), bench_prepare(dump, 2, PREPARE_SAMPLES[1])],
-        "tokenizer_ceiling": bench_tokenizer_ceiling(dump),
-        "real_tokens": bench_real_tokens(),
-        "masked_head": bench_masked_head(),
-        "pretrain": [bench_pretrain(p, args.steps) for p in (1, 2)],
-        "finetune": bench_finetune(args.finetune_examples),
-        "controller": bench_controller(args.runs),
-        "forecast_vs_spend": bench_forecast_vs_spend(),
-    }
-    args.out.write_text(render(results))
-    print(render(results))
+    host = machine()
+    measured = {}
+    for name in names:
+        raw = MEASUREMENTS[name].measure(args)
+        date = datetime.now(UTC).strftime("%Y-%m-%d")
+        command = f"python scripts/bench.py --only {name}"
+        measured[name] = section(
+            name, MEASUREMENTS[name].render(raw), date=date, machine=host, command=command, raw=raw
+        )
+        print(measured[name], flush=True)
+    existing = args.out.read_text() if args.out.exists() else ""
+    args.out.write_text(merge(existing, measured))
     return 0
 
 

@@ -1,9 +1,9 @@
-"""Shared test fixtures: paths to real data, a session-wide real S3 server, torchrun helpers."""
+"""Shared test fixtures: paths to real data, megatron's parallel state; the testbed's servers come
+from its plugin (testbed_plugin.py)."""
 
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 from pathlib import Path
 
@@ -12,7 +12,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 FIXTURES = ROOT / "tests" / "fixtures"
+# What sobert ships for the Training Operator's worker init container (Pod Security `restricted`).
+PYTORCH_INIT_CONTAINER = ROOT / "manifests" / "training-operator" / "pytorch-init-container.yaml"
 sys.path.insert(0, str(ROOT / "tests"))
+pytest_plugins = ["testbed_plugin"]
 
 
 def shared_path(*parts: str) -> Path:
@@ -33,27 +36,6 @@ def so_dump() -> dict[str, list[str]]:
         "posts": [str(base / "stackoverflow.com-Posts.sample.xml"), str(base / "beer.stackexchange.com-Posts.xml")],
         "comments": [str(base / "stackoverflow.com-Comments.sample.xml")],
     }
-
-
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory):
-    import s3server
-
-    server = s3server.start(tmp_path_factory.mktemp("s3"))
-    try:
-        yield server
-    finally:
-        s3server.stop(server)
-
-
-@pytest.fixture
-def s3_bucket(s3_server, monkeypatch) -> str:
-    """A fresh bucket; the process environment carries the server's credentials."""
-    for key, value in s3_server.env().items():
-        monkeypatch.setenv(key, value)
-    name = "sobert-" + secrets.token_hex(4)
-    s3_server.client().create_bucket(Bucket=name)
-    return name
 
 
 @pytest.fixture(scope="module")

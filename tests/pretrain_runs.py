@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sobert_api import build_spec, paths
+from sobert_api import build_spec
+from sobert_api.progress import read_progress
 from sobert_api.spec import RunSpec
-from sobert_trainer.pretrain.progress import read_progress
-from sobert_trainer.storage import Storage
+from sobert_api.storage import Storage
 
 # Parity tolerances (issue: step-1 gradient norm within 1e-3 relative, loss curves within 0.01).
 GRAD_NORM_RTOL = 1e-3
@@ -36,7 +36,7 @@ def numerics_spec(name: str, storage_uri: str, dump: dict[str, list[str]], **ove
 def progress(spec: RunSpec, storage: Storage | None = None) -> list[dict]:
     """The run's progress.jsonl records, from `storage` (default: the spec's, keys from the environment)."""
     storage = storage or Storage.open(spec.storage.uri, spec.storage.endpoint_url)
-    return read_progress(storage, paths.progress_key(spec.name))
+    return read_progress(storage, spec.name)
 
 
 def loss_curve(spec: RunSpec, storage: Storage | None = None) -> dict[int, float]:

@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 from sobert_api import build_spec, paths
+from sobert_api.storage import Storage
 from sobert_operator.cost.catalog import load_catalog
 from sobert_operator.cost.devices import forecast_for
 from sobert_operator.cost.ledger import Allocation
 from sobert_operator.report import write_report
-from sobert_trainer.storage import Storage
 
 T0 = 1_795_000_000.0  # the run's start (unix seconds)
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from sobert_api import paths
+from sobert_api.checkpoints import complete_checkpoints
+from sobert_api.storage import Storage
 from sobert_operator.cost.catalog import load_catalog
-from sobert_trainer.pretrain.checkpoint_index import complete_checkpoints
-from sobert_trainer.storage import Storage
 
 pytestmark = pytest.mark.integration
 PRICE = load_catalog().cpu.usd_per_core_hour

@@ -40,9 +40,9 @@ FULLNAME = "sobert"
 
 @pytest.fixture(scope="module")
 def tools() -> Path:
-    import kubetestbed
+    from sobert_testbed import apiserver
 
-    return kubetestbed.tools_dir()
+    return apiserver.tools_dir()
 
 
 @pytest.fixture(scope="module")
@@ -275,9 +275,9 @@ def test_kustomize_matches_the_chart(tools, helm_env):
 
 @pytest.fixture(scope="module")
 def kube(tmp_path_factory):
-    import kubetestbed
+    from sobert_testbed import apiserver
 
-    with kubetestbed.with_upstream_crds(tmp_path_factory.mktemp("kube")) as testbed:
+    with apiserver.with_upstream_crds(tmp_path_factory.mktemp("kube")) as testbed:
         yield testbed
 
 
@@ -378,6 +378,7 @@ def can_i(kube, *args: str) -> bool:
         ("create", "events", "-n", NAMESPACE),
         ("create", "events.events.k8s.io", "-n", NAMESPACE),
         ("list", "pods", "-n", NAMESPACE),
+        ("get", "pods/log", "-n", NAMESPACE),
     ],
 )
 def test_controller_can(kube, install, args):
@@ -404,6 +405,7 @@ def test_controller_can(kube, install, args):
         ("delete", "pods", "-n", NAMESPACE),
         ("list", "pods", "-n", "default"),
         ("create", "pods/exec", "-n", NAMESPACE),
+        ("get", "pods/log", "-n", "default"),
         ("delete", "sobertruns.sobert.dev", "-n", NAMESPACE),
         ("create", "customresourcedefinitions.apiextensions.k8s.io"),
     ],

@@ -17,11 +17,11 @@ import pytest
 
 from conftest import shared_path
 from sobert_api import build_spec, paths
+from sobert_api.storage import Storage
 from sobert_operator.local_executor import LocalExecutor
 from sobert_operator.pipeline import Stage
 from sobert_operator.published import observe
 from sobert_operator.run_record import record_spec
-from sobert_trainer.storage import Storage
 
 pytestmark = pytest.mark.integration
 
@@ -167,3 +167,34 @@ def test_local_executor_finetunes_from_a_relative_prefix_and_skips_done_tasks(
         and metrics["train_examples"] + metrics["validation_examples"] == 48
     )
     assert observe(spec, storage, executor.dataset_id).finetuned == frozenset({"obsoletion"})
+
+
+def test_a_failed_task_does_not_stop_the_others_on_the_local_backend(converted, so_dump, tmp_path):
+    """As on a cluster: the task with a bad file fails, the other still finetunes, then the stage
+    reports which failed (exit 2, its driver log) and the report shows both outcomes."""
+    from sobert_operator.local_executor import TasksFailedError
+    from sobert_operator.report import write_report
+
+    bad = tmp_path / "quality.jsonl"
+    bad.write_text('{"text": "how do I sort a list", "rating": "MAYBE"}\n')
+    labelled = Path(__file__).resolve().parents[1] / "fixtures" / "finetune" / "obsoletion-labelled.csv"
+    tasks = {"quality": {"train": str(bad), **RECIPE}, "obsoletion": {"train": str(labelled), **RECIPE}}
+    spec = build_spec(
+        {
+            "preset": "tiny",
+            "name": "partly",
+            "data": {"posts": so_dump["posts"], "comments": so_dump["comments"]},
+            "storage": {"uri": str(tmp_path / "store")},
+            "finetune": {"workers": 2, "tasks": tasks},
+        }
+    )
+    storage = Storage.open(spec.storage.uri)
+    storage.publish_tree(converted, paths.hf_prefix(spec.name), extra={"step": 40})
+    record_spec(spec, storage)
+    executor = LocalExecutor(spec, tmp_path / "work", emit=lambda _line: None)
+    with pytest.raises(TasksFailedError, match=r"stage finetune: 1 of 2 tasks failed: quality \(exit 2; driver log "):
+        executor.run_stage(Stage.finetune)
+    assert observe(spec, storage, executor.dataset_id).finetuned == frozenset({"obsoletion"})
+    report, _ = write_report(spec, storage)
+    assert set(report["finetune"]) == {"obsoletion"}
+    assert "quality.jsonl:1: rating 'MAYBE' is not one of" in report["finetune_failed"]["quality"]

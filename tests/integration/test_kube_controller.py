@@ -12,9 +12,11 @@ import secrets
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
+from kubernetes.client.exceptions import ApiException
 
 from sobert_api import build_spec
 from sobert_api.crd import API_VERSION, KIND, crd_yaml
@@ -40,6 +42,9 @@ CLUSTER = {
         },
         "l4": {"gpu_type": "l4", "gpus_per_node": 4},
     },
+    # This tier plays the operators on runs whose inputs are names only; the input check is on in
+    # `test_a_run_with_a_missing_or_bad_input_is_invalid_before_anything_is_created`.
+    "check_inputs": False,
 }
 
 
@@ -62,9 +67,9 @@ def run_doc(name="large-1", **spec):
 
 @pytest.fixture(scope="module")
 def kube(tmp_path_factory):
-    import kubetestbed
+    from sobert_testbed import apiserver
 
-    with kubetestbed.with_upstream_crds(tmp_path_factory.mktemp("kube")) as testbed:
+    with apiserver.with_upstream_crds(tmp_path_factory.mktemp("kube")) as testbed:
         sobert_crd = testbed.workdir / "sobert-crd.yaml"
         sobert_crd.write_text(crd_yaml())
         testbed.kubectl("create", "-f", str(sobert_crd))
@@ -90,9 +95,9 @@ def namespace(kube):
     return name
 
 
-def test_every_rendered_object_is_stored_as_sent(api, namespace):
-    from manifest_compare import missing_fields
-
+def _objects_of_every_kind() -> list[dict]:
+    """A run's objects of every kind sobert creates: a multi-node run's stages (volcano-scheduled),
+    a one-node PyTorchJob, a TrainJob, and a RayJob finetuning on GPUs."""
     cluster = ClusterConfig.model_validate({**CLUSTER, "scheduler": "volcano"})
     spec = build_spec({**run_doc()["spec"], "name": "large-1", "backend": "kubernetes", "placement": {"queue": "gpu"}})
     single = build_spec(
@@ -114,6 +119,13 @@ def test_every_rendered_object_is_stored_as_sent(api, namespace):
         }
     )
     objects.append(render_rayjob(gpu_finetune, cluster, TaskName.ner, active_deadline_seconds=600, suspend=True))
+    return objects
+
+
+def test_every_rendered_object_is_stored_as_sent(api, namespace):
+    from manifest_compare import missing_fields
+
+    objects = _objects_of_every_kind()
     kinds = set()
     for obj in objects:
         assert api.create(obj, namespace)
@@ -122,6 +134,14 @@ def test_every_rendered_object_is_stored_as_sent(api, namespace):
         assert missing_fields(obj, stored) == [], obj["kind"]
         kinds.add(obj["kind"])
     assert kinds == {"ConfigMap", "Job", "PyTorchJob", "TrainJob", "RayJob"}
+    # A field the upstream schema lacks is refused, as kubectl refuses it, not pruned in silence.
+    misspelled = json.loads(json.dumps(next(o for o in objects if o["kind"] == "PyTorchJob")))
+    misspelled["metadata"]["name"] = "misspelled"
+    misspelled["spec"]["runPolicy"]["cleanupPolicy"] = "All"
+    with pytest.raises(ApiException) as refused:
+        api.create(misspelled, namespace)
+    message = json.loads(refused.value.body)["message"]
+    assert refused.value.status == 400 and 'unknown field "spec.runPolicy.cleanupPolicy"' in message, message
     rayjob = api.get("ray.io/v1", "RayJob", "large-1-finetune-ner", namespace)
     assert rayjob["spec"]["entrypoint"].endswith("--task=ner")
     assert rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == 2
@@ -136,6 +156,63 @@ def test_every_rendered_object_is_stored_as_sent(api, namespace):
     assert container["name"] == "pytorch"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert all("value" not in e for e in container["env"] if e["name"].startswith("AWS_SECRET"))
+
+
+def _pod_templates(obj: dict) -> dict[str, dict]:
+    """The pod templates in one of sobert's objects, by where they sit in it."""
+    spec, name = obj.get("spec", {}), f"{obj['kind']}/{obj['metadata']['name']}"
+    if obj["kind"] == "Job":
+        return {name: spec["template"]}
+    if obj["kind"] == "PyTorchJob":
+        return {f"{name} {role}": replica["template"] for role, replica in spec["pytorchReplicaSpecs"].items()}
+    if obj["kind"] == "RayJob":
+        ray = spec["rayClusterSpec"]
+        found = {f"{name} head": ray["headGroupSpec"]["template"], f"{name} submitter": spec["submitterPodTemplate"]}
+        return found | {f"{name} {group['groupName']}": group["template"] for group in ray["workerGroupSpecs"]}
+    return {}  # ConfigMap; a TrainJob's pods come from its runtime (the e2e runs them)
+
+
+def _with_training_operator_init_container(template: dict) -> dict:
+    """A PyTorchJob worker as the Training Operator v1.9.3 makes it: the init container from the
+    template sobert ships for its `--pytorch-init-container-template-file`, with the three fields
+    the operator fills (pkg/controller.v1/pytorch/initcontainer.go, GetInitContainer)."""
+    from conftest import PYTORCH_INIT_CONTAINER
+
+    fields = {"InitContainerImage": "alpine:3.10", "MaxTries": "100", "MasterAddr": "large-1-pretrain-master-0"}
+    text = PYTORCH_INIT_CONTAINER.read_text()
+    for field, value in fields.items():
+        text = text.replace("{{." + field + "}}", value)
+    pod = json.loads(json.dumps(template))
+    pod["spec"]["initContainers"] = yaml.safe_load(text) + pod["spec"].get("initContainers", [])
+    return pod
+
+
+def test_every_pod_sobert_renders_is_admitted_under_pod_security_restricted(kube):
+    """Each pod template of each kind of object, created as a pod in a namespace that enforces
+    Pod Security `restricted` (a server-side dry run), is admitted; without its seccomp profile
+    the same pod is refused, so the namespace does enforce the level."""
+    from sobert_testbed import apiserver
+
+    namespace = "restricted-" + secrets.token_hex(3)
+    apiserver.create_namespace(kube, namespace, pod_security="restricted")
+    kube.kubectl("create", "serviceaccount", "default", "-n", namespace)  # no controller-manager makes it here
+    templates = {k: v for obj in _objects_of_every_kind() for k, v in _pod_templates(obj).items()}
+    for name in [k for k in templates if k.startswith("PyTorchJob/") and k.endswith(" Worker")]:
+        templates[name] = _with_training_operator_init_container(templates[name])
+    assert len(templates) >= 8 and any("initContainers" in t["spec"] for t in templates.values()), list(templates)
+
+    def create(template: dict, name: str) -> subprocess.CompletedProcess:
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, **template.get("metadata", {})}}
+        pod["spec"] = template["spec"]
+        command = ("create", "--dry-run=server", "-n", namespace, "-f", "-")
+        return kube.kubectl(*command, input=json.dumps(pod), check=False)
+
+    refused = {name: r.stderr for name, t in templates.items() if (r := create(t, "p")).returncode != 0}
+    assert refused == {}, refused
+    bare = json.loads(json.dumps(templates[next(iter(templates))]))
+    del bare["spec"]["securityContext"]["seccompProfile"]
+    result = create(bare, "bare")
+    assert result.returncode != 0 and "seccompProfile" in result.stderr, result.stderr
 
 
 def test_the_upstream_crds_validation_rules_are_enforced(api, namespace):
@@ -168,6 +245,9 @@ def controller(kube, namespace, tmp_path, monkeypatch):
     runners = []
 
     def start(config: dict | None = None):
+        # kopf loads the registrations once per process: an earlier import fixed the interval.
+        registered = sys.modules.get("sobert_operator.controller.main")
+        assert registered is None or registered.RESYNC_SECONDS == 2, "controller.main imported earlier"
         if config is not None:
             config_path.write_text(yaml.safe_dump(config))
         runner = KopfRunner(
@@ -204,30 +284,11 @@ def run_status(api, namespace, name="large-1"):
 
 
 def set_job_condition(kube, namespace, api_path: str, name: str, conditions: list[tuple[str, str]]):
-    """Play the batch/Kubeflow controller: write conditions to the job's status subresource.
+    """Play the batch/Kubeflow controller: write conditions to the job's status subresource, as
+    that controller writes them (`sobert_testbed.job_status`)."""
+    from sobert_testbed.job_status import finished_status
 
-    A batch Job's status is validated by the API server as the Job controller writes it
-    (Kubernetes 1.35 pkg/apis/batch/validation ValidateJobUpdateStatus): a finished Job has a start
-    and (when complete) a completion time, and Complete/Failed follow SuccessCriteriaMet/FailureTarget.
-    """
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    types = [(t, m) for t, m in conditions]
-    status: dict = {}
-    if api_path == "jobs.batch":
-        status["startTime"] = now
-        if any(t == "Complete" for t, _ in types):
-            types = [("SuccessCriteriaMet", ""), *types]
-            status |= {"completionTime": now, "succeeded": 1}
-        if any(t == "Failed" for t, _ in types):
-            message = next(m for t, m in types if t == "Failed")
-            types = [("FailureTarget", message), *types]
-            status["failed"] = 1
-    status["conditions"] = [
-        {"type": t, "status": "True", "reason": t, "lastTransitionTime": now}
-        | ({"lastUpdateTime": now} if api_path != "jobs.batch" else {})
-        | ({"message": m} if m else {})
-        for t, m in types
-    ]
+    status = finished_status(conditions, batch=api_path == "jobs.batch")
     kube.kubectl(
         "patch", api_path, name, "-n", namespace, "--subresource=status", "--type=merge", "-p",
         json.dumps({"status": status}),
@@ -386,7 +447,9 @@ def test_failed_pretraining_fails_the_run_with_the_reason(kube, api, namespace, 
     assert api.get("batch/v1", "Job", "large-1-convert", namespace) is None
 
 
-def test_failed_finetune_task_fails_the_run_with_task_and_reason(kube, api, namespace, controller):
+def test_a_failed_finetune_task_waits_for_the_others_and_all_failed_fails_the_run(kube, api, namespace, controller):
+    """A failed task does not end the stage while another runs (its reason is in its task's
+    status); when every task has failed the run fails at the first, with KubeRay's reason."""
     start, _ = controller
     kube.kubectl(
         "create", "secret", "generic", "s3-creds", "-n", namespace,
@@ -402,9 +465,22 @@ def test_failed_finetune_task_fails_the_run_with_task_and_reason(kube, api, name
     set_job_condition(kube, namespace, "jobs.batch", "large-1-convert", [("Complete", "")])
     wait_for(lambda: api.get("ray.io/v1", "RayJob", "large-1-finetune-ner", namespace))
     set_rayjob_status(kube, namespace, "large-1-finetune-ner", "Failed", "FAILED", "entrypoint exited with code 2")
+
+    def ner_failed():
+        status = run_status(api, namespace)
+        task = ((status.get("stages") or {}).get("finetune") or {}).get("tasks", {}).get("ner") or {}
+        return task.get("state") == "failed" and status
+
+    status = wait_for(ner_failed)
+    assert status["phase"] == "Finetuning", status  # quality still runs
+    assert "exited with code 2" in status["stages"]["finetune"]["tasks"]["ner"]["message"]
+    set_rayjob_status(kube, namespace, "large-1-finetune-quality", "Failed", "FAILED", "entrypoint exited with code 1")
     status = wait_for(lambda: (s := run_status(api, namespace)).get("phase") == "Failed" and s)
-    assert "stage finetune (task ner) failed" in status["message"]
-    assert "exited with code 2" in status["message"]
+    # Each task's reason (the tasks in the order the API server returns the run's spec: by name).
+    assert status["message"] == (
+        "stage finetune failed: every task failed (ner: FAILED: entrypoint exited with code 2; "
+        "quality: FAILED: entrypoint exited with code 1)"
+    ), status["message"]
 
 
 @pytest.mark.parametrize(
@@ -437,6 +513,63 @@ def test_invalid_runs_get_a_condition_and_create_nothing(kube, api, namespace, c
     assert count(api, namespace, "batch/v1", "Job") == 0 and count(api, namespace, "v1", "ConfigMap") == 0
 
 
+def test_a_run_with_a_missing_or_bad_input_is_invalid_before_anything_is_created(
+    kube, api, namespace, controller, s3_server, s3_bucket, capsys, monkeypatch
+):
+    """Inputs read with the run's Secret before its first stage: a missing task file and one whose
+    records do not parse make the run `Invalid` (each named), and nothing is created; the CLI
+    refuses the same run before creating it. The run with the files fixed goes on."""
+    from sobert_api.storage import Storage
+    from sobertctl.main import main
+
+    start, _ = controller
+    s3_secret(kube, namespace, s3_server)
+    storage = Storage.open(f"s3://{s3_bucket}", s3_server.endpoint_url, (s3_server.access_key, s3_server.secret_key))
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
+    storage.upload_file(fixtures / "dump" / "example.stackexchange.com-Posts.xml", "dumps/Posts.xml")
+    storage.upload_file(fixtures / "finetune" / "quality-bad-label.csv", "tasks/quality.csv")
+    storage.upload_file(fixtures / "finetune" / "ner.txt", "tasks/ner/train.txt")
+    bucket = f"s3://{s3_bucket}"
+    endpoint = s3_server.endpoint_url
+    spec = {
+        "data": {"posts": [f"{bucket}/dumps/Posts.xml"]},
+        "storage": {"uri": f"{bucket}/sobert", "endpoint_url": endpoint, "credentials_secret": "s3-creds"},
+        "finetune": {
+            "tasks": {
+                "quality": {"train": f"{bucket}/tasks/quality.csv"},
+                "ner": {"train": f"{bucket}/tasks/ner/train.txt", "validation": f"{bucket}/tasks/ner/dev.txt"},
+            }
+        },
+    }
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # the CLI reads with the Secret's keys alone
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
+    spec_file = Path(kube.workdir) / f"{namespace}-inputs.yaml"
+    spec_file.write_text(yaml.safe_dump({**run_doc()["spec"], **spec, "name": "large-1", "backend": "kubernetes"}))
+    assert main(["submit", "-f", str(spec_file), "--backend", "kubernetes", "-n", namespace]) == 2
+    refused = capsys.readouterr().err
+    assert "finetune.tasks.ner.validation" in refused and "dev.txt: not found" in refused, refused
+    assert "finetune.tasks.quality.train" in refused and ":7: Y 'MEDIUM' is not one of" in refused, refused
+    assert api.get(API_VERSION, KIND, "large-1", namespace) is None
+
+    start({**CLUSTER, "check_inputs": True})
+    api.create(run_doc(**spec), namespace)
+    status = wait_for(lambda: (s := run_status(api, namespace)).get("phase") == "Invalid" and s)
+    assert status["conditions"][0]["reason"] == "InvalidInput"
+    message = status["message"]
+    assert f"finetune.tasks.ner.validation: {bucket}/tasks/ner/dev.txt: not found" in message, message
+    assert "finetune.tasks.quality.train" in message and "Y 'MEDIUM' is not one of HQ" in message, message
+    assert s3_server.secret_key not in json.dumps(status)
+    assert count(api, namespace, "batch/v1", "Job") == 0 and count(api, namespace, "v1", "ConfigMap") == 0
+
+    # Fixed: the files uploaded and the spec edited (a new generation), the run goes on.
+    storage.upload_file(fixtures / "finetune" / "quality.csv", "tasks/quality.csv")
+    storage.upload_file(fixtures / "finetune" / "ner.txt", "tasks/ner/dev.txt")
+    kube.kubectl("patch", "sobertrun", "large-1", "-n", namespace, "--type=merge", "-p",
+                 json.dumps({"spec": {"budget": {"usd": 100000}}}))  # fmt: skip
+    wait_for(lambda: api.get("batch/v1", "Job", "large-1-prepare", namespace), timeout=60)
+
+
 def test_missing_secret_waits_then_proceeds(kube, api, namespace, controller):
     start, _ = controller
     start()
@@ -460,7 +593,7 @@ def test_missing_secret_waits_then_proceeds(kube, api, namespace, controller):
 def test_status_shows_trainer_progress_from_s3_and_the_cli_reports_it(
     kube, api, namespace, controller, s3_server, s3_bucket, monkeypatch
 ):
-    from sobert_trainer.storage import Storage
+    from sobert_api.storage import Storage
 
     start, _ = controller
     kube.kubectl(
@@ -608,8 +741,8 @@ def test_budget_warns_checkpoints_and_suspends_in_order_then_resumes_after_a_rai
     kube, api, namespace, controller, s3_server, s3_bucket
 ):
     """Spend simulated by a pod's start time: 85% warns, 96% asks for a checkpoint, 101% suspends."""
+    from sobert_api.storage import Storage
     from sobert_operator.cost.catalog import load_catalog
-    from sobert_trainer.storage import Storage
 
     start, _ = controller
     s3_secret(kube, namespace, s3_server)
@@ -694,7 +827,7 @@ def test_budget_warns_checkpoints_and_suspends_in_order_then_resumes_after_a_rai
 def test_a_finished_stage_is_not_rerun_when_its_job_is_gone(kube, api, namespace, controller, s3_server, s3_bucket):
     """The prepare Job and the PyTorchJob removed by their ttlSecondsAfterFinished while the run goes
     on: their outputs are published, so neither stage starts again (no second multi-GPU job)."""
-    from sobert_trainer.storage import Storage
+    from sobert_api.storage import Storage
 
     start, _ = controller
     s3_secret(kube, namespace, s3_server)
@@ -764,8 +897,8 @@ def test_rayjob_changes_move_the_run_without_waiting_for_the_resync(kube, api, n
 def test_a_finished_runs_ray_cluster_is_priced_until_it_is_gone(kube, api, namespace, controller, s3_server, s3_bucket):
     """The run is Succeeded when its last task's job ends; the task's Ray cluster lives on for its
     TTL. Its GPU pods stay in the ledger until they are gone, even when they vanish unseen."""
+    from sobert_api.storage import Storage
     from sobert_operator.cost.records import read_ledger
-    from sobert_trainer.storage import Storage
 
     start, _ = controller
     s3_secret(kube, namespace, s3_server)

@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,11 +18,11 @@ import numpy as np
 import pytest
 
 from sobert_api import build_spec, paths
+from sobert_api.checkpoints import checkpoint_name, complete_checkpoints
+from sobert_api.progress import read_progress
+from sobert_api.storage import Storage
 from sobert_operator.local_executor import LocalExecutor
 from sobert_trainer.data.prepare import PrepareConfig
-from sobert_trainer.pretrain.checkpoint_index import checkpoint_name, complete_checkpoints
-from sobert_trainer.pretrain.progress import read_progress
-from sobert_trainer.storage import Storage
 
 pytestmark = pytest.mark.integration
 HERE = Path(__file__).parent
@@ -143,7 +144,7 @@ def test_progress_counts_real_tokens_as_the_samples_hold_them(dp2_run, tmp_path)
 
     spec, summary, _ = dp2_run
     storage = Storage.open(spec.storage.uri)
-    records = read_progress(storage, paths.progress_key(spec.name))
+    records = read_progress(storage, spec.name)
     storage.fetch_tree(paths.dataset_prefix(summary.dataset_id), tmp_path / "data")
     manifest = storage.read_manifest(paths.dataset_prefix(summary.dataset_id))
     gbs, seq = spec.train.global_batch_size, spec.model.seq_length
@@ -164,7 +165,7 @@ def test_progress_counts_real_tokens_as_the_samples_hold_them(dp2_run, tmp_path)
 def test_dp2_pretrain_converges_and_converts(dp2_run):
     spec, summary, _ = dp2_run
     storage = Storage.open(spec.storage.uri)
-    progress = read_progress(storage, paths.progress_key(spec.name))
+    progress = read_progress(storage, spec.name)
     assert progress[-1]["step"] == spec.train_iters == summary.observed.checkpoint_step
     assert progress[-1]["world_size"] == 2
     assert progress[-1]["consumed_tokens"] == spec.train_iters * 16 * 128
@@ -214,7 +215,7 @@ def test_tensorboard_event_files_hold_the_progress_records_scalars(dp2_run):
     under Megatron-LM's names, against the step and (for loss, lr, grad norm) consumed samples."""
     spec, _, _ = dp2_run
     storage = Storage.open(spec.storage.uri)
-    records = read_progress(storage, paths.progress_key(spec.name))
+    records = read_progress(storage, spec.name)
     scalars = _event_scalars(Path(storage.uri(paths.pretrain_prefix(spec.name))) / "tensorboard")
     gbs = spec.train.global_batch_size
     for field, tag in (("loss", "lm loss"), ("lr", "learning-rate"), ("grad_norm", "grad-norm"),
@@ -263,25 +264,32 @@ def test_tp2_run_on_s3_checkpoints_and_converts(s3_bucket, so_dump, tmp_path):
     assert result["max_abs_diff"] < 1e-5
 
 
-def _start_pretrain(spec, workdir: Path):
-    executor = LocalExecutor(spec, workdir, emit=lambda _l: None)
+def _pretrain_command(spec, workdir: Path, dataset_id: str) -> list[str]:
+    """The local executor's pretraining command for `spec` (written to `workdir`/spec.json) over
+    the published dataset `dataset_id`, with `workdir`/scratch as its node-local disk."""
     from sobert_operator.launch import LOCAL_GRACE_SECONDS, LaunchTarget, pretrain_command
-    from sobert_operator.run_record import record_spec
 
-    record_spec(spec, executor.storage)
-    if not executor.observe().dataset_published:
-        executor.run_stage(executor_stage("prepare"))
     spec_file = workdir / "spec.json"
     spec_file.write_text(spec.model_dump_json())
-    command = pretrain_command(
+    return pretrain_command(
         spec,
         str(spec_file),
-        executor.dataset_id,
+        dataset_id,
         str(workdir / "scratch"),
         target=LaunchTarget.local,
         grace_seconds=LOCAL_GRACE_SECONDS,
         python=sys.executable,
     )
+
+
+def _start_pretrain(spec, workdir: Path):
+    executor = LocalExecutor(spec, workdir, emit=lambda _l: None)
+    from sobert_operator.run_record import record_spec
+
+    record_spec(spec, executor.storage)
+    if not executor.observe().dataset_published:
+        executor.run_stage(executor_stage("prepare"))
+    command = _pretrain_command(spec, workdir, executor.dataset_id)
     log = open(workdir / "pretrain.log", "a")  # noqa: SIM115 - handed to the child process
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), executor
 
@@ -319,16 +327,23 @@ def test_kill_mid_run_then_resume_reaches_the_same_step(tmp_path, so_dump):
     # starts its workers in their own sessions, so a process-group kill would orphan them.)
     import psutil
 
-    tree = [process.pid] + [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
+    # Stop the tree first, until no new child appears (a rank may fork an async save's writer
+    # meanwhile; one forked after a single snapshot outlived the kill as an orphan), then kill it.
+    tree: set[int] = set()
+    while new := {process.pid, *(c.pid for c in psutil.Process(process.pid).children(recursive=True))} - tree:
+        for pid in new:
+            with contextlib.suppress(ProcessLookupError):  # a short-lived child ended
+                os.kill(pid, signal.SIGSTOP)
+        tree |= new
     for pid in tree:
-        with contextlib.suppress(ProcessLookupError):  # a short-lived child (an async save's writer) ended
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     process.wait()
     killed_at = complete_checkpoints(checkpoints)[-1]
     assert killed_at < spec.train_iters, "the kill came after the run ended"
     executor.run()  # resumes pretraining, then converts
     assert complete_checkpoints(checkpoints)[-1] == spec.train_iters
-    steps = [r["step"] for r in read_progress(storage, paths.progress_key(spec.name))]
+    steps = [r["step"] for r in read_progress(storage, spec.name)]
     assert killed_at + 1 in steps and steps[-1] == spec.train_iters  # the first step after the resume
     # Each training process left its own TensorBoard event file; the resumed one holds every step
     # from the resume on (the killed one's last upload may trail its last progress record).
@@ -338,7 +353,7 @@ def test_kill_mid_run_then_resume_reaches_the_same_step(tmp_path, so_dump):
     assert {s for s in steps if s > killed_at} <= plotted <= set(steps)
     # The report prices the restart: the second process restored a checkpoint, and the steps the
     # first one ran past it (as far as its records show) are work lost to the restart.
-    records = read_progress(storage, paths.progress_key(spec.name))
+    records = read_progress(storage, spec.name)
     first, second = sorted({r["process_started_at"] for r in records})
     redone = max(r["step"] for r in records if r["process_started_at"] == first) - killed_at
     assert {r["resumed_from"] for r in records if r["process_started_at"] == second} == {killed_at}
@@ -353,10 +368,54 @@ def test_sigterm_checkpoints_the_current_step_and_exits(tmp_path, so_dump):
     spec = long_tiny_spec("sigterm", str(tmp_path / "store"), so_dump)
     storage = Storage.open(spec.storage.uri)
     process, _ = _start_pretrain(spec, tmp_path / "w")
-    progress_key = paths.progress_key(spec.name)
-    _wait_for(lambda: any(r["step"] >= 5 for r in read_progress(storage, progress_key)))
+    _wait_for(lambda: any(r["step"] >= 5 for r in read_progress(storage, spec.name)))
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=120)
     steps = complete_checkpoints(storage.child(paths.checkpoints_prefix(spec.name)))
     assert steps and 5 <= steps[-1] < spec.train_iters
     assert "SIGTERM received; checkpointed step" in (tmp_path / "w" / "pretrain.log").read_text()
+
+
+def test_a_dataset_the_model_cannot_embed_is_refused_before_a_step(real_dataset, tmp_path):
+    """Pretraining pointed at a dataset whose tokenizer has more tokens than the model's embedding
+    has rows (the tiny preset's dataset under a 1,000-token model) exits 2 on every rank before it
+    fetches the shards or builds the model, naming both sizes: on a GPU the first batch would
+    index past the embedding, a device-side assert that names neither. Its output is read through
+    a pipe to the end: nothing the ranks started (the checkpoint writer's Manager) outlives them
+    holding it open."""
+    from sobert_api.stages import EXIT_BAD_INPUT
+
+    prepared, _, manifest, _ = real_dataset
+    tokens = manifest["tokenizer"]["vocab_size"]
+    document = prepared.model_dump(mode="json")
+    document["name"] = "narrow"
+    document["model"]["vocab_size"] = 1000
+    spec = build_spec(document)
+    command = _pretrain_command(spec, tmp_path, manifest["dataset_id"])
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    said = f"its tokenizer has {tokens} tokens, more than model.vocab_size (1000)"
+    assert done.returncode == EXIT_BAD_INPUT and said in done.stdout + done.stderr, (
+        done.stdout[-3000:] + done.stderr[-3000:]
+    )
+    assert not (tmp_path / "scratch" / "data").exists()  # refused before anything was fetched
+
+
+def test_a_diverged_run_stops_at_the_step_it_diverged_with_a_permanent_exit(tmp_path, so_dump):
+    """A learning rate far too large (a deliberately bad input) drives the weights past fp32's range
+    within a few steps: megatron-core's gradient check (on, as in Megatron-LM) rejects the NaN, and
+    the stage exits 1 (permanent under `restartPolicy: ExitCode`) naming the step and what to
+    change, instead of training on NaN weights to the end."""
+    from sobert_api.stages import EXIT_FAILED
+
+    document = tiny_spec("diverged", str(tmp_path / "store"), so_dump).model_dump(mode="json")
+    document["train"] |= {"lr": 1e36, "min_lr": 0.0, "log_interval": 1}
+    spec = build_spec(document)
+    process, executor = _start_pretrain(spec, tmp_path / "w")
+    assert process.wait(timeout=300) == EXIT_FAILED
+    log = (tmp_path / "w" / "pretrain.log").read_text()
+    diverged = re.search(r"error: pretrain: the run diverged at step (\d+): non-finite gradients", log)
+    assert diverged, log[-3000:]
+    steps = [r["step"] for r in read_progress(executor.storage, spec.name)]
+    # Mid-run: after steps that trained (and were logged), before the last.
+    assert 1 <= max(steps, default=0) < int(diverged.group(1)) < spec.train_iters, (steps, log[-3000:])
+    assert re.search(r"torchrun: worker exit codes \[[-\d, ]+\]; exit 1$", log, re.M), log[-3000:]

@@ -12,10 +12,10 @@ import pytest
 
 from pretrain_runs import assert_same_curve, assert_same_grad_norm, first_grad_norm, loss_curve, numerics_spec
 from sobert_api import paths
+from sobert_api.checkpoints import checkpoint_name, complete_checkpoints
+from sobert_api.storage import Storage
 from sobert_operator.local_executor import LocalExecutor
 from sobert_operator.pipeline import Stage
-from sobert_trainer.pretrain.checkpoint_index import checkpoint_name, complete_checkpoints
-from sobert_trainer.storage import Storage
 
 pytestmark = pytest.mark.integration
 

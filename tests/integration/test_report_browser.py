@@ -1,6 +1,6 @@
 """The budget report's HTML in a real headless Chromium: it renders its tables and plots offline,
 with no console errors, fits a phone's width without scrolling sideways, and prints (Chromium is
-Debian's, installed by scripts/testbed/install-chromium.sh)."""
+Debian's, installed by testbed/scripts/install-chromium.sh)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from report_runs import write_sample_report
+from sobert_testbed import browser
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,14 +39,7 @@ OFFLINE = ["unshare", "--net"] if os.geteuid() == 0 else []
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    result = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "testbed" / "install-chromium.sh")], capture_output=True, text=True, timeout=900
-    )
-    if result.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot install chromium: {result.stderr[-2000:]}")
-        pytest.skip("chromium not installable here (needs root or sudo for apt-get)")
-    return result.stdout.strip().splitlines()[-1]
+    return browser.chromium()  # not installable: a skip, a failure under CI (testbed_plugin)
 
 
 def test_report_html_renders_offline_without_console_errors(chromium, tmp_path):

@@ -6,7 +6,7 @@ import gzip
 
 import pytest
 
-from sobert_trainer.storage import Storage, StorageError
+from sobert_api.storage import Storage, StorageError
 
 pytestmark = pytest.mark.integration
 
@@ -87,3 +87,4 @@ def test_a_child_storage_keeps_explicit_credentials(s3_server, s3_bucket, monkey
     )
     storage.write_json("runs/r/pretrain/checkpoints/iter_0000001/manifest.json", {"step": 1})
     assert storage.child("runs/r/pretrain/checkpoints").list() == ["iter_0000001/manifest.json"]
+

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from sobert_trainer.pretrain.checkpoint_index import complete_checkpoints
-from sobert_trainer.storage import Storage
+from sobert_api.checkpoints import complete_checkpoints
+from sobert_api.storage import Storage
 
 
 def _state(weights: torch.Tensor) -> dict:

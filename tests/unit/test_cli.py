@@ -38,8 +38,8 @@ def test_dry_run_prints_validated_spec_and_commands(capsys, tmp_path):
         (["submit", "tiny", "--posts", "P.xml", "--set", "train.lr"], 2, "expected PATH=VALUE"),
         (
             ["submit", "tiny", "--posts", "missing-Posts.xml", "--storage", "{tmp}"],
-            1,
-            "missing-Posts.xml: no such file",
+            2,
+            "data.posts[0]: missing-Posts.xml: not found",
         ),
         (["pretrain", "nope", "--storage", "{tmp}"], 1, "no such run"),
     ],
@@ -52,8 +52,8 @@ def test_bad_input_exits_nonzero_with_a_clear_error(argv, code, message, capsys,
 
 def test_resubmitting_a_name_with_another_spec_is_refused(tmp_path):
     from sobert_api import build_spec
+    from sobert_api.storage import Storage
     from sobert_operator.run_record import RunConflictError, record_spec
-    from sobert_trainer.storage import Storage
 
     doc = {"preset": "tiny", "name": "r", "data": {"posts": ["p"]}, "storage": {"uri": str(tmp_path)}}
     storage = Storage.open(str(tmp_path))

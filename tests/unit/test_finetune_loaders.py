@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sobert_trainer.finetune.examples import LoadResult, TaskDataError, TextExample, TokenExample
+from sobert_api.task_files import TaskDataError
+from sobert_trainer.finetune.examples import LoadResult, TextExample, TokenExample
 from sobert_trainer.finetune.loaders import (
     MERGED_TYPES,
     NER_TYPES,

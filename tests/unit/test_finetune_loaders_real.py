@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 
 from conftest import shared_path
+from sobert_api.task_files import TaskDataError
 from sobert_trainer.data.dump import RowStats, iter_comments
-from sobert_trainer.finetune.examples import TaskDataError
 from sobert_trainer.finetune.loaders import (
     NER_TYPES,
     RAW_TYPES,

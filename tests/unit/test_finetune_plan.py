@@ -7,7 +7,7 @@ from sobert_api.loading import SpecError
 from sobert_api.spec import TaskName
 from sobert_operator.cluster import RAY_VERSION, default_cluster_config
 from sobert_operator.kube.observe import failure_message, job_phase, job_state
-from sobert_operator.kube.plan import plan, render_all, stage_objects
+from sobert_operator.kube.plan import is_terminal, plan, render_all, stage_objects
 from sobert_operator.pipeline import Observed, Stage, StageState, next_stage
 from sobert_operator.render.finetune import render_rayjob
 
@@ -43,7 +43,12 @@ def test_finetune_tasks_need_training_files_except_obsoletion():
         spec(tasks={"quality": {"train": "/local/q.jsonl"}})
     with pytest.raises(SpecError, match=r"max_length \(4096\) exceeds model\.max_position_embeddings"):
         spec(tasks={"quality": {"train": "s3://bkt/q", "max_length": 4096}})
-    assert spec(tasks={"obsoletion": {}}).finetune.tasks  # weak labels from the run's own dumps
+    # Weak labels come from the run's own comments: without any, a labelled CSV is required.
+    with pytest.raises(SpecError, match=r"obsoletion\.train: a labelled CSV is required when data\.comments is empty"):
+        spec(tasks={"obsoletion": {}})
+    weak = build_spec({**spec().model_dump(mode="json"), "data": {"posts": ["s3://b/P.xml"], "comments": ["s3://b/C.xml"]},
+                       "finetune": {"tasks": {"obsoletion": {}}}})  # fmt: skip
+    assert weak.finetune.tasks
 
 
 def test_pipeline_finetunes_after_conversion_until_every_task_has_results():
@@ -100,12 +105,12 @@ def test_ray_version_matches_the_pinned_ray():
     import tomllib
     from pathlib import Path
 
-    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "trainer" / "pyproject.toml").read_text())
     pins = [d for extra in project["project"]["optional-dependencies"].values() for d in extra if d.startswith("ray")]
     assert pins and all(RAY_VERSION in pin for pin in pins), pins
 
 
-def test_plan_starts_every_task_together_then_waits_then_fails_with_the_task():
+def test_plan_starts_every_task_together_then_waits_for_each_to_end():
     s, cluster = spec(), default_cluster_config()
     names = [o.name for o in stage_objects(s, cluster)]
     assert names == ["r1-prepare", "r1-pretrain", "r1-convert", "r1-finetune-quality", "r1-finetune-ner"]
@@ -118,10 +123,25 @@ def test_plan_starts_every_task_together_then_waits_then_fails_with_the_task():
                                          "r1-finetune-ner": rayjob("Running")}, "now", True)  # fmt: skip
     assert running.create == [] and running.decision.action == "wait"
     assert running.status["stages"]["finetune"]["tasks"]["quality"]["state"] == "succeeded"
+    # A failed task does not stop the other: the stage waits for it, the failure shown by task.
     broken = {**jobs, "r1-finetune-quality": rayjob("Running"), "r1-finetune-ner": rayjob("Failed", message="OOM")}
-    failed = plan(s, cluster, "so-1", broken, "now", True)
-    assert failed.status["phase"] == "Failed" and "(task ner)" in failed.status["message"]
-    assert "OOM" in failed.status["message"]
+    waiting = plan(s, cluster, "so-1", broken, "now", True)
+    assert waiting.decision.action == "wait" and waiting.status["phase"] == "Finetuning"
+    ner = waiting.status["stages"]["finetune"]["tasks"]["ner"]
+    assert ner["state"] == "failed" and "OOM" in ner["message"], ner
+    # The other task succeeds: a partial success, each task's outcome in the message.
+    partly = plan(s, cluster, "so-1", {**broken, "r1-finetune-quality": rayjob("Complete", "SUCCEEDED")}, "now", True)
+    assert partly.status["phase"] == "PartiallySucceeded" and partly.status["stages"]["finetune"]["state"] == "partial"
+    assert "1 of 2 finetune tasks failed (quality succeeded, ner failed)" in partly.status["message"]
+    assert partly.event is not None and partly.event[0] == "PartiallySucceeded"
+    assert is_terminal(partly.status)
+    # Every task failed: the run failed, at the first failed task.
+    all_failed = {**broken, "r1-finetune-quality": rayjob("Failed", message="bad input")}
+    failed = plan(s, cluster, "so-1", all_failed, "now", True)
+    assert failed.status["phase"] == "Failed", failed.status
+    assert failed.status["message"] == (
+        "stage finetune failed: every task failed (quality: Failed: bad input; ner: Failed: OOM)"
+    ), failed.status["message"]
     assert [o["kind"] for o in render_all(s, cluster, "so-1")].count("RayJob") == 2
 
 
@@ -131,6 +151,8 @@ def test_status_table_shows_finetune_progress_and_scores():
     stages = {"finetune": {"tasks": {"quality": {"state": "succeeded"}, "ner": {"state": "running"}}}}
     status = {"stages": stages, "finetune": {"quality": {"score": 0.61234, "metric": "macro_f1"}}}
     assert finetune_cell(status) == "1/2 quality 0.612"
+    stages["finetune"]["tasks"]["ner"]["state"] = "failed"
+    assert finetune_cell(status) == "1/2 quality 0.612 ner failed"
     assert finetune_cell({"stages": {"finetune": {"state": "succeeded"}}}) == "-"
 
 

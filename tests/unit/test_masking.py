@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES
+from sobert_api.storage import Storage
 from sobert_trainer.data.prepare import PrepareConfig, prepare_dataset
 from sobert_trainer.pretrain.dataset import build_dataset, dataset_config
 from sobert_trainer.pretrain.masking import MegatronBertSamples
-from sobert_trainer.storage import Storage
 
 
 @pytest.fixture(scope="module")

@@ -32,3 +32,17 @@ def test_decide_waits_on_running_and_stops_on_failed():
     assert decide({Stage.prepare: s.succeeded, Stage.pretrain: s.failed}) == Decision("fail", Stage.pretrain)
     assert decide({Stage.prepare: s.succeeded, Stage.pretrain: s.succeeded}) == Decision("start", Stage.convert)
     assert decide({stage: s.succeeded for stage in Stage}) == Decision("done")
+    # Some finetune tasks failed, the others succeeded: a partial success of the last stage.
+    partly = {**{stage: s.succeeded for stage in Stage}, Stage.finetune: s.partial}
+    assert decide(partly) == Decision("partial", Stage.finetune)
+
+
+def test_a_stage_of_several_jobs_ends_when_every_job_has():
+    from sobert_operator.pipeline import StageState, combine
+
+    s = StageState
+    assert combine([s.failed, s.running]) is s.running  # a failed task does not stop the others
+    assert combine([s.failed, s.succeeded]) is s.partial
+    assert combine([s.failed, s.failed]) is s.failed
+    assert combine([s.succeeded, s.succeeded]) is s.succeeded
+    assert combine([s.succeeded, s.missing]) is s.missing

@@ -15,6 +15,7 @@ import pytest
 from dump_helpers import COMMENTS, POSTS, dump_bytes, row
 
 from conftest import shared_path
+from sobert_api.storage import Storage
 from sobert_trainer.data.chunks import file_chunks, row_aligned_ranges, spill_chunks
 from sobert_trainer.data.documents import DocumentStats, iter_documents, load_comments, site_of
 from sobert_trainer.data.dump import DumpFormatError, RowStats
@@ -23,7 +24,6 @@ from sobert_trainer.data.post_chunks import PieceOrder, PieceTask, parse_piece
 from sobert_trainer.data.prepare import PrepareConfig, prepare_dataset
 from sobert_trainer.data.sample import BottomK, merge
 from sobert_trainer.data.shards import read_documents_jsonl
-from sobert_trainer.storage import Storage
 
 
 def _prepare(tmp: Path, posts: list[str], comments: list[str], workers: int, chunk_bytes: int, **kw) -> dict:

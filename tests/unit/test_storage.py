@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from sobert_trainer.storage import MANIFEST, Storage, StorageError
+from sobert_api.storage import MANIFEST, Storage, StorageError
 
 
 def make_tree(root, files):

@@ -92,6 +92,13 @@ class ClusterConfig(_Config):
     ] = TrainingRuntimeKind.namespaced
     termination_grace_seconds: Annotated[int, Field(ge=30, description="Time to checkpoint on SIGTERM.")] = 300
     backoff_limit: Annotated[int, Field(ge=0)] = 3
+    check_inputs: Annotated[
+        bool,
+        Field(
+            description="Before a run's first stage, read each of its inputs with its storage Secret (the dumps "
+            "exist, each finetune file's first records parse): a bad input is `Invalid` before anything is spent."
+        ),
+    ] = True
     ttl_seconds_after_finished: Annotated[
         int, Field(ge=0, description="Seconds a finished prepare/pretrain/convert job is kept (for its logs).")
     ] = 86_400

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sobert_operator.timestamps import rfc3339
+from sobert_api.timestamps import rfc3339
 
 STAGES = ("prepare", "pretrain", "convert", "finetune")
 

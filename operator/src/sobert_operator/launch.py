@@ -1,10 +1,34 @@
-"""Launch commands rendered from a validated spec (never hand-kept scripts)."""
+"""Launch commands rendered from a validated spec (never hand-kept scripts): the trainer's entry
+points and flags are the contract's (`sobert_api.stages`), run by `python`."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from enum import StrEnum
 
+from sobert_api import stages
 from sobert_api.spec import RunSpec
+
+TRAINER_PACKAGE = "sobert_trainer"
+TRAINER_DISTRIBUTION = "sobert-trainer"
+
+
+class TrainerMissingError(RuntimeError):
+    """A command runs trainer stages and this Python has no trainer package (the controller's
+    image, or an install of the operator alone)."""
+
+
+def require_trainer(command: str) -> None:
+    """Raise TrainerMissingError naming `command` and what to install when the trainer is absent:
+    before anything is started or written, not as a stage's ModuleNotFoundError."""
+    if importlib.util.find_spec(TRAINER_PACKAGE) is None:
+        raise TrainerMissingError(
+            f"{command} runs the trainer ({TRAINER_PACKAGE}), which is not installed in this Python "
+            f"({sys.executable}): install the {TRAINER_DISTRIBUTION!r} package (`pip install ./api ./trainer` "
+            "from a checkout, or `make setup`), or run the command in the trainer image"
+        )
+
 
 # How long pretraining gets to checkpoint after SIGTERM when it runs on this machine (Ctrl-C, a
 # budget stop); on a cluster it is the pod's terminationGracePeriodSeconds.
@@ -48,28 +72,25 @@ def pretrain_command(
     python: str = "python",
     peak_tflops: float | None = None,
 ) -> list[str]:
-    """torchrun (through `sobert_trainer.torchrun`, for exit codes an orchestrator can act on) over
-    the pretraining entry point; `grace_seconds` is the time from SIGTERM to SIGKILL; `peak_tflops`
+    """torchrun (through the trainer's wrapper, for exit codes an orchestrator can act on) over the
+    pretraining entry point; `grace_seconds` is the time from SIGTERM to SIGKILL; `peak_tflops`
     (each device's dense BF16 peak) makes the trainer report MFU."""
     return [
         python,
-        "-m",
-        "sobert_trainer.torchrun",
-        f"--grace-seconds={grace_seconds}",
+        *stages.torchrun_launcher_args(grace_seconds),
         *torchrun_args(spec, target),
-        "-m",
-        "sobert_trainer.pretrain",
-        f"--spec={spec_path}",
-        f"--dataset-id={dataset_id}",
-        f"--workdir={workdir}",
-        *([f"--peak-tflops={peak_tflops:g}"] if peak_tflops else []),
+        *stages.pretrain_args(spec_path, dataset_id, workdir, peak_tflops),
     ]
 
 
-def convert_command(spec_path: str, dataset_id: str, python: str = "python") -> list[str]:
-    return [python, "-m", "sobert_trainer.convert", f"--spec={spec_path}", f"--dataset-id={dataset_id}"]
+def prepare_command(spec_path: str, dataset_id: str, python: str = "python") -> list[str]:
+    return [python, *stages.prepare_args(spec_path, dataset_id)]
+
+
+def convert_command(spec_path: str, dataset_id: str, python: str = "python", step: int | None = None) -> list[str]:
+    return [python, *stages.convert_args(spec_path, dataset_id, step)]
 
 
 def finetune_command(spec_path: str, task: str, python: str = "python") -> list[str]:
     """The driver of one task's Ray Train job (a RayJob entrypoint on Kubernetes)."""
-    return [python, "-m", "sobert_trainer.finetune", f"--spec={spec_path}", f"--task={task}"]
+    return [python, *stages.finetune_args(spec_path, task)]

@@ -8,7 +8,6 @@ complete checkpoint, conversion reruns only when a newer checkpoint exists.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -18,19 +17,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sobert_api import paths
+from sobert_api.dataset import dataset_id
+from sobert_api.progress import read_progress
 from sobert_api.spec import RunSpec
+from sobert_api.stages import EXIT_PREEMPTED, HEADLINE_PREFIXES, PREEMPTED_LINE, STEP_LINE, TRAINER_INFO_LINE
+from sobert_api.storage import Storage
 from sobert_operator.cost.catalog import load_catalog
-from sobert_operator.cost.devices import forecast_for
 from sobert_operator.cost.forecast import Forecast
-from sobert_operator.cost.measured import read_measured
-from sobert_operator.cost.records import append_eta, read_ledger
+from sobert_operator.cost.meter import RunMeter
 from sobert_operator.eta import PhaseState, estimate
 from sobert_operator.launch import (
     LOCAL_GRACE_SECONDS,
     LaunchTarget,
     convert_command,
     finetune_command,
+    prepare_command,
     pretrain_command,
+    require_trainer,
 )
 from sobert_operator.local_meter import BudgetStoppedError, LocalMeter
 from sobert_operator.pipeline import STAGE_ORDER, Observed, Stage, next_stage
@@ -38,18 +41,23 @@ from sobert_operator.published import observe
 from sobert_operator.report import write_report
 from sobert_operator.results import finetune_results
 from sobert_operator.run_record import record_spec
-from sobert_trainer.data.prepare import PrepareConfig
-from sobert_trainer.pretrain.progress import read_progress
-from sobert_trainer.stage_cli import EXIT_PREEMPTED
-from sobert_trainer.storage import Storage
-
-_LOG_PREFIX = re.compile(r"^\S+ \S+ INFO sobert_trainer\.[\w.]+: ")
 
 
 class StageFailedError(RuntimeError):
     def __init__(self, stage: Stage, code: int, hint: str = ""):
         super().__init__(f"stage {stage.value} failed with exit code {code}{hint}")
         self.stage, self.code = stage, code
+
+
+class TasksFailedError(StageFailedError):
+    """Some finetune tasks failed after every task ran; the others' results are published."""
+
+    def __init__(self, failed: dict[str, int], tasks: int, logs: dict[str, str]):
+        listed = ", ".join(f"{task} (exit {code}; driver log {logs[task]})" for task, code in failed.items())
+        RuntimeError.__init__(
+            self, f"stage finetune: {len(failed)} of {tasks} tasks failed: {listed}; the others' results are published"
+        )
+        self.stage, self.code, self.failed = Stage.finetune, max(failed.values()), failed
 
 
 @dataclass
@@ -109,39 +117,36 @@ class LocalExecutor:
         self.storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url)
         self.workdir = workdir / spec.name
         self.emit = emit
-        self.dataset_id = PrepareConfig.from_spec(spec).dataset_id()
-        self.meter = LocalMeter(spec, self.storage, load_catalog(), emit)
+        self.dataset_id = dataset_id(spec)
+        self.meter = LocalMeter(RunMeter(spec, self.storage, load_catalog()), emit)
         self.running: tuple[str, float] | None = None  # the phase running and when it started
         self.eta_recorded = 0.0
-        self.last_eta: dict | None = None
 
     ETA_EVERY_SECONDS = 5.0  # while a stage runs, at most one ETA record this often
 
     def record_eta(self, force: bool = True) -> None:
-        """Estimate the run's progress and ETA now (`eta.py`) and append it to the history the
-        report plots; `force=False` (on a progress line) only once every ETA_EVERY_SECONDS."""
+        """Estimate the run's progress and ETA now (`eta.py`) and add it to the history the report
+        plots (`RunMeter.record_eta`): when it changed, as a stage begins or ends (`force`), else at
+        most once every ETA_EVERY_SECONDS (on progress lines)."""
         now = time.time()
         if not force and now - self.eta_recorded < self.ETA_EVERY_SECONDS:
             return
         self.eta_recorded = now
+        run = self.meter.run
         phases = local_phases(self.spec, self.observe(), self.running)
-        records = read_progress(self.storage, paths.progress_key(self.spec.name))
-        ledger = read_ledger(self.storage, self.spec.name)
-        started = min([a.start for a in ledger] + [self.running[1] if self.running else now])
-        forecast = self.storage.read_json_if_exists(paths.forecast_key(self.spec.name)) or self.forecast().as_dict()
+        records = read_progress(self.storage, self.spec.name)
+        started = min([a.start for a in run.ledger()] + [self.running[1] if self.running else now])
+        forecast = run.last_forecast() or self.forecast().as_dict()
         batch_tokens = self.spec.train.global_batch_size * self.spec.model.seq_length
         figures = estimate(phases, forecast, records[-1] if records else None, batch_tokens, started, now,
                            parallel_tasks=False)  # fmt: skip
-        unchanged = {k: v for k, v in figures.items() if k != "lastUpdatedTime"}
-        if unchanged != self.last_eta:  # a stage's end and the next one's start estimate alike
-            append_eta(self.storage, self.spec.name, figures, now)
-            self.last_eta = unchanged
+        run.record_eta(figures, now, every_seconds=0.0 if force else self.ETA_EVERY_SECONDS)
 
     def run(self) -> RunSummary:
         """Run every stage whose output is missing, in order."""
+        require_trainer(f"run {self.spec.name} (local backend)")
         record_spec(self.spec, self.storage)
-        if not self.storage.exists(paths.submit_forecast_key(self.spec.name)):
-            self.storage.write_json(paths.submit_forecast_key(self.spec.name), self.forecast().as_dict())
+        self.meter.run.admitted(self.forecast)
         summary = RunSummary(self.spec.name, self.storage.uri(), self.dataset_id)
         self.record_eta()
         while (stage := next_stage(self.spec, observed := self.observe())) is not None:
@@ -149,11 +154,11 @@ class LocalExecutor:
             try:
                 self.meter.check()
                 self.run_stage(stage)
-            except BudgetStoppedError:
+            except (BudgetStoppedError, TasksFailedError):
                 write_report(self.spec, self.storage)
                 raise
             finally:
-                self.storage.write_json(paths.forecast_key(self.spec.name), self.forecast().as_dict())
+                self.forecast(stage.value)
                 self.running = None
                 self.record_eta()
             summary.stage_seconds[stage.value] = (
@@ -168,25 +173,26 @@ class LocalExecutor:
         write_report(self.spec, self.storage)
         return summary
 
-    def forecast(self) -> Forecast:
-        """This machine's forecast: every phase on CPU cores at the catalog's core-hour price, each
-        from what the run has measured so far (`cost/measured.py`; pretraining from its throughput
+    def forecast(self, after: str | None = None) -> Forecast:
+        """This machine's forecast (`RunMeter.reforecast`, written to forecast.json): every phase on
+        CPU cores at the catalog's core-hour price, each from what the run has measured so far
+        (`cost/measured.py`, read again after the stage `after`; pretraining from its throughput
         once progress.jsonl is past the calibration window)."""
-        records = read_progress(self.storage, paths.progress_key(self.spec.name))
-        measured = read_measured(self.spec, self.storage, self.dataset_id)
-        return forecast_for(self.spec, self.meter.catalog, progress=records, measured=measured)
+        return self.meter.run.reforecast(after)
 
     def observe(self) -> Observed:
         return observe(self.spec, self.storage, self.dataset_id)
 
     def run_stage(self, stage: Stage, step: int | None = None) -> None:
-        """Run one stage (prepare in-process; pretrain and convert as child processes)."""
+        """Run one stage as a child process of the trainer (`sobert_api.stages`), metered."""
+        require_trainer(f"stage {stage.value} of run {self.spec.name}")
         self.emit(f"==> {stage.value}")
         self.workdir.mkdir(parents=True, exist_ok=True)
         spec_file = self.workdir / "spec.json"
         spec_file.write_text(self.spec.model_dump_json(indent=2))
         if stage is Stage.prepare:
-            self._prepare()
+            self._subprocess(stage, prepare_command(str(spec_file), self.dataset_id, python=sys.executable))
+            self._dataset_summary()
         elif stage is Stage.pretrain:
             scratch = str(self.workdir / "scratch")
             command = pretrain_command(
@@ -200,27 +206,37 @@ class LocalExecutor:
             )
             self._subprocess(stage, command)
         elif stage is Stage.convert:
-            command = convert_command(str(spec_file), self.dataset_id, python=sys.executable)
-            self._subprocess(stage, command + ([f"--step={step}"] if step is not None else []))
+            self._subprocess(stage, convert_command(str(spec_file), self.dataset_id, sys.executable, step))
         else:
-            for task in self.observe().missing_tasks(self.spec):
-                self.emit(f"    task {task}")
-                command = finetune_command(str(spec_file), task, python=sys.executable)
-                self._subprocess(stage, command, phase=f"finetune/{task}")
+            self._finetune_each_task(spec_file)
+
+    def _finetune_each_task(self, spec_file: Path) -> None:
+        """Every task not done yet, one after the other: a failed task does not stop the others
+        (`TasksFailedError` after the last), as a failed RayJob does not stop the run's others."""
+        tasks = self.observe().missing_tasks(self.spec)
+        failed: dict[str, int] = {}
+        for task in tasks:
+            self.emit(f"    task {task}")
+            command = finetune_command(str(spec_file), task, python=sys.executable)
+            try:
+                self._subprocess(Stage.finetune, command, phase=f"finetune/{task}")
+            except BudgetStoppedError:
+                raise
+            except StageFailedError as exc:
+                failed[task] = exc.code
+        if failed:
+            logs = {task: self.storage.uri(paths.finetune_driver_log_key(self.spec.name, task)) for task in failed}
+            raise TasksFailedError(failed, len(tasks), logs)
 
     def _started(self, phase: str) -> None:
         self.running = (phase, time.time())
         self.record_eta()
 
-    def _prepare(self) -> None:
-        from sobert_trainer.data.prepare import prepare_dataset
-
-        metered = self.meter.start("prepare")
-        self._started("prepare")
-        try:
-            manifest = prepare_dataset(PrepareConfig.from_spec(self.spec), self.storage, self.dataset_id)
-        finally:
-            self.meter.finish(metered, "Completed")
+    def _dataset_summary(self) -> None:
+        """The published dataset's counts, from its manifest."""
+        manifest = self.storage.read_manifest(paths.dataset_prefix(self.dataset_id))
+        if manifest is None:
+            return
         counts = manifest["counts"]
         self.emit(
             f"    {counts['documents']:,} documents, {counts['tokens']:,} tokens, "
@@ -249,11 +265,10 @@ class LocalExecutor:
             for line in process.stdout:
                 line = line.rstrip()
                 tail = [*tail, line][-40:]
-                preempted = preempted or "SIGTERM received; checkpointed" in line
-                shown = ("pretrain step", "pretrain:", "finetune ", "error:")
-                if verbose or line.startswith(shown) or "INFO sobert" in line:
-                    self.emit("    " + _LOG_PREFIX.sub("", line))
-                if line.startswith("pretrain step"):
+                preempted = preempted or line.startswith(PREEMPTED_LINE)
+                if verbose or line.startswith(HEADLINE_PREFIXES) or TRAINER_INFO_LINE.match(line):
+                    self.emit("    " + TRAINER_INFO_LINE.sub("", line))
+                if line.startswith(STEP_LINE):
                     self.record_eta(force=False)
         finally:
             for sig, handler in previous.items():

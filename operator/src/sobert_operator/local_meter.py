@@ -1,11 +1,11 @@
-"""The embedded backend's spend ledger and budget enforcement.
+"""The embedded backend's allocations and budget enforcement, on the run's meter (`cost/meter.py`).
 
 Each stage process is an allocation: its CPU cores x wall time x the catalog's core-hour price
-(the same formula the controller applies to pods), appended to runs/<run>/cost/ledger.jsonl
-when it ends. While a process runs, timers fire at the budget's thresholds at the current burn
-rate: a warning line, a checkpoint request (pretraining saves and goes on: the same request object
-in storage the controller writes on a cluster), and at the limit SIGTERM (it checkpoints and exits),
-after which the run is budget-stopped until the budget is raised.
+(the same formula the controller applies to pods), appended to the run's ledger when it ends.
+While a process runs, timers fire at the budget's thresholds at the current burn rate: a warning
+line, a checkpoint request (pretraining saves and goes on: the same request object in storage the
+controller writes on a cluster), and at the limit SIGTERM (it checkpoints and exits), after which
+the run is budget-stopped until the budget is raised.
 """
 
 from __future__ import annotations
@@ -17,13 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sobert_api.spec import RunSpec
-from sobert_operator.cost.catalog import PriceCatalog
 from sobert_operator.cost.devices import local_stage_cores
-from sobert_operator.cost.ledger import Allocation, summarize
+from sobert_operator.cost.ledger import Allocation
+from sobert_operator.cost.meter import RunMeter
 from sobert_operator.cost.policy import BudgetAction, budget_action, threshold_seconds
-from sobert_operator.cost.records import append_allocation, read_ledger, request_checkpoint
-from sobert_trainer.storage import Storage
+from sobert_operator.cost.records import request_checkpoint
 
 
 class BudgetStoppedError(RuntimeError):
@@ -40,13 +38,14 @@ class Metered:
 
 
 class LocalMeter:
-    def __init__(self, spec: RunSpec, storage: Storage, catalog: PriceCatalog, emit: Callable[[str], None]):
-        self.spec, self.storage, self.emit = spec, storage, emit
-        self.catalog = catalog
-        self.usd_per_core_hour = catalog.cpu.usd_per_core_hour
+    """The stage processes of one run on this machine, on its meter (`run`)."""
+
+    def __init__(self, run: RunMeter, emit: Callable[[str], None]):
+        self.run, self.spec, self.storage, self.emit = run, run.spec, run.storage, emit
+        self.usd_per_core_hour = run.catalog.cpu.usd_per_core_hour
 
     def spent(self) -> float:
-        return summarize(read_ledger(self.storage, self.spec.name), now=time.time())["usd"]
+        return self.run.spend().usd
 
     def check(self) -> None:
         """Before a stage: refuse to start one once the budget is spent."""
@@ -99,5 +98,5 @@ class LocalMeter:
             end=time.time(),
             reason="BudgetStopped" if metered.stopped_by_budget else reason,
         )
-        append_allocation(self.storage, self.spec.name, allocation)
+        self.run.record(allocation)
         return allocation

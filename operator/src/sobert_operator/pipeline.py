@@ -31,11 +31,13 @@ class StageState(StrEnum):
     running = "running"  # a job exists and has not finished
     succeeded = "succeeded"
     failed = "failed"
+    # Some of the stage's jobs failed and the others succeeded (finetune: by task), none left running.
+    partial = "partial"
 
 
 @dataclass(frozen=True)
 class Decision:
-    action: Literal["start", "wait", "done", "fail"]
+    action: Literal["start", "wait", "done", "fail", "partial"]
     stage: Stage | None = None
 
 
@@ -67,23 +69,29 @@ class Observed:
 
 
 def combine(states: list[StageState]) -> StageState:
-    """One state for a stage made of several jobs (finetune: one per task)."""
-    if StageState.failed in states:
-        return StageState.failed
+    """One state for a stage made of several jobs (finetune: one per task). It ends when every
+    job has: a failed task does not stop the others, and the stage is `partial` when some
+    succeeded."""
     if StageState.running in states:
         return StageState.running
+    if StageState.failed in states:
+        return StageState.partial if StageState.succeeded in states else StageState.failed
     if states and all(state is StageState.succeeded for state in states):
         return StageState.succeeded
     return StageState.missing
 
 
 def decide(states: Mapping[Stage, StageState]) -> Decision:
-    """Start the first stage that has not succeeded, wait on a running one, stop on a failure."""
+    """Start the first stage that has not succeeded, wait on a running one, stop on a failure.
+    A partial stage ends the run as a partial success when it is the last (finetune), and as a
+    failure before it (a later stage needs all of its outputs)."""
     for stage in STAGE_ORDER:
         state = states.get(stage, StageState.missing)
         if state is StageState.succeeded:
             continue
-        if state is StageState.failed:
+        if state is StageState.partial and stage is STAGE_ORDER[-1]:
+            return Decision("partial", stage)
+        if state in (StageState.failed, StageState.partial):
             return Decision("fail", stage)
         if state is StageState.running:
             return Decision("wait", stage)

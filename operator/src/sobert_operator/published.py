@@ -8,11 +8,11 @@ twice. No torch here: the controller reads it too.
 from __future__ import annotations
 
 from sobert_api import paths
+from sobert_api.checkpoints import complete_checkpoints
 from sobert_api.spec import RunSpec
+from sobert_api.storage import Storage
 from sobert_operator.pipeline import Observed
 from sobert_operator.results import finetuned_tasks
-from sobert_trainer.pretrain.checkpoint_index import complete_checkpoints
-from sobert_trainer.storage import Storage
 
 
 def observe(spec: RunSpec, storage: Storage, dataset_id: str) -> Observed:

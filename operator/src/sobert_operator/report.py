@@ -13,16 +13,16 @@ import time
 from typing import Any
 
 from sobert_api import paths
+from sobert_api.progress import read_progress
 from sobert_api.spec import RunSpec
+from sobert_api.storage import Storage
 from sobert_operator.cost.goodput import goodput
 from sobert_operator.cost.ledger import Allocation, spend_series, summarize
 from sobert_operator.cost.records import read_eta, read_ledger
 from sobert_operator.report_html import render_html, render_plots
 from sobert_operator.report_markdown import render_markdown
 from sobert_operator.report_view import report_view
-from sobert_operator.results import finetune_metrics, finetune_results
-from sobert_trainer.pretrain.progress import read_progress
-from sobert_trainer.storage import Storage
+from sobert_operator.results import finetune_failures, finetune_metrics, finetune_results
 
 
 def build_report(spec: RunSpec, storage: Storage, now: float | None = None) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def build_report(spec: RunSpec, storage: Storage, now: float | None = None) -> d
     ledger = read_ledger(storage, spec.name)
     forecast = storage.read_json_if_exists(paths.forecast_key(spec.name))
     submitted = storage.read_json_if_exists(paths.submit_forecast_key(spec.name))
-    records = read_progress(storage, paths.progress_key(spec.name))
+    records = read_progress(storage, spec.name)
     metrics = finetune_metrics(spec, storage)
     totals = summarize(ledger, now)
     stopped = any(a.reason == "BudgetStopped" for a in ledger)
@@ -58,6 +58,7 @@ def build_report(spec: RunSpec, storage: Storage, now: float | None = None) -> d
         "spend_series": spend_series(ledger, now, points=100),
         "pretrain": _progress(records),
         "finetune": finetune_results(spec, storage, metrics),
+        "finetune_failed": finetune_failures(spec, storage, metrics),
         "prices": _prices(ledger, forecast),
     }
 

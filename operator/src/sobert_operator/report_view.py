@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sobert_api.timestamps import rfc3339
 from sobert_operator.cost.money import usd
-from sobert_operator.timestamps import rfc3339
 
 
 @dataclass(frozen=True)
@@ -197,12 +197,16 @@ def _pretraining(report: dict[str, Any]) -> Section | None:
 
 
 def _finetuning(report: dict[str, Any]) -> Section | None:
-    if not report["finetune"]:
+    failed = report.get("finetune_failed") or {}  # absent from reports written before it existed
+    if not report["finetune"] and not failed:
         return None
-    rows = [[task, r["metric"], f"{r['score']:.4f}", f"{r['train_examples']:,}", f"{r['validation_examples']:,}"]
-            for task, r in report["finetune"].items()]  # fmt: skip
-    table = Table(["task", "metric", "score", "train examples", "validation examples"], rows, frozenset({2, 3, 4}))
-    return Section("Finetuning", tables=[table])
+    rows = [[task, "succeeded", r["metric"], f"{r['score']:.4f}", f"{r['train_examples']:,}",
+             f"{r['validation_examples']:,}"] for task, r in report["finetune"].items()]  # fmt: skip
+    rows += [[task, "failed", "-", "-", "-", "-"] for task in failed]
+    columns = ["task", "outcome", "metric", "score", "train examples", "validation examples"]
+    notes = [f"{task} failed: {said} (its driver's log: runs/{report['run']}/finetune/{task}/driver.log)"
+             for task, said in failed.items()]  # fmt: skip
+    return Section("Finetuning", tables=[Table(columns, rows, frozenset({3, 4, 5}))], notes=notes)
 
 
 def _prices(report: dict[str, Any]) -> Section:

@@ -8,7 +8,7 @@ import json
 
 from sobert_api import paths
 from sobert_api.spec import RunSpec
-from sobert_trainer.storage import Storage
+from sobert_api.storage import Storage
 
 
 class RunConflictError(ValueError):

@@ -1,8 +1,25 @@
-"""`sobertctl data prepare`: dumps -> tokenizer + Megatron shards under <out>/data/<dataset-id>/."""
+"""`sobertctl data prepare`: dumps -> tokenizer + Megatron shards under <out>/data/<dataset-id>/.
+
+The preparation is the trainer's prepare stage (`python -m sobert_trainer.data`), given a spec
+built from the flags; the dataset id is the one any run with these inputs and settings computes.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+
+from sobert_api import paths
+from sobert_api.dataset import dataset_id
+from sobert_api.loading import build_spec
+from sobert_api.spec import RunSpec
+from sobert_api.stages import prepare_args
+from sobert_api.storage import Storage
+from sobertctl.trainer_process import run_stage, spec_file
+
+# The preset whose defaults a standalone preparation takes for what the flags do not set (the
+# seed, the minimum document length): those of the SOBert releases.
+PREPARE_PRESET = "base"
 
 
 def register(sub) -> None:
@@ -31,26 +48,34 @@ def register(sub) -> None:
     prepare.set_defaults(handler=run_prepare)
 
 
+def prepare_spec(args: argparse.Namespace) -> RunSpec:
+    """The spec the prepare stage reads: the flags over the PREPARE_PRESET's data settings."""
+    document = {
+        "preset": PREPARE_PRESET,
+        "name": "data-prepare",
+        "storage": {"uri": args.out, "endpoint_url": args.endpoint_url},
+        "model": {"vocab_size": args.vocab_size},
+        "data": {
+            "posts": args.posts,
+            "comments": args.comments,
+            "document_unit": args.unit,
+            "workers": args.workers,
+            "tokenizer_train_docs": args.tokenizer_train_docs,
+        },
+    }
+    return build_spec(document, source="command line")
+
+
 def run_prepare(args: argparse.Namespace) -> int:
-    import json
-
-    from sobert_trainer.data.prepare import PrepareConfig, prepare_dataset
-    from sobert_trainer.storage import Storage
-
-    if args.vocab_size < 16 or args.workers < 1:
-        raise ValueError("--vocab-size must be >= 16 and --workers >= 1")
-    config = PrepareConfig(
-        posts=args.posts,
-        comments=args.comments,
-        vocab_size=args.vocab_size,
-        document_unit=args.unit,
-        workers=args.workers,
-        tokenizer_train_docs=args.tokenizer_train_docs,
-        endpoint_url=args.endpoint_url,
-    )
+    spec = prepare_spec(args)
+    dataset = args.dataset_id or dataset_id(spec)
+    with spec_file(spec) as path:
+        run_stage("sobertctl data prepare", prepare_args(path, dataset, force=args.force))
     storage = Storage.open(args.out, args.endpoint_url)
-    manifest = prepare_dataset(config, storage, args.dataset_id, force=args.force)
+    manifest = storage.read_manifest(paths.dataset_prefix(dataset))
+    if manifest is None:
+        raise RuntimeError(f"sobertctl data prepare: {storage.uri(paths.dataset_prefix(dataset))} was not published")
     summary = {k: manifest[k] for k in ("dataset_id", "counts", "shards", "tokenizer", "timings_s")}
-    summary["uri"] = storage.uri(f"data/{manifest['dataset_id']}")
+    summary["uri"] = storage.uri(paths.dataset_prefix(dataset))
     print(json.dumps(summary, indent=2))
     return 0

@@ -1,8 +1,9 @@
 """`sobertctl eval RUN`: score a run's finetuned models on held-out data (no training on it).
 
 Splits are named files: `--split ner=path/test.txt` (repeatable), or `--eval-dir DIR` for a
-directory laid out like ../shared/eval (each task's known held-out files). Results go to
-runs/<run>/finetune/<task>/eval-<split>.json and print as a table.
+directory laid out like ../shared/eval (each task's known held-out files). Each split is scored by
+the trainer's evaluation entry point (`python -m sobert_trainer.finetune.evaluate`), which writes
+runs/<run>/finetune/<task>/eval-<split>.json; the results print as a table.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sobert_api import paths
 from sobert_api.spec import TaskName
+from sobert_api.stages import evaluate_args
+from sobertctl.trainer_process import run_stage, spec_file
 
 # Held-out files of ../shared/eval, by task: (split name, path below the eval dir).
 EVAL_DIR_LAYOUT: dict[TaskName, list[tuple[str, str]]] = {
@@ -51,19 +55,21 @@ def splits_from_args(args: argparse.Namespace, tasks: list[TaskName]) -> list[tu
 
 
 def run(args: argparse.Namespace) -> int:
-    from sobert_trainer.finetune.evaluate import evaluate_split
+    from sobert_api.storage import Storage
     from sobertctl.cmd_stages import load_run_spec
 
     spec = load_run_spec(args.storage, args.endpoint_url, args.run)
     splits = splits_from_args(args, list(spec.finetune.tasks))
     if not splits:
         raise ValueError(f"no held-out split for the tasks of run {spec.name}; give --split TASK=PATH or --eval-dir")
+    storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url)
     print("| task | split | examples | metric | score |")
     print("| --- | --- | ---: | --- | ---: |")
-    for task, split, uri in splits:
-        result = evaluate_split(spec, task, uri, split)
-        m = result["metrics"]
-        metric = "f1" if "f1" in m else "macro_f1"
-        count = m.get("examples", m.get("sentences"))
-        print(f"| {task.value} | {split} | {count} | {metric} | {m[metric]:.4f} |", flush=True)
+    with spec_file(spec) as path:
+        for task, split, uri in splits:
+            run_stage("sobertctl eval", evaluate_args(path, task.value, split, uri))
+            m = storage.read_json(paths.finetune_eval_key(spec.name, task.value, split))["metrics"]
+            metric = "f1" if "f1" in m else "macro_f1"
+            count = m.get("examples", m.get("sentences"))
+            print(f"| {task.value} | {split} | {count} | {metric} | {m[metric]:.4f} |", flush=True)
     return 0

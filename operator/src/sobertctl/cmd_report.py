@@ -18,8 +18,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sobert_api.storage import Storage
     from sobert_operator.report import write_report
-    from sobert_trainer.storage import Storage
     from sobertctl.cmd_stages import load_run_spec
 
     spec = load_run_spec(args.storage, args.endpoint_url, args.run)

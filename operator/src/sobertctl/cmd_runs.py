@@ -48,7 +48,7 @@ def _connect(args):
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from sobertctl.kube import list_runs, run_row, table
+    from sobertctl.kube import failure_details, list_runs, run_row, table
 
     client, namespace = _connect(args)
     if args.run:
@@ -64,6 +64,9 @@ def run_status(args: argparse.Namespace) -> int:
         print(plain_yaml(runs if not args.run else runs[0]))
     else:
         print(table([run_row(r) for r in runs], empty=f"No SobertRuns in namespace {namespace}."))
+        details = failure_details(runs[0]) if args.run else ""
+        if details:
+            print(f"\n{details}")
     return 0
 
 

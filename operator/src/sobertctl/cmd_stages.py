@@ -28,7 +28,7 @@ def register(sub) -> None:
 
 def load_run_spec(storage_uri: str, endpoint_url: str | None, run: str) -> RunSpec:
     """The spec a run was submitted with (runs/<run>/spec.json)."""
-    from sobert_trainer.storage import Storage
+    from sobert_api.storage import Storage
 
     storage = Storage.open(storage_uri, endpoint_url)
     key = paths.spec_key(run)

@@ -29,7 +29,11 @@ def register(sub) -> None:
     parser.add_argument(
         "--workdir", type=Path, default=Path(DEFAULT_STORAGE) / "work", help="Local scratch for stage processes."
     )
-    parser.add_argument("--dry-run", action="store_true", help="Validate and print the spec and commands; run nothing.")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="Validate and print the spec and commands; run nothing (and read no input: a submit checks them).",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -58,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from sobert_operator.local_executor import LocalExecutor
 
+    check_inputs_or_refuse(spec)
     check_budget(spec)
     print(
         f"run {spec.name}: preset {spec.preset or '-'}, {spec.model.parameter_count():,} parameters, "
@@ -81,6 +86,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_inputs_or_refuse(spec, credentials: tuple[str, str] | None = None) -> None:
+    """Refuse a run whose inputs are missing, unreadable or (task files) do not parse, before
+    anything runs or is created (`sobert_operator.input_check`)."""
+    from sobert_api.loading import SpecError
+    from sobert_operator.input_check import InputsUnreachable, check_inputs
+
+    try:
+        problems = check_inputs(spec, credentials)
+    except InputsUnreachable as exc:
+        raise SpecError(f"inputs: cannot be checked: {exc}") from exc
+    if problems:
+        raise SpecError("inputs:\n  " + "\n  ".join(problems))
+
+
 def check_budget(spec, cluster=None) -> None:
     """Refuse a run whose forecast exceeds its budget (unless --over-budget); say what it will cost."""
     from sobert_api.loading import SpecError
@@ -101,10 +120,9 @@ def check_budget(spec, cluster=None) -> None:
 
 def submit_kubernetes(args: argparse.Namespace, spec) -> int:
     """Create a SobertRun (or, with --dry-run, print every manifest the run will create)."""
+    from sobert_api.dataset import dataset_id
     from sobert_operator.cluster import default_cluster_config, load_cluster_config
-    from sobert_operator.kube.plan import render_all
     from sobert_operator.preflight import preflight
-    from sobert_trainer.data.prepare import PrepareConfig
     from sobertctl.kube import run_object
     from sobertctl.output import plain_yaml_all
 
@@ -115,13 +133,18 @@ def submit_kubernetes(args: argparse.Namespace, spec) -> int:
     check_budget(spec, cluster)
     run = run_object(spec)
     if args.dry_run:
-        documents = [run, *render_all(spec, cluster, PrepareConfig.from_spec(spec).dataset_id())]
+        # Only here: the renderers import the Training Operator SDK (about 3 s), which a submit
+        # does not need (the controller renders).
+        from sobert_operator.kube.plan import render_all
+
+        documents = [run, *render_all(spec, cluster, dataset_id(spec))]
         print(plain_yaml_all(documents), end="")
         return 0
     from sobertctl.kube import connect
 
     client, namespace = connect(args.context)
     namespace = args.namespace or namespace
+    _check_inputs_with_the_runs_secret(spec, cluster, client, namespace)
     if not client.create(run, namespace):
         raise ValueError(f"SobertRun {namespace}/{spec.name} already exists (sobertctl status {spec.name})")
     print(f"sobertrun {spec.name} created in namespace {namespace}")
@@ -135,6 +158,28 @@ def submit_kubernetes(args: argparse.Namespace, spec) -> int:
     print(f"  sobertctl logs {spec.name}{ns} -f       # current stage's logs")
     print(f"  sobertctl cancel {spec.name}{ns}        # stop and delete its jobs")
     return 0
+
+
+def _check_inputs_with_the_runs_secret(spec, cluster, client, namespace: str) -> None:
+    """The inputs checked with the keys in the run's storage Secret, as its pods will read them.
+    When this user may not read that Secret (or it is not there yet), the check is left to the
+    controller, which reads it before the run's first stage."""
+    from kubernetes.client.exceptions import ApiException
+
+    from sobert_operator.kube.progress import storage_credentials
+    from sobert_operator.render.common import storage_secret_name
+
+    secret_name = storage_secret_name(spec, cluster)
+    try:
+        credentials = storage_credentials(client.get("v1", "Secret", secret_name, namespace))
+    except ApiException as exc:
+        credentials, why = None, f"cannot read Secret {namespace}/{secret_name} ({exc.reason})"
+    else:
+        why = f"Secret {namespace}/{secret_name} has no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+    if credentials is None:
+        print(f"inputs: not checked here: {why}; the controller checks them before the first stage")
+        return
+    check_inputs_or_refuse(spec, credentials)
 
 
 def results_table(results: dict[str, dict]) -> str:

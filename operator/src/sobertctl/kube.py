@@ -6,9 +6,9 @@ import datetime as dt
 import json
 from typing import Any
 
+from sobert_api import timestamps
 from sobert_api.crd import API_VERSION, KIND
 from sobert_api.spec import RunSpec
-from sobert_operator import timestamps
 
 
 def run_object(spec: RunSpec) -> dict[str, Any]:
@@ -85,6 +85,34 @@ def run_row(run: dict[str, Any], now: dt.datetime | None = None) -> dict[str, st
     }
 
 
+def failure_details(run: dict[str, Any]) -> str:
+    """For one run that failed or partly succeeded: the whole message, the container that failed
+    its stage and the last lines it logged (`.status.failure`), each failed finetune task's reason
+    and where its driver's log is; empty otherwise."""
+    from sobert_api import paths
+
+    status = run.get("status") or {}
+    if status.get("phase") not in ("Failed", "PartiallySucceeded"):
+        return ""
+    lines = [f"message: {status.get('message') or '-'}"]
+    tasks = ((status.get("stages") or {}).get("finetune") or {}).get("tasks") or {}
+    storage = ((run.get("spec") or {}).get("storage") or {}).get("uri", "").rstrip("/")
+    for task, entry in tasks.items():
+        if entry.get("state") == "failed":
+            log = f"{storage}/{paths.finetune_driver_log_key(run['metadata']['name'], task)}"
+            lines.append(f"task {task} failed: {entry.get('message') or '-'}; driver log: {log}")
+    failure = status.get("failure") or {}
+    if failure:
+        lines.append(
+            f"failed:  stage {failure.get('stage')}, pod {failure.get('pod')}, container {failure.get('container')}: "
+            f"exit {failure.get('exitCode')} ({failure.get('reason')}) at {failure.get('finishedAt') or '?'}"
+        )
+        tail = (failure.get("logTail") or "").rstrip("\n")
+        if tail:
+            lines += ["last log lines:", *(f"  {line}" for line in tail.splitlines())]
+    return "\n".join(lines)
+
+
 def progress_cell(status: dict[str, Any]) -> str:
     """The run's percent done, and its current stage's: `37% (pretrain 52%)`."""
     progress = status.get("progress") or {}
@@ -119,8 +147,9 @@ def finetune_cell(status: dict[str, Any]) -> str:
     if not tasks:
         return "-"
     done = sum(t.get("state") == "succeeded" for t in tasks.values())
-    scores = " ".join(f"{task} {r['score']:.3f}" for task, r in (status.get("finetune") or {}).items())
-    return f"{done}/{len(tasks)}" + (f" {scores}" if scores else "")
+    scores = [f"{task} {r['score']:.3f}" for task, r in (status.get("finetune") or {}).items()]
+    scores += [f"{task} failed" for task, t in tasks.items() if t.get("state") == "failed"]
+    return f"{done}/{len(tasks)}" + (f" {' '.join(scores)}" if scores else "")
 
 
 def table(rows: list[dict[str, str]], empty: str) -> str:

@@ -1,27 +1,41 @@
-"""What every `python -m sobert_trainer.<stage>` entry point does first: log lines, read its spec."""
+"""What every `python -m sobert_trainer.<stage>` entry point does first: log lines, read its spec.
+
+The entry points, their flags and exit codes are the contract's (`sobert_api.stages`)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
 
 from sobert_api.loading import SpecError, build_spec
-from sobert_api.spec import RunSpec
-
-# Stage exit codes. 1-127 are permanent for the Training Operator's `restartPolicy: ExitCode`, 128+ retried.
-EXIT_BAD_INPUT = 2
-# "Checkpointed on SIGTERM, restart me": 128 + SIGTERM, what a process killed by SIGTERM reports.
-EXIT_PREEMPTED = 128 + signal.SIGTERM
+from sobert_api.spec import RunSpec, TaskName
+from sobert_api.stages import ERROR_LINE, LOG_FORMAT
 
 
 def start_stage(spec_path: Path) -> RunSpec | None:
     """Configure logging and load the run's spec.json; None after printing why (exit EXIT_BAD_INPUT)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
         return build_spec(json.loads(spec_path.read_text()), source=str(spec_path))
     except (OSError, ValueError, SpecError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        report_error(exc)
         return None
+
+
+def report_error(exc: BaseException | str) -> None:
+    """A stage's own error message, on stderr as the executors expect it (`ERROR_LINE`)."""
+    print(f"{ERROR_LINE} {exc}", file=sys.stderr)
+
+
+def start_task_stage(spec_path: Path, task: str) -> tuple[RunSpec, TaskName] | None:
+    """`start_stage` for a stage of one finetune task: the spec and the task, or None after
+    printing why (the spec is invalid, or lists no such task)."""
+    spec = start_stage(spec_path)
+    if spec is None:
+        return None
+    if TaskName(task) not in spec.finetune.tasks:
+        report_error(f"{spec_path}: finetune.tasks has no {task!r} entry")
+        return None
+    return spec, TaskName(task)

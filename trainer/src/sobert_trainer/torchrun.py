@@ -25,7 +25,8 @@ import signal
 import sys
 from collections.abc import Iterable
 
-GRACE_FLAG = "--grace-seconds="
+from sobert_api.stages import GRACE_FLAG
+
 # What this process needs after its workers are gone, before the kubelet's SIGKILL at the grace period.
 SHUTDOWN_MARGIN_S = 10
 

@@ -6,53 +6,75 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
 
-from sobert_api import paths
+from sobert_api import timestamps
 from sobert_api.crd import API_VERSION, KIND
+from sobert_api.dataset import dataset_id
 from sobert_api.loading import SpecError, build_spec
 from sobert_api.spec import RunSpec
-from sobert_operator import timestamps
+from sobert_api.storage import Storage
 from sobert_operator.cluster import ClusterConfig, load_cluster_config
 from sobert_operator.controller import metrics
+from sobert_operator.controller.job_views import JobViews
 from sobert_operator.cost.catalog import PriceCatalog, load_catalog
 from sobert_operator.cost.devices import forecast_for, peak_tflops
-from sobert_operator.cost.forecast import Measured
-from sobert_operator.cost.ledger import summarize
-from sobert_operator.cost.measured import read_measured
+from sobert_operator.cost.meter import MeterMemory, RunMeter
 from sobert_operator.cost.policy import BudgetAction
-from sobert_operator.cost.records import append_allocation, append_eta, read_ledger, request_checkpoint
+from sobert_operator.cost.records import request_checkpoint
+from sobert_operator.input_check import InputsUnreachable, check_inputs
 from sobert_operator.kube.budget import (
     SUSPEND_PATCH,
     BudgetStep,
     accrued_since_priced,
     budget_step,
     gpu_price,
-    merge_ledger,
     open_pods,
     pod_allocations,
     vanished_allocations,
 )
 from sobert_operator.kube.client import KubeClient, PrerequisiteMissingError
+from sobert_operator.kube.failure import (
+    LOG_TAIL_LINES,
+    FailedContainer,
+    failure_status,
+    failures_by_cause,
+    first_with_log,
+    last_error_line,
+)
 from sobert_operator.kube.observe import job_state
-from sobert_operator.kube.plan import condition, gone_after_success, is_terminal, plan, stage_kind, stage_objects
+from sobert_operator.kube.plan import (
+    Plan,
+    condition,
+    gone_after_success,
+    is_terminal,
+    plan,
+    stage_kind,
+    stage_objects,
+)
 from sobert_operator.kube.progress import last_progress, run_progress, storage_credentials
 from sobert_operator.pipeline import STAGE_ORDER, Stage, StageState
 from sobert_operator.preflight import preflight
 from sobert_operator.published import observe
-from sobert_operator.render.common import LABEL_RUN, object_name, storage_secret_name
+from sobert_operator.render.common import LABEL_RUN, LABEL_STAGE, object_name, storage_secret_name
 from sobert_operator.results import finetune_results
 from sobert_operator.run_record import RunConflictError, record_spec
-from sobert_trainer.data.prepare import PrepareConfig
-from sobert_trainer.pretrain.progress import read_progress
-from sobert_trainer.storage import Storage
 
-RESYNC_SECONDS = float(os.environ.get("SOBERT_RESYNC_SECONDS", "60"))
+RECONCILE_THREADS = 16
+"""Handlers that run at once (kopf runs sync handlers in a thread pool; Python's default, 4 + CPUs,
+kept 6 of them on 2 CPUs). A reconcile spends most of its time waiting on the API server, so more
+threads than CPUs keep a burst of runs moving: with 200 runs created at once on 2 CPUs, the p99
+to the PyTorchJob was 8.2 s with 6 threads and 5.6-6.5 s with 16, measured in turn
+(`scripts/bench_controller.py`; 32 and 64 threads did no better)."""
+
 _state: dict[str, Any] = {}
+_job_views = JobViews()
 _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
 
@@ -61,8 +83,9 @@ def _now() -> str:
     return timestamps.rfc3339(time.time())
 
 
-def startup(settings: kopf.OperatorSettings, logger) -> None:
+def startup(settings: kopf.OperatorSettings, logger, owned: Mapping[tuple[str, str, str], Any]) -> None:
     settings.persistence.finalizer = "sobert.dev/cleanup"
+    settings.execution.max_workers = RECONCILE_THREADS
     settings.posting.level = 20  # INFO and above become Events
     # No scanning: kopf would list CRDs and namespaces cluster-wide (kopf 1.45
     # `_core/reactor/observation.py`), which the chart's namespaced Role does not allow, and fail
@@ -77,7 +100,8 @@ def startup(settings: kopf.OperatorSettings, logger) -> None:
     except k8s_config.ConfigException:
         # Read KUBECONFIG now: the client library resolves its default path at import time.
         k8s_config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
-    client = KubeClient()
+    _state["owned"] = owned
+    client = KubeClient(connections=RECONCILE_THREADS)
     client.refresh_discovery()  # prerequisites are checked against the cluster as it is now
     _state["client"] = client
     missing: dict[str, str] = {}
@@ -105,9 +129,23 @@ def is_done(status: dict[str, Any] | None) -> bool:
     return is_terminal(status) and not ((status or {}).get("cost") or {}).get("openPods")
 
 
+def _owned(namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+    """An object the controller created, as the watch last saw it (`main.owned`); the newest when
+    a deleted one and its successor of the same name are both there for a moment. One just
+    created may not be there yet: creating it again is then refused as already there (409)."""
+    found = list(_state["owned"].get((namespace, kind, name), ()))  # one step under the GIL
+    return max(found, key=lambda body: body["metadata"].get("creationTimestamp") or "", default=None)
+
+
 def _lock(namespace: str, name: str) -> threading.Lock:
     with _locks_guard:
         return _locks.setdefault((namespace, name), threading.Lock())
+
+
+def job_changed(run: str, namespace: str, job: Any, event: str, logger) -> None:
+    """An event of one of `run`'s jobs: reconciled only when it can move the run (`job_views`)."""
+    if _job_views.changed(namespace, job, event):
+        reconcile(run, namespace, logger)
 
 
 def reconcile(name: str, namespace: str, logger) -> None:
@@ -118,7 +156,6 @@ def reconcile(name: str, namespace: str, logger) -> None:
 
 def _reconcile(name: str, namespace: str, logger) -> None:
     client: KubeClient = _state["client"]
-    cluster: ClusterConfig = _state["cluster"]
     run: Any = client.get(API_VERSION, KIND, name, namespace)  # a plain dict; kopf's helpers accept it
     if run is None or run["metadata"].get("deletionTimestamp"):
         return
@@ -132,19 +169,90 @@ def _reconcile(name: str, namespace: str, logger) -> None:
     def set_status(**fields: Any) -> None:
         client.patch_status(API_VERSION, KIND, name, namespace, {"observedGeneration": generation, **fields})
 
+    admitted = _admit(run, status, set_status)
+    if admitted is None:
+        return
+    spec, objects, secret = admitted
+    jobs = {o.name: _owned(namespace, o.kind, o.name) for o in objects}
+    progressing = any(jobs.get(o.name) for o in objects if o.stage is Stage.pretrain)
+    priced = _meter(
+        spec, namespace, secret, status.get("cost") or {}, progressing, logger, status.get("stage"), any(jobs.values())
+    )
+    if priced.storage is not None:
+        _record_spec(run, spec, priced.storage, logger)
+    result = _plan(run, spec, status, jobs, objects, priced.step.cost_status["secondsLeft"], secret)
+    if result.status.get("phase") == "Failed":
+        _add_failure(run, result, logger)
+    _apply_budget(run, spec, priced.step, priced.storage, result, jobs, objects, client, namespace, logger)
+    _add_status_extras(run, spec, status, result, jobs, priced.storage, storage_credentials(secret), logger)
+    for obj in result.create:
+        kopf.adopt(obj, owner=run)
+        if client.create(obj, namespace):
+            if obj["kind"] != "ConfigMap":
+                _job_views.created(namespace, obj)
+            logger.info("created %s %s", obj["kind"], obj["metadata"]["name"])
+    if result.event and result.status.get("phase") != status.get("phase"):
+        reason, message = result.event
+        (kopf.warn if reason == "StageFailed" else kopf.info)(run, reason=reason, message=message)
+    metrics.observe(spec.name, result.status)
+    set_status(**{"message": None, **result.status})  # clear a stale message unless the plan sets one
+    if is_terminal(result.status):  # its report, as it ends (again once its last pods are priced)
+        _write_report(spec, secret, logger)
+
+
+def _add_failure(run: Any, result: Plan, logger) -> None:
+    """On the pass that finds a stage failed: the container that failed it, its exit and its last
+    log lines (`.status.failure`), and its own error line added to the message."""
+    client: KubeClient = _state["client"]
+    name, namespace, stage = run["metadata"]["name"], run["metadata"]["namespace"], result.status["stage"]
+    try:
+        pods = client.list("v1", "Pod", namespace, f"{LABEL_RUN}={name},{LABEL_STAGE}={stage}")
+    except ApiException as exc:
+        logger.warning("cannot list the failed stage's pods: %s", exc.reason)
+        return
+
+    def read_log(failed: FailedContainer) -> str | None:
+        try:
+            return client.log_tail(failed.pod, namespace, failed.container, LOG_TAIL_LINES, failed.previous)
+        except ApiException as exc:
+            logger.warning("cannot read the log of %s/%s: %s", failed.pod, failed.container, exc.reason)
+            return None
+
+    found = first_with_log(failures_by_cause(pods), read_log)
+    if found is None:  # its pods are gone (deleted, or never started)
+        return
+    failed, tail = found
+    result.status["failure"] = {"stage": stage, **failure_status(failed, tail)}
+    said = last_error_line(tail)
+    exited = f"{failed.container} exited {failed.exit_code}, {failed.reason}"
+    detail = f" (pod {failed.pod}: {exited}{': ' + said if said else ''})"
+    result.status["message"] += detail
+    for entry in result.status.get("conditions") or []:
+        entry["message"] += detail
+    if result.event:
+        result.event = (result.event[0], result.event[1] + detail)
+
+
+def _admit(run: Any, status: dict[str, Any], set_status: Callable[..., None]):
+    """The run's spec, its stages' objects and its storage Secret, or None after recording in
+    status why it cannot go on (an invalid spec, a missing operator, a missing Secret)."""
+    client: KubeClient = _state["client"]
+    cluster: ClusterConfig = _state["cluster"]
+    namespace = run["metadata"]["namespace"]
+
+    def hold(phase: str, reason: str, message: str, event: bool = True) -> None:
+        if event and status.get("message") != message:
+            kopf.warn(run, reason=reason, message=message)
+        set_status(phase=phase, message=message, conditions=[condition("Ready", False, reason, message, _now())])
+
     try:
         spec = _run_spec(run)
         problems = preflight(spec, cluster)
         if problems:
             raise SpecError("; ".join(problems))
     except SpecError as exc:
-        message = str(exc)
-        if status.get("message") != message:
-            kopf.warn(run, reason="InvalidSpec", message=message)
-        set_status(
-            phase="Invalid", message=message, conditions=[condition("Ready", False, "InvalidSpec", message, _now())]
-        )
-        return
+        hold("Invalid", "InvalidSpec", str(exc))
+        return None
     objects = stage_objects(spec, cluster)
     needed = [_state["missing"][o.kind] for o in objects if o.kind in _state.get("missing", {})]
     if needed:
@@ -154,49 +262,60 @@ def _reconcile(name: str, namespace: str, logger) -> None:
             message=f"prerequisites missing: {message}",
             conditions=[condition("Ready", False, "PrerequisitesMissing", message, _now())],
         )
-        return
-    secret = storage_secret_name(spec, cluster)
-    secret_obj = client.get("v1", "Secret", secret, namespace)  # read once: checked, then used for storage
-    if secret_obj is None:
-        message = f"storage Secret {namespace}/{secret} not found (needs AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
-        if status.get("message") != message:
-            kopf.warn(run, reason="SecretMissing", message=message)
-        set_status(
-            phase="Pending", message=message, conditions=[condition("Ready", False, "SecretMissing", message, _now())]
-        )
-        return
+        return None
+    secret_name = storage_secret_name(spec, cluster)
+    secret = client.get("v1", "Secret", secret_name, namespace)  # read once: checked, then used for storage
+    if secret is None:
+        message = f"storage Secret {namespace}/{secret_name} not found (needs AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
+        hold("Pending", "SecretMissing", message)
+        return None
+    if cluster.check_inputs and not status.get("stages"):  # before the first stage, once
+        problems = _input_problems(spec, secret)
+        if problems:
+            hold("Invalid", "InvalidInput", "inputs: " + "; ".join(problems))
+            return None
+    return spec, objects, secret
 
-    dataset_id = PrepareConfig.from_spec(spec).dataset_id()
-    jobs = {o.name: client.get(o.api_version, o.kind, o.name, namespace) for o in objects}
-    configmap = client.get("v1", "ConfigMap", object_name(name, "spec"), namespace)
-    previous_cost = status.get("cost") or {}
-    progressing = any(jobs.get(o.name) for o in objects if o.stage is Stage.pretrain)
-    step, storage = _meter(
-        spec, cluster, client, namespace, secret_obj, previous_cost, progressing, logger, stage=status.get("stage")
-    )
-    credentials = storage_credentials(secret_obj)
-    if storage is not None:
-        _record_spec(run, spec, storage, logger)
+
+def _input_problems(spec: RunSpec, secret: dict[str, Any]) -> list[str]:
+    """What is wrong with the run's inputs, read with its Secret; retried later when storage
+    cannot be reached."""
+    try:
+        return check_inputs(spec, storage_credentials(secret))
+    except InputsUnreachable as exc:
+        raise kopf.TemporaryError(f"cannot check the run's inputs: {exc}", delay=30) from exc
+
+
+def _plan(run: Any, spec: RunSpec, status: dict[str, Any], jobs, objects, seconds_left, secret):
+    """`kube.plan` over what the cluster holds; a stage whose jobs are gone after success (their
+    TTL) is read from what the run published."""
+    cluster: ClusterConfig = _state["cluster"]
+    name, namespace = run["metadata"]["name"], run["metadata"]["namespace"]
+    dataset = dataset_id(spec)
+    configmap = _owned(namespace, "ConfigMap", object_name(name, "spec"))
     published = None
     if gone_after_success(objects, jobs, status):  # removed by their TTL: storage says whether they finished
         try:
-            published = observe(
-                spec, Storage.open(spec.storage.uri, spec.storage.endpoint_url, credentials), dataset_id
-            )
+            storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url, storage_credentials(secret))
+            published = observe(spec, storage, dataset)
         except Exception as exc:
             raise kopf.TemporaryError(f"cannot read the run's published outputs: {exc}", delay=30) from exc
-    result = plan(
+    return plan(
         spec,
         cluster,
-        dataset_id,
+        dataset,
         jobs,
         _now(),
         configmap is not None,
-        step.cost_status["secondsLeft"],
+        seconds_left,
         published=published,
         peak_tflops=peak_tflops(spec, _state["catalog"], cluster),
     )
-    _apply_budget(run, spec, step, storage, result, jobs, objects, client, namespace, logger)
+
+
+def _add_status_extras(run, spec, status, result, jobs, storage: Storage | None, credentials, logger) -> None:
+    """What status shows beyond the stages, read from storage without ever stalling the run:
+    training progress, finetune results (each once, as its task finishes), progress and ETA."""
     if result.status["stages"][Stage.pretrain.value]["state"] in ("running", "succeeded"):
         progress = _best_effort("progress", lambda: last_progress(spec, credentials), spec, logger)
         if progress:
@@ -214,59 +333,35 @@ def _reconcile(name: str, namespace: str, logger) -> None:
         result.status["finetune"] = known
     # The ETA's inputs are read with the ledger, when there is something to price; a finished run
     # needs none.
-    if storage is not None or result.status.get("phase") == "Succeeded":
+    if storage is not None or result.status.get("phase") in ("Succeeded", "PartiallySucceeded"):
         progress = _best_effort(
-            "progress and ETA",
-            lambda: _progress_and_eta(run, spec, result.status, jobs, storage),
-            spec,
-            logger,
+            "progress and ETA", lambda: _progress_and_eta(run, spec, result.status, jobs, storage), spec, logger
         )
         if progress:
             result.status["progress"] = progress
-    for obj in result.create:
-        kopf.adopt(obj, owner=run)
-        if client.create(obj, namespace):
-            logger.info("created %s %s", obj["kind"], obj["metadata"]["name"])
-    if result.event and result.status.get("phase") != status.get("phase"):
-        reason, message = result.event
-        (kopf.warn if reason == "StageFailed" else kopf.info)(run, reason=reason, message=message)
-    metrics.observe(spec.name, result.status)
-    set_status(**{"message": None, **result.status})  # clear a stale message unless the plan sets one
 
 
-def _measured(key: tuple[str, str], spec: RunSpec, storage: Storage, stage: str | None) -> Measured:
-    """What the run measured (`cost/measured.py`), read from storage once per stage: it changes
-    only as stages end, and the forecast is re-made on every resync until pretraining calibrates."""
-    cached = _state.setdefault("measured", {}).get(key)
-    if cached is None or cached[0] != stage:
-        cached = _state["measured"][key] = (
-            stage,
-            read_measured(spec, storage, PrepareConfig.from_spec(spec).dataset_id()),
-        )
-    return cached[1]
+def _meter_memory(namespace: str, name: str) -> MeterMemory:
+    """What this process remembers of a run's meter between reconciles."""
+    return _state.setdefault("meters", {}).setdefault((namespace, name), MeterMemory())
 
 
 ETA_EVERY_SECONDS = 60  # the controller's ETA history: a line per stage change, else at most this often
 
 
 def _progress_and_eta(run: Any, spec: RunSpec, status: dict[str, Any], jobs, storage: Storage | None) -> dict:
-    """`.status.progress` (KEP-2779's fields for the run and its stage), also appended to the
-    run's ETA history for its report when storage is at hand, as the stage changes and at most
-    once every ETA_EVERY_SECONDS (each append rewrites the object: an S3 read and write on the
-    reconcile). The forecast is the one this process last made (read from storage after a restart)."""
-    key = (run["metadata"]["namespace"], spec.name)
-    forecast = _state.setdefault("forecasts", {}).get(key)
-    if forecast is None and storage is not None:
-        forecast = storage.read_json_if_exists(paths.forecast_key(spec.name))
+    """`.status.progress` (KEP-2779's fields for the run and its stage), also added to the run's
+    ETA history for its report when storage is at hand (`RunMeter.record_eta`). The forecast is the
+    one this process last made (read from storage after a restart)."""
+    memory = _meter_memory(run["metadata"]["namespace"], spec.name)
+    meter = RunMeter(spec, storage, _state["catalog"], _state["cluster"], memory) if storage is not None else None
+    forecast = meter.last_forecast() if meter is not None else memory.forecast
     created = timestamps.parse(run["metadata"]["creationTimestamp"])
     assert created is not None  # the API server sets it on every object
     now = time.time()
     figures = run_progress(spec, status, jobs, forecast, created, now)
-    stage = (figures.get("stage") or {}).get("name")
-    last = _state.setdefault("eta_appended", {}).get(key)  # (stage, time) of this process's last line
-    if storage is not None and (last is None or last[0] != stage or now - last[1] >= ETA_EVERY_SECONDS):
-        append_eta(storage, spec.name, figures, now)
-        _state["eta_appended"][key] = (stage, now)
+    if meter is not None:
+        meter.record_eta(figures, now, ETA_EVERY_SECONDS)
     return figures
 
 
@@ -288,81 +383,106 @@ def _meter_until_gone(run: Any, status: dict[str, Any], logger) -> None:
     secret = client.get("v1", "Secret", storage_secret_name(spec, cluster), namespace)
     if secret is None:
         return
-    step, _ = _meter(spec, cluster, client, namespace, secret, status.get("cost") or {}, False, logger)
-    client.patch_status(API_VERSION, KIND, name, namespace, {"cost": step.cost_status})
+    priced = _meter(spec, namespace, secret, status.get("cost") or {}, False, logger)
+    client.patch_status(API_VERSION, KIND, name, namespace, {"cost": priced.step.cost_status})
+    if not priced.step.cost_status.get("openPods"):
+        _write_report(spec, secret, logger)
 
 
-def _meter(spec, cluster, client, namespace, secret, previous, progressing: bool, logger, stage: str | None = None):
-    """The run's ledger and the policy's next step, as (BudgetStep, Storage or None).
+def _write_report(spec: RunSpec, secret: dict[str, Any], logger) -> None:
+    """The run's report.json / .md / .html in its storage (`sobertctl report` reads the same)."""
+    from sobert_operator.report import write_report
+
+    def write() -> bool:
+        storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url, storage_credentials(secret))
+        write_report(spec, storage)
+        return True
+
+    if _best_effort("the report", write, spec, logger):
+        logger.info("report of %s written", spec.name)
+
+
+@dataclass
+class Priced:
+    """The run's spend as the controller last priced it."""
+
+    spent: float
+    burn: float
+    forecast: float | None
+    calibrated: bool
+    storage: Storage | None = None  # the run's storage, when it was read for this
+    step: Any = None  # the budget policy's BudgetStep
+
+
+def _meter(
+    spec, namespace, secret, previous, progressing: bool, logger, stage: str | None = None, has_jobs: bool = True
+) -> Priced:
+    """The run's spend from its pods (`kube/budget.py`) on its meter (`cost/meter.py`), and the
+    budget policy's next step. Its pods are listed unless it has none to find: no job of its
+    exists (`has_jobs`) and none of its pods is still open in the ledger.
 
     Storage is read only when there is something new to price (the run has pods) or to calibrate
     (pretraining is under way and the forecast is not calibrated yet), and not for a minute after it
     failed: a slow or unreachable bucket must never stall the state machine of every run.
     """
+    client: KubeClient = _state["client"]
+    cluster: ClusterConfig = _state["cluster"]
     catalog: PriceCatalog = _state["catalog"]
     key = (namespace, spec.name)
+    was_open = previous.get("openPods") or {}
+    pods = []
     try:
-        pods = client.list("v1", "Pod", namespace, f"{LABEL_RUN}={spec.name}")
+        if has_jobs or was_open:
+            pods = client.list("v1", "Pod", namespace, f"{LABEL_RUN}={spec.name}")
     except Exception as exc:  # e.g. a Role from an older chart without pods/list
         logger.warning("pods of %s unavailable for the ledger: %s", spec.name, type(exc).__name__)
-        pods = []
-    calibrated = previous.get("forecastCalibrated", False)
-    was_open = previous.get("openPods") or {}
     live = pod_allocations(pods, spec, cluster, catalog)
     now = time.time()
-    wanted = bool(pods) or bool(was_open) or (progressing and not calibrated)
-    storage = None
-    if wanted and _state.setdefault("storage_backoff", {}).get(key, 0) < time.time():
+    wanted = bool(pods) or bool(was_open) or (progressing and not previous.get("forecastCalibrated", False))
+    priced = None
+    if wanted and _state.setdefault("storage_backoff", {}).get(key, 0) < now:
         try:
-            storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url, storage_credentials(secret))
-            gone = vanished_allocations(was_open, live)
-            ledger, ended = merge_ledger(read_ledger(storage, spec.name), [*live, *gone])
-            for allocation in ended:
-                append_allocation(storage, spec.name, allocation)
-            spent = summarize(ledger, time.time())["usd"]
-            burn = sum(a.devices * a.usd_per_hour for a in ledger if a.end is None)
-            forecast = previous.get("forecastUsd")
-            # Re-forecast from what the run measured until pretraining is calibrated, and once more
-            # as each stage begins (the dataset's tokens, each finished task's first epoch).
-            if not calibrated or previous.get("forecastStage") != stage:
-                if not storage.exists(paths.submit_forecast_key(spec.name)):
-                    storage.write_json(
-                        paths.submit_forecast_key(spec.name), forecast_for(spec, catalog, cluster).as_dict()
-                    )
-                refreshed = forecast_for(
-                    spec,
-                    catalog,
-                    cluster,
-                    progress=read_progress(storage, paths.progress_key(spec.name)),
-                    measured=_measured(key, spec, storage, stage),
-                )
-                storage.write_json(paths.forecast_key(spec.name), refreshed.as_dict())
-                _state.setdefault("forecasts", {})[key] = refreshed.as_dict()
-                forecast = refreshed.usd
-                calibrated = refreshed.assumptions["calibrated_tokens_per_s"] is not None
+            seen = [*live, *vanished_allocations(was_open, live)]
+            priced = _priced_from_storage(spec, namespace, secret, previous, seen, stage)
         except Exception as exc:  # keep the state machine going; retry storage in a minute
             logger.warning("cost of %s unavailable: %s", spec.name, type(exc).__name__)
             _state["storage_backoff"][key] = time.time() + 60
-            storage = None
-    if storage is None:  # the ledger unread (nothing new to price, or storage failing): the last
+    if priced is None:  # the ledger unread (nothing new to price, or storage failing): the last
         # figures, plus what the running pods have cost since they were priced
-        spent = previous.get("spentUsd", 0.0) + accrued_since_priced(live, was_open, now)
-        burn = previous.get("burnUsdPerHour", 0.0) if pods else 0.0
         forecast = previous.get("forecastUsd")
-        if forecast is None:
-            forecast = forecast_for(spec, catalog, cluster).usd
-    if not burn:  # nothing running: what the pretraining job will burn
-        burn = spec.parallel.world_size * gpu_price(spec, cluster, catalog)[1]
-    step = budget_step(spec, spent, forecast, burn, previous)
-    step.cost_status["forecastCalibrated"] = calibrated
-    if storage is not None:
+        priced = Priced(
+            spent=previous.get("spentUsd", 0.0) + accrued_since_priced(live, was_open, now),
+            burn=previous.get("burnUsdPerHour", 0.0) if pods else 0.0,
+            forecast=forecast if forecast is not None else forecast_for(spec, catalog, cluster).usd,
+            calibrated=previous.get("forecastCalibrated", False),
+        )
+    # Nothing running: what the pretraining job will burn.
+    burn = priced.burn or spec.parallel.world_size * gpu_price(spec, cluster, catalog)[1]
+    priced.step = step = budget_step(spec, priced.spent, priced.forecast, burn, previous)
+    step.cost_status["forecastCalibrated"] = priced.calibrated
+    if priced.storage is not None:
         step.cost_status["forecastStage"] = stage
     # Running pods, to close any that vanish before they are seen ending; until the ledger has
     # recorded the ones that did (storage read), the ones known before stay open too. Status is
     # merge-patched: a pod no longer open is removed by a null.
-    still_open = open_pods(live, now) if storage is not None else {**was_open, **open_pods(live, now)}
+    still_open = open_pods(live, now) if priced.storage is not None else {**was_open, **open_pods(live, now)}
     step.cost_status["openPods"] = {**dict.fromkeys(set(was_open) - set(still_open)), **still_open}
-    return step, storage
+    return priced
+
+
+def _priced_from_storage(spec, namespace, secret, previous, seen, stage: str | None) -> Priced:
+    """The spend from the run's ledger with the allocations seen now; the forecast re-made from
+    what the run measured until pretraining is calibrated, and once more as each stage begins
+    (the dataset's tokens, each finished task's first epoch)."""
+    storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url, storage_credentials(secret))
+    meter = RunMeter(spec, storage, _state["catalog"], _state["cluster"], _meter_memory(namespace, spec.name))
+    spend = meter.spend(seen)
+    forecast, calibrated = previous.get("forecastUsd"), previous.get("forecastCalibrated", False)
+    if not calibrated or previous.get("forecastStage") != stage:
+        meter.admitted()
+        refreshed = meter.reforecast(stage)
+        forecast, calibrated = refreshed.usd, refreshed.assumptions["calibrated_tokens_per_s"] is not None
+    return Priced(spend.usd, spend.burn_usd_per_hour, forecast, calibrated, storage)
 
 
 def _apply_budget(run, spec, step: BudgetStep, storage, result, jobs, objects, client, namespace, logger) -> None:
@@ -374,12 +494,12 @@ def _apply_budget(run, spec, step: BudgetStep, storage, result, jobs, objects, c
         condition(t, ok, reason, message, now) for t, ok, reason, message in step.conditions
     ]
     if step.request_checkpoint:
-        if storage is None:  # cannot ask now: ask on the next resync
+        if storage is None:  # cannot ask now: ask (and tell) on the next resync
             step.cost_status["checkpointRequested"] = False
+            step.events = [e for e in step.events if e[0] != "BudgetCheckpoint"]
         else:
             request_checkpoint(storage, spec.name, f"budget: {step.cost_status['action']}")
-    if step.event:
-        reason, message = step.event
+    for reason, message in step.events:
         (kopf.warn if reason in ("BudgetExceeded", "BudgetWarning") else kopf.info)(run, reason=reason, message=message)
     if step.suspend is not None:
         for obj in objects:
@@ -416,7 +536,13 @@ def _best_effort(what: str, read: Callable[[], Any], spec, logger) -> Any:
 
 
 def cleanup(name: str, namespace: str, logger) -> None:
-    """Delete everything the run owns (garbage collection would too, where it runs)."""
+    """Delete everything the run owns (garbage collection would too, where it runs). Serialised
+    with the run's reconciles: one in flight finishes first, so nothing it creates outlives this."""
+    with _lock(namespace, name):
+        _cleanup(name, namespace, logger)
+
+
+def _cleanup(name: str, namespace: str, logger) -> None:
     client: KubeClient = _state["client"]
     cluster: ClusterConfig = _state["cluster"]
     selector = f"{LABEL_RUN}={name}"

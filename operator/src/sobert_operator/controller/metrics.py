@@ -11,7 +11,17 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge, start_http_server
 
-PHASES = ("Pending", "Preparing", "Pretraining", "Converting", "Finetuning", "Succeeded", "Failed", "BudgetStopped")
+PHASES = (
+    "Pending",
+    "Preparing",
+    "Pretraining",
+    "Converting",
+    "Finetuning",
+    "Succeeded",
+    "PartiallySucceeded",
+    "Failed",
+    "BudgetStopped",
+)
 
 
 class RunMetrics:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sobert_api.flops import flops_per_token, forward_flops_per_token, pretraining_flops_per_token
-from sobert_api.spec import RunSpec, TaskName
+from sobert_api.spec import FinetuneTaskSpec, RunSpec, TaskName
 from sobert_operator.cost.catalog import PriceCatalog
 
 # Sample slots that hold real tokens once posts are packed (sobert_trainer/data/shards.py): each
@@ -204,55 +204,14 @@ def forecast_run(
     real tokens/s (`calibrated_tokens_per_s`)."""
     measured = measured or Measured()
     result = Forecast()
-    tokens, note = pretrain_tokens(spec), "corpus assumed the size of one pass of the token budget"
-    if measured.dataset_tokens is not None:
-        tokens, note = measured.dataset_tokens, "the published dataset's tokens"
-    elif measured.posts_bytes is not None:
-        tokens = round(measured.posts_bytes * PREPARE_TOKENS_PER_POSTS_BYTE)
-        note = f"{measured.posts_bytes:,} bytes of posts x {PREPARE_TOKENS_PER_POSTS_BYTE} tokens per byte"
-    prepare_s = PREPARE_STARTUP_S + tokens / (PREPARE_TOKENS_PER_CORE_S * spec.data.workers)
-    result.phases.append(_priced("prepare", replace(cpu, count=cores.prepare), prepare_s, (1.0, 1.0), tokens=tokens,
-                                 note=note))  # fmt: skip
-
-    tokens = round(pretrain_tokens(spec) * real_token_fraction)
-    flops = pretraining_flops_per_token(spec.model, spec.train.mask_prob) * tokens
-    if calibrated_tokens_per_s:
-        seconds, band, note = tokens / calibrated_tokens_per_s, CALIBRATED_BAND, "calibrated from progress.jsonl"
-    else:
-        rate = train_device.count * train_device.flops_per_s * train_device.mfu
-        seconds, band, note = flops / rate, MFU_BAND, f"MFU {train_device.mfu:.2f}"
-    startup = PRETRAIN_STARTUP_S if measured.pretrain_startup_s is None else measured.pretrain_startup_s
-    seconds += startup + PRETRAIN_TEARDOWN_S
-    result.phases.append(_priced("pretrain", train_device, seconds, band, tokens=tokens, flops=flops, note=note))
-
+    result.phases.append(_prepare_phase(spec, replace(cpu, count=cores.prepare), measured))
+    result.phases.append(_pretrain_phase(spec, train_device, calibrated_tokens_per_s, real_token_fraction, measured))
     checkpoint_bytes = spec.model.parameter_count() * 18
     convert_s = CONVERT_STARTUP_S + checkpoint_bytes / CONVERT_BYTES_PER_S
     result.phases.append(_priced("convert", replace(cpu, count=cores.convert), convert_s, (1.0, 1.0),
                                  note=f"{checkpoint_bytes:,} checkpoint bytes"))  # fmt: skip
-
     for name, task in spec.finetune.tasks.items():
-        workers = task.workers or spec.finetune.workers
-        device = replace(train_device, count=workers) if spec.finetune.use_gpu else replace(
-            cpu, count=workers * cores.finetune_per_worker)  # fmt: skip
-        overhead = FINETUNE_STARTUP_S + FINETUNE_FIT_OVERHEAD_S + FINETUNE_TEARDOWN_S
-        if name.value in measured.finetune_epochs:
-            examples, first_epoch_s = measured.finetune_epochs[name.value]
-            seconds = overhead + task.epochs * first_epoch_s
-            result.phases.append(_priced(f"finetune/{name.value}", device, seconds, CALIBRATED_BAND,
-                                         note=f"{examples} examples x {task.epochs} epochs at the first epoch's "
-                                         f"{examples / first_epoch_s:.1f} examples/s"))  # fmt: skip
-            continue
-        examples = task.max_train_examples or TASK_EXAMPLES[name]
-        length = min(task.max_length or spec.model.max_position_embeddings, MEAN_EXAMPLE_TOKENS)
-        train_tokens = examples * task.epochs * length
-        eval_tokens = round(examples * task.validation_fraction) * task.epochs * length
-        task_flops = flops_per_token(spec.model, length) * train_tokens
-        task_flops += forward_flops_per_token(spec.model, length) * eval_tokens
-        flops_device = replace(device, count=workers)  # FLOPs run on the workers, whatever they are charged for
-        seconds = overhead + task_flops / (flops_device.count * flops_device.flops_per_s * flops_device.mfu)
-        result.phases.append(_priced(f"finetune/{name.value}", device, seconds, MFU_BAND, tokens=train_tokens,
-                                     flops=task_flops, note=f"{examples} examples x {task.epochs} epochs"))  # fmt: skip
-
+        result.phases.append(_finetune_phase(spec, name, task, train_device, cpu, cores, measured))
     result.assumptions = {
         "train_device": asdict(train_device),
         "cpu": asdict(cpu),
@@ -266,6 +225,69 @@ def forecast_run(
         "measured": asdict(measured),
     }
     return result
+
+
+def _prepare_phase(spec: RunSpec, cpu: Device, measured: Measured) -> PhaseForecast:
+    """Parsing and tokenizing the corpus: the dataset's tokens when published, else estimated from
+    the posts' bytes, else one pass of the token budget."""
+    tokens, note = pretrain_tokens(spec), "corpus assumed the size of one pass of the token budget"
+    if measured.dataset_tokens is not None:
+        tokens, note = measured.dataset_tokens, "the published dataset's tokens"
+    elif measured.posts_bytes is not None:
+        tokens = round(measured.posts_bytes * PREPARE_TOKENS_PER_POSTS_BYTE)
+        note = f"{measured.posts_bytes:,} bytes of posts x {PREPARE_TOKENS_PER_POSTS_BYTE} tokens per byte"
+    seconds = PREPARE_STARTUP_S + tokens / (PREPARE_TOKENS_PER_CORE_S * spec.data.workers)
+    return _priced("prepare", cpu, seconds, (1.0, 1.0), tokens=tokens, note=note)
+
+
+def _pretrain_phase(
+    spec: RunSpec, device: Device, calibrated_tokens_per_s: float | None, real_token_fraction: float, measured: Measured
+) -> PhaseForecast:
+    """The real tokens of the token budget at the measured rate, else at the device's expected MFU;
+    plus start-up (measured once the run has started) and teardown."""
+    tokens = round(pretrain_tokens(spec) * real_token_fraction)
+    flops = pretraining_flops_per_token(spec.model, spec.train.mask_prob) * tokens
+    if calibrated_tokens_per_s:
+        seconds, band, note = tokens / calibrated_tokens_per_s, CALIBRATED_BAND, "calibrated from progress.jsonl"
+    else:
+        rate = device.count * device.flops_per_s * device.mfu
+        seconds, band, note = flops / rate, MFU_BAND, f"MFU {device.mfu:.2f}"
+    startup = PRETRAIN_STARTUP_S if measured.pretrain_startup_s is None else measured.pretrain_startup_s
+    seconds += startup + PRETRAIN_TEARDOWN_S
+    return _priced("pretrain", device, seconds, band, tokens=tokens, flops=flops, note=note)
+
+
+def _finetune_phase(
+    spec: RunSpec,
+    name: TaskName,
+    task: FinetuneTaskSpec,
+    train_device: Device,
+    cpu: Device,
+    cores: PhaseCores,
+    measured: Measured,
+) -> PhaseForecast:
+    """One task's Ray Train job: its epochs at the first epoch's measured rate once it has run,
+    else its training and evaluation FLOPs at the device's expected MFU; plus fixed overheads."""
+    workers = task.workers or spec.finetune.workers
+    device = replace(train_device, count=workers) if spec.finetune.use_gpu else replace(
+        cpu, count=workers * cores.finetune_per_worker)  # fmt: skip
+    overhead = FINETUNE_STARTUP_S + FINETUNE_FIT_OVERHEAD_S + FINETUNE_TEARDOWN_S
+    if name.value in measured.finetune_epochs:
+        examples, first_epoch_s = measured.finetune_epochs[name.value]
+        seconds = overhead + task.epochs * first_epoch_s
+        return _priced(f"finetune/{name.value}", device, seconds, CALIBRATED_BAND,
+                       note=f"{examples} examples x {task.epochs} epochs at the first epoch's "
+                       f"{examples / first_epoch_s:.1f} examples/s")  # fmt: skip
+    examples = task.max_train_examples or TASK_EXAMPLES[name]
+    length = min(task.max_length or spec.model.max_position_embeddings, MEAN_EXAMPLE_TOKENS)
+    train_tokens = examples * task.epochs * length
+    eval_tokens = round(examples * task.validation_fraction) * task.epochs * length
+    task_flops = flops_per_token(spec.model, length) * train_tokens
+    task_flops += forward_flops_per_token(spec.model, length) * eval_tokens
+    flops_device = replace(device, count=workers)  # FLOPs run on the workers, whatever they are charged for
+    seconds = overhead + task_flops / (flops_device.count * flops_device.flops_per_s * flops_device.mfu)
+    return _priced(f"finetune/{name.value}", device, seconds, MFU_BAND, tokens=train_tokens,
+                   flops=task_flops, note=f"{examples} examples x {task.epochs} epochs")  # fmt: skip
 
 
 def _rate_key(records: list[dict[str, Any]]) -> str:

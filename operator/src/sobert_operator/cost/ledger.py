@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sobert_operator.timestamps import parse
+from sobert_api.timestamps import parse
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from sobert_api import paths
 from sobert_api.spec import RunSpec
+from sobert_api.storage import Storage, is_s3
 from sobert_operator.cost.forecast import Measured
 from sobert_operator.results import finetune_metrics
-from sobert_trainer.storage import Storage, is_s3
 
 
 def posts_bytes(spec: RunSpec) -> int | None:

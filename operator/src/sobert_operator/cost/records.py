@@ -15,8 +15,8 @@ import time
 import uuid
 
 from sobert_api import paths
+from sobert_api.storage import Storage
 from sobert_operator.cost.ledger import Allocation
-from sobert_trainer.storage import Storage
 
 
 def read_ledger(storage: Storage, run: str) -> list[Allocation]:

@@ -2,8 +2,8 @@
 
 Pure functions; the handler fetches pods and storage, calls them, applies the result. Pods are
 priced as OpenCost does (requested GPUs, or CPU cores for CPU pods, x running time x the pool's
-price); ended pods are appended to the run's ledger in storage, because pods do not outlive their
-jobs' TTL but the money they cost does.
+price); ended pods go to the run's ledger in storage (`cost/meter.py`), because pods do not outlive
+their jobs' TTL but the money they cost does.
 """
 
 from __future__ import annotations
@@ -93,20 +93,14 @@ def accrued_since_priced(live: list[Allocation], open_pods: dict[str, dict[str, 
     return usd
 
 
-def merge_ledger(stored: list[Allocation], live: list[Allocation]) -> tuple[list[Allocation], list[Allocation]]:
-    """(every allocation, the ended ones not yet stored). Stored entries win: pods go away, money stays."""
-    known = {a.name for a in stored}
-    newly_ended = [a for a in live if a.end is not None and a.name not in known]
-    running = [a for a in live if a.end is None and a.name not in known]
-    return [*stored, *newly_ended, *running], newly_ended
-
-
 @dataclass
 class BudgetStep:
     action: BudgetAction
     cost_status: dict[str, Any]
     conditions: list[tuple[str, bool, str, str]] = field(default_factory=list)  # type, status, reason, message
-    event: tuple[str, str] | None = None
+    # (reason, message) of each threshold crossed since the last step, in order: one resync may
+    # cross several (a budget cut, a slow resync), and each is told.
+    events: list[tuple[str, str]] = field(default_factory=list)
     request_checkpoint: bool = False
     suspend: bool | None = None  # True: suspend the running jobs; False: resume them; None: leave
 
@@ -134,17 +128,17 @@ def budget_step(
     if action is BudgetAction.ok:
         if was is BudgetAction.stop:
             step.suspend = False
-            step.event = ("BudgetRaised", f"budget raised: {share}; resuming")
+            step.events.append(("BudgetRaised", f"budget raised: {share}; resuming"))
         return step
     step.conditions.append(("BudgetWarning", True, "BudgetThreshold", f"spent {share}"))
-    if action is BudgetAction.warn and was is BudgetAction.ok:
-        step.event = ("BudgetWarning", f"spent {share}")
+    if was is BudgetAction.ok:
+        step.events.append(("BudgetWarning", f"spent {share}"))
     if action in (BudgetAction.checkpoint, BudgetAction.stop) and not cost["checkpointRequested"]:
         step.request_checkpoint, cost["checkpointRequested"] = True, True
-        step.event = ("BudgetCheckpoint", f"spent {share}; asked pretraining to checkpoint")
+        step.events.append(("BudgetCheckpoint", f"spent {share}; asked pretraining to checkpoint"))
     if action is BudgetAction.stop:
         step.suspend = True
         step.conditions.append(("BudgetExceeded", True, "BudgetExceeded", f"spent {share}; jobs suspended"))
         if was is not BudgetAction.stop:
-            step.event = ("BudgetExceeded", f"spent {share}; suspending the run's jobs")
+            step.events.append(("BudgetExceeded", f"spent {share}; suspending the run's jobs"))
     return step

@@ -10,13 +10,28 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ApiException, NotFoundError, ResourceNotFoundError
 
 
+def _as_sent(_client: DynamicClient, data: dict[str, Any]) -> dict[str, Any]:
+    """The response as the API server sent it (plain dicts), not the dynamic client's
+    `ResourceInstance`, which rebuilds every field as an object and `to_dict` back again."""
+    return data
+
+
 class PrerequisiteMissingError(RuntimeError):
     """A CRD the run needs is not installed (or not at the needed version)."""
 
 
 class KubeClient:
-    def __init__(self, api_client: k8s.ApiClient | None = None):
-        self.dynamic = DynamicClient(api_client or k8s.ApiClient())
+    def __init__(self, api_client: k8s.ApiClient | None = None, connections: int | None = None):
+        """`connections`: how many connections to the API server to keep open, one per thread that
+        calls at once (the client's default is 5 per CPU; a thread beyond it opens a new TLS
+        connection on each call)."""
+        if api_client is None:
+            configuration = k8s.Configuration.get_default_copy()
+            if connections is not None:
+                configuration.connection_pool_maxsize = connections
+            api_client = k8s.ApiClient(configuration)
+        self.dynamic = DynamicClient(api_client)
+        self.core = k8s.CoreV1Api(self.dynamic.client)
 
     def _resource(self, api_version: str, kind: str):
         try:
@@ -26,14 +41,18 @@ class KubeClient:
 
     def get(self, api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
         try:
-            return self._resource(api_version, kind).get(name=name, namespace=namespace).to_dict()
+            return self._resource(api_version, kind).get(name=name, namespace=namespace, serializer=_as_sent)
         except NotFoundError:
             return None
 
     def create(self, obj: dict[str, Any], namespace: str) -> bool:
-        """Create; False if an object of that name already exists (creates are idempotent)."""
+        """Create; False if an object of that name already exists (creates are idempotent). Under
+        strict field validation, as kubectl creates: a field the kind's schema does not have is
+        refused (400), not silently pruned (KEP-2885, GA in Kubernetes v1.27)."""
         try:
-            self._resource(obj["apiVersion"], obj["kind"]).create(body=obj, namespace=namespace)
+            self._resource(obj["apiVersion"], obj["kind"]).create(
+                body=obj, namespace=namespace, query_params=[("fieldValidation", "Strict")], serialize=False
+            )
             return True
         except ApiException as exc:
             if exc.status == 409:
@@ -43,19 +62,28 @@ class KubeClient:
     def patch_status(self, api_version: str, kind: str, name: str, namespace: str, status: dict[str, Any]) -> None:
         resource = self._resource(api_version, kind)
         resource.status.patch(
-            name=name, namespace=namespace, body={"status": status}, content_type="application/merge-patch+json"
+            name=name,
+            namespace=namespace,
+            body={"status": status},
+            content_type="application/merge-patch+json",
+            serialize=False,
         )
 
     def patch(self, api_version: str, kind: str, name: str, namespace: str, body: dict[str, Any]) -> None:
         self._resource(api_version, kind).patch(
-            name=name, namespace=namespace, body=body, content_type="application/merge-patch+json"
+            name=name, namespace=namespace, body=body, content_type="application/merge-patch+json", serialize=False
         )
 
     def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
-        return [
-            item.to_dict()
-            for item in self._resource(api_version, kind).get(namespace=namespace, label_selector=selector).items
-        ]
+        found = self._resource(api_version, kind).get(namespace=namespace, label_selector=selector, serializer=_as_sent)
+        return found["items"]
+
+    def log_tail(self, pod: str, namespace: str, container: str, lines: int, previous: bool = False) -> str:
+        """A container's last `lines` log lines (`previous`: of its terminated instance before a
+        restart), at most 16 KiB."""
+        return self.core.read_namespaced_pod_log(
+            pod, namespace, container=container, tail_lines=lines, limit_bytes=16 * 1024, previous=previous
+        )
 
     def delete_labeled(self, api_version: str, kind: str, namespace: str, selector: str) -> int:
         try:

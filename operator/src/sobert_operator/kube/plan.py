@@ -154,24 +154,7 @@ def plan(
     result = Plan(decision)
     if not configmap_exists:
         result.create.append(spec_configmap(spec))
-    stage_status: dict[str, Any] = {}
-    for stage in STAGE_ORDER:
-        mine = [o for o in objects if o.stage is stage]
-        entry: dict[str, Any] = {"state": states[stage].value}
-        if stage is Stage.finetune:
-            entry["tasks"] = {
-                str(o.task): {
-                    "state": object_states[o.name].value,
-                    "job": o.name if jobs.get(o.name) else None,
-                    "jobPhase": job_phase(jobs.get(o.name)),
-                }
-                for o in mine
-            }
-        else:
-            found = jobs.get(mine[0].name)
-            entry |= {"job": mine[0].name if found else None, "jobPhase": job_phase(found)}
-        stage_status[stage.value] = entry
-    status: dict[str, Any] = {"datasetId": dataset_id, "stages": stage_status}
+    status: dict[str, Any] = {"datasetId": dataset_id, "stages": _stages_status(objects, states, object_states, jobs)}
     if decision.action == "start":
         assert decision.stage is not None
         # A stage's missing objects (several finetune RayJobs start together: each is its own cluster).
@@ -187,15 +170,9 @@ def plan(
         status["conditions"] = [condition("Ready", False, "StageRunning", f"{decision.stage} running", now)]
     elif decision.action == "fail":
         assert decision.stage is not None
-        failed = [o for o in objects if o.stage is decision.stage and object_states[o.name] is StageState.failed]
-        where = f" (task {failed[0].task})" if failed[0].task else ""
-        message = f"stage {decision.stage}{where} failed: {failure_message(jobs[failed[0].name] or {})}"
-        status.update(phase="Failed", stage=decision.stage.value, message=message)
-        status["conditions"] = [
-            condition("Ready", False, "StageFailed", message, now),
-            condition("Failed", True, "StageFailed", message, now),
-        ]
-        result.event = ("StageFailed", message)
+        result.event = _failed(status, decision.stage, objects, object_states, jobs, now)
+    elif decision.action == "partial":
+        result.event = _partly_succeeded(status, objects, object_states, jobs, now)
     else:
         status.update(phase="Succeeded", stage=None, message="all stages succeeded")
         status["conditions"] = [condition("Ready", True, "Succeeded", "all stages succeeded", now)]
@@ -204,8 +181,71 @@ def plan(
     return result
 
 
+def _failed(status: dict[str, Any], stage: Stage, objects, object_states, jobs, now: str) -> tuple[str, str]:
+    """The run failed at `stage`: phase, message and conditions; the Event to post."""
+    failed = [o for o in objects if o.stage is stage and object_states[o.name] is StageState.failed]
+    if len(failed) > 1:  # every finetune task: each one's reason
+        reasons = "; ".join(f"{o.task}: {failure_message(jobs[o.name] or {})}" for o in failed)
+        message = f"stage {stage} failed: every task failed ({reasons})"
+    else:
+        where = f" (task {failed[0].task})" if failed[0].task else ""
+        message = f"stage {stage}{where} failed: {failure_message(jobs[failed[0].name] or {})}"
+    status.update(phase="Failed", stage=stage.value, message=message)
+    status["conditions"] = [
+        condition("Ready", False, "StageFailed", message, now),
+        condition("Failed", True, "StageFailed", message, now),
+    ]
+    return ("StageFailed", message)
+
+
+def _partly_succeeded(status: dict[str, Any], objects, object_states, jobs, now: str) -> tuple[str, str]:
+    """Every stage ran and some finetune tasks failed: phase `PartiallySucceeded`, each task's
+    outcome in the message (a failed task's in `.status.stages.finetune.tasks`, its driver's log in
+    storage)."""
+    tasks = [o for o in objects if o.stage is Stage.finetune]
+    failed = [o for o in tasks if object_states[o.name] is StageState.failed]
+    outcomes = ", ".join(f"{o.task} {object_states[o.name].value}" for o in tasks)
+    message = f"{len(failed)} of {len(tasks)} finetune tasks failed ({outcomes}); the others' results are in status"
+    status.update(phase="PartiallySucceeded", stage=None, message=message)
+    status["conditions"] = [
+        condition("Ready", False, "TasksFailed", message, now),
+        condition("PartiallySucceeded", True, "TasksFailed", message, now),
+    ]
+    return ("PartiallySucceeded", message)
+
+
+def _stages_status(objects, states, object_states, jobs) -> dict[str, Any]:
+    """`.status.stages`: each stage's state and its job (each finetune task's, by task)."""
+    stage_status: dict[str, Any] = {}
+    for stage in STAGE_ORDER:
+        mine = [o for o in objects if o.stage is stage]
+        entry: dict[str, Any] = {"state": states[stage].value}
+        if stage is Stage.finetune:
+            entry["tasks"] = {
+                str(o.task): {
+                    "state": object_states[o.name].value,
+                    "job": o.name if jobs.get(o.name) else None,
+                    "jobPhase": job_phase(jobs.get(o.name)),
+                    **(
+                        {"message": failure_message(jobs[o.name] or {})}
+                        if object_states[o.name] is StageState.failed
+                        else {}
+                    ),
+                }
+                for o in mine
+            }
+        else:
+            found = jobs.get(mine[0].name)
+            entry |= {"job": mine[0].name if found else None, "jobPhase": job_phase(found)}
+        stage_status[stage.value] = entry
+    return stage_status
+
+
+TERMINAL_PHASES = ("Succeeded", "PartiallySucceeded", "Failed", "Invalid")
+
+
 def is_terminal(status: dict[str, Any] | None) -> bool:
-    return (status or {}).get("phase") in ("Succeeded", "Failed", "Invalid")
+    return (status or {}).get("phase") in TERMINAL_PHASES
 
 
 __all__ = [

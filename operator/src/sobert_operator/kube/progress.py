@@ -6,11 +6,10 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from sobert_api import paths
+from sobert_api import paths, timestamps
 from sobert_api.spec import RunSpec
-from sobert_operator import timestamps
+from sobert_api.storage import Storage
 from sobert_operator.eta import PhaseState, estimate
-from sobert_trainer.storage import Storage
 
 
 def storage_credentials(secret: dict[str, Any] | None) -> tuple[str, str] | None:
@@ -54,7 +53,8 @@ def _created(job: dict[str, Any] | None) -> float | None:
 def cluster_phases(stages: dict[str, Any], jobs: dict[str, dict[str, Any] | None]) -> list[PhaseState]:
     """The run's phases from its status's stages (as `plan` sets them) and their jobs, each
     started when its job was created. Finetune tasks are phases of their own (`finetune/<task>`)."""
-    state = {"succeeded": "done", "running": "running"}
+    # A failed task has nothing left to run: it is over, as a succeeded one is.
+    state = {"succeeded": "done", "failed": "done", "partial": "done", "running": "running"}
     phases = []
     for stage, entry in stages.items():
         if stage == "finetune":

@@ -77,11 +77,20 @@ def scratch_volume(size: str | None = None) -> tuple[dict[str, Any], dict[str, A
 
 
 def pod_security() -> dict[str, Any]:
-    """Every sobert pod runs as the trainer image's user, whatever stage it is."""
-    return {"runAsNonRoot": True, "runAsUser": TRAINER_UID, "runAsGroup": TRAINER_UID, "fsGroup": TRAINER_UID}
+    """Every sobert pod runs as the trainer image's user, whatever stage it is, under the runtime's
+    default seccomp profile: with `container_security()`, what Pod Security's `restricted` level
+    asks of a pod (kubernetes v1.35, staging/src/k8s.io/pod-security-admission/policy/)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": TRAINER_UID,
+        "runAsGroup": TRAINER_UID,
+        "fsGroup": TRAINER_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def container_security() -> dict[str, Any]:
+    """What `restricted` asks of each container: no privilege escalation, every capability dropped."""
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 

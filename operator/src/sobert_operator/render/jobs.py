@@ -6,7 +6,7 @@ from typing import Any
 
 from sobert_api.spec import RunSpec
 from sobert_operator.cluster import ClusterConfig
-from sobert_operator.launch import convert_command
+from sobert_operator.launch import convert_command, prepare_command
 from sobert_operator.render.common import (
     SPEC_PATH,
     container_security,
@@ -26,7 +26,7 @@ CPU_RESOURCES = {
 
 def _stage_command(stage: str, dataset_id: str) -> list[str]:
     if stage == "prepare":
-        return ["python", "-m", "sobert_trainer.data", f"--spec={SPEC_PATH}", f"--dataset-id={dataset_id}"]
+        return prepare_command(SPEC_PATH, dataset_id)
     return convert_command(SPEC_PATH, dataset_id)
 
 

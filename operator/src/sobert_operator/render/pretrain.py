@@ -27,6 +27,15 @@ from sobert_operator.render.common import (
 )
 
 STAGE = "pretrain"
+# The PyTorchJob as the Training Operator v1.9.3 (the version the tests run) defines it:
+# kubeflow/training-operator v1.9.3 pkg/apis/kubeflow.org/v1/pytorch_types.go (PyTorchJobSpec,
+# PyTorchJobDefaultContainerName, PyTorchJobReplicaTypeMaster/Worker) and common_types.go
+# (ReplicaSpec, RunPolicy, SchedulingPolicy). The API server checks every field against the
+# upstream CRD: objects are created under strict field validation (`KubeClient.create`).
+PYTORCHJOB_API_VERSION = "kubeflow.org/v1"
+PYTORCHJOB_KIND = "PyTorchJob"
+PYTORCHJOB_CONTAINER = "pytorch"  # the container the operator configures (PET_* env, the master port)
+REPLICA_MASTER, REPLICA_WORKER = "Master", "Worker"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MULTUS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"
 
@@ -117,18 +126,21 @@ def render_pytorchjob(
     peak_tflops: float | None = None,
 ) -> dict[str, Any]:
     """Master (+ Workers for nodes > 1), one pod per node with `procs_per_node` GPUs."""
-    template = pod_template(spec, cluster, dataset_id, container_name="pytorch", peak_tflops=peak_tflops)
-    # ExitCode: exit codes 128+ (SIGTERM after checkpoint = 143, OOM-kill = 137) are retried;
-    # 1-127 are permanent errors and fail the job instead of looping.
-    replica = {"restartPolicy": "ExitCode", "template": template}
-    replicas: dict[str, Any] = {"Master": {"replicas": 1, **replica}}
+    template = pod_template(spec, cluster, dataset_id, container_name=PYTORCHJOB_CONTAINER, peak_tflops=peak_tflops)
+
+    def replica(count: int) -> dict[str, Any]:
+        # ExitCode: exit codes 128+ (SIGTERM after checkpoint = 143, OOM-kill = 137) are retried;
+        # 1-127 are permanent errors and fail the job instead of looping.
+        return {"replicas": count, "restartPolicy": "ExitCode", "template": template}
+
+    replicas = {REPLICA_MASTER: replica(1)}
     if spec.parallel.nodes > 1:
-        replicas["Worker"] = {"replicas": spec.parallel.nodes - 1, **replica}
+        replicas[REPLICA_WORKER] = replica(spec.parallel.nodes - 1)
     run_policy: dict[str, Any] = {
-        "cleanPodPolicy": "Running",
         "backoffLimit": cluster.backoff_limit,
-        "ttlSecondsAfterFinished": cluster.ttl_seconds_after_finished,
+        "cleanPodPolicy": "Running",
         "suspend": suspend,
+        "ttlSecondsAfterFinished": cluster.ttl_seconds_after_finished,
     }
     if active_deadline_seconds is not None:
         run_policy["activeDeadlineSeconds"] = active_deadline_seconds
@@ -137,8 +149,8 @@ def render_pytorchjob(
         if spec.placement.queue:
             run_policy["schedulingPolicy"]["queue"] = spec.placement.queue
     return {
-        "apiVersion": "kubeflow.org/v1",
-        "kind": "PyTorchJob",
+        "apiVersion": PYTORCHJOB_API_VERSION,
+        "kind": PYTORCHJOB_KIND,
         "metadata": {"name": object_name(spec.name, STAGE), "labels": _job_labels(spec, cluster)},
         "spec": {
             "nprocPerNode": str(spec.parallel.procs_per_node),
@@ -148,7 +160,7 @@ def render_pytorchjob(
     }
 
 
-# The TrainJob is rendered for Kubeflow Trainer v2.2 (v2.2.1 is pinned in scripts/testbed/build-operators.sh).
+# The TrainJob is rendered for Kubeflow Trainer v2.2 (v2.2.1 is pinned in testbed/scripts/build-operators.sh).
 # Its pod-level override field changed across releases: podSpecOverrides (v2.0), podTemplateOverrides
 # (v2.1), runtimePatches (v2.2+, pkg/apis/trainer/v1alpha1/trainjob_types.go RuntimePatch).
 # The replicated job and container of the stock torch runtime (manifests/base/runtimes/torch_distributed.yaml).

@@ -6,26 +6,32 @@ import argparse
 import sys
 from pathlib import Path
 
-from sobert_trainer.stage_cli import EXIT_BAD_INPUT, start_stage
+from sobert_api.stages import EXIT_BAD_INPUT, EXIT_FAILED
+from sobert_trainer.stage_cli import report_error, start_stage
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This entry point's flags: those `sobert_api.stages` builds its command with."""
     parser = argparse.ArgumentParser(prog="python -m sobert_trainer.convert", description=__doc__)
     parser.add_argument("--spec", required=True, type=Path, help="The run's spec.json.")
     parser.add_argument("--dataset-id", required=True, help="Dataset whose tokenizer ships with the model.")
     parser.add_argument("--step", type=int, default=None, help="Checkpoint step (default: newest complete).")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     spec = start_stage(args.spec)
     if spec is None:
         return EXIT_BAD_INPUT
+    from sobert_api.storage import Storage
     from sobert_trainer.convert.megatron_to_hf import convert_run
-    from sobert_trainer.storage import Storage
 
     try:
         convert_run(spec, Storage.open(spec.storage.uri, spec.storage.endpoint_url), args.dataset_id, args.step)
     except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        report_error(exc)
+        return EXIT_FAILED
     return 0
 
 

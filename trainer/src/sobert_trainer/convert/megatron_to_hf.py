@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 from sobert_api import paths
+from sobert_api.checkpoints import checkpoint_name, complete_checkpoints
 from sobert_api.spec import ModelSpec, RunSpec
+from sobert_api.storage import Storage
 from sobert_trainer.data.tokenizer import CLS, MASK, PAD, SEP, SPECIAL_TOKENS, UNK
-from sobert_trainer.pretrain.checkpoint_index import checkpoint_name, complete_checkpoints
-from sobert_trainer.storage import Storage
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, cast
 
-from sobert_trainer.storage import StorageError, is_s3, open_uri
+from sobert_api.storage import StorageError, is_s3, open_uri
 
 BLOCK = 1 << 20
 ENDPOINT_ENV = "SOBERT_DECOMPRESS_ENDPOINT_URL"

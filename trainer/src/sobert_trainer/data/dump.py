@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO
 
+from sobert_api.storage import open_uri
 from sobert_trainer.data.decompress import ArchiveError, decompressed_stream, is_plain_local
-from sobert_trainer.storage import open_uri
 
 
 class DumpFormatError(ValueError):

@@ -7,9 +7,7 @@ cache hit (the published manifest is found) and a changed setting never reuses s
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
-import json
 import logging
 import multiprocessing as mp
 import sqlite3
@@ -19,8 +17,9 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sobert_api import paths
+from sobert_api import dataset, paths
 from sobert_api.spec import RunSpec
+from sobert_api.storage import Storage
 from sobert_trainer.data import sample
 from sobert_trainer.data.chunks import CHUNK_BYTES, Chunk, file_chunks, spill_chunks
 from sobert_trainer.data.decompress import is_plain_local
@@ -30,12 +29,8 @@ from sobert_trainer.data.pipeline import PipelineConfig, PreparePipeline, sample
 from sobert_trainer.data.post_chunks import ParsedPiece, PieceOrder, PieceTask
 from sobert_trainer.data.shards import batches, write_documents_jsonl
 from sobert_trainer.data.tokenizer import train_tokenizer
-from sobert_trainer.storage import Storage, is_s3
 
 log = logging.getLogger(__name__)
-# 2: posts packed into Megatron documents (data/shards.py); 3: bottom-k tokenizer sample; 4: drawn from
-# sample pieces spread over the dump (pipeline.py), so the tokenizer trains while the rest is parsed
-FORMAT_VERSION = 4
 PIECE_DOCS = 4096  # documents per piece file of `thread` documents
 
 
@@ -57,40 +52,12 @@ class PrepareConfig:
     @staticmethod
     def from_spec(spec: RunSpec) -> PrepareConfig:
         return PrepareConfig(
-            posts=list(spec.data.posts),
-            comments=list(spec.data.comments),
-            vocab_size=spec.model.vocab_size,
-            document_unit=spec.data.document_unit.value,
-            min_document_chars=spec.data.min_document_chars,
-            workers=spec.data.workers,
-            tokenizer_train_docs=spec.data.tokenizer_train_docs,
-            seed=spec.train.seed,
-            endpoint_url=spec.storage.endpoint_url,
+            **dataset.identity(spec), workers=spec.data.workers, endpoint_url=spec.storage.endpoint_url
         )
 
     def dataset_id(self) -> str:
-        """Content-derived id: same inputs + settings -> same id."""
-        identity = {
-            "format": FORMAT_VERSION,
-            "posts": [_source_identity(u) for u in self.posts],
-            "comments": [_source_identity(u) for u in self.comments],
-            "vocab_size": self.vocab_size,
-            "unit": self.document_unit,
-            "min_chars": self.min_document_chars,
-            "tokenizer_train_docs": self.tokenizer_train_docs,
-            "seed": self.seed,
-        }
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-        return f"so-{digest}"
-
-
-def _source_identity(uri: str) -> list:
-    if is_s3(uri):
-        return [uri]
-    path = Path(uri).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"data.posts/comments: {uri}: no such file")
-    return [str(path.absolute()), path.stat().st_size]
+        """Content-derived id (`sobert_api.dataset`): same inputs + settings -> same id."""
+        return dataset.content_id(**{name: getattr(self, name) for name in dataset.IDENTITY_FIELDS})
 
 
 @contextmanager
@@ -207,7 +174,7 @@ def prepare_dataset(
         vocab_size = pipeline.vocab_size
         manifest_extra = {
             "dataset_id": dataset_id,
-            "format_version": FORMAT_VERSION,
+            "format_version": dataset.FORMAT_VERSION,
             "sources": {"posts": config.posts, "comments": config.comments},
             "settings": {
                 "document_unit": config.document_unit,

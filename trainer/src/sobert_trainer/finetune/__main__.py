@@ -12,24 +12,27 @@ import traceback
 from pathlib import Path
 
 from sobert_api.spec import RunSpec, TaskName
-from sobert_trainer.stage_cli import EXIT_BAD_INPUT, start_stage
+from sobert_api.stages import EXIT_BAD_INPUT, EXIT_FAILED
+from sobert_trainer.stage_cli import report_error, start_task_stage
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This entry point's flags: those `sobert_api.stages` builds its command with."""
     parser = argparse.ArgumentParser(prog="python -m sobert_trainer.finetune", description=__doc__)
     parser.add_argument("--spec", required=True, type=Path, help="The run's spec.json.")
     parser.add_argument("--task", required=True, choices=[t.value for t in TaskName], help="Task to finetune.")
-    args = parser.parse_args(argv)
-    spec = start_stage(args.spec)
-    if spec is None:
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = start_task_stage(args.spec, args.task)
+    if started is None:
         return EXIT_BAD_INPUT
-    task = TaskName(args.task)
-    if task not in spec.finetune.tasks:
-        print(f"error: {args.spec}: finetune.tasks has no {task.value!r} entry", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    spec, task = started
     from sobert_api import paths
+    from sobert_api.storage import Storage
     from sobert_trainer.finetune.driver_log import copied_to_storage
-    from sobert_trainer.storage import Storage
 
     storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url)
     with copied_to_storage(storage, paths.finetune_driver_log_key(spec.name, task.value)):
@@ -37,21 +40,21 @@ def main(argv: list[str] | None = None) -> int:
             return _run(spec, task)
         except Exception:  # the traceback goes into the copied log too
             traceback.print_exc()
-            return 1
+            return EXIT_FAILED
 
 
 def _run(spec: RunSpec, task: TaskName) -> int:
-    from sobert_trainer.finetune.examples import TaskDataError
+    from sobert_api.task_files import TaskDataError
     from sobert_trainer.finetune.job import TaskDataMissingError, run_task
 
     try:
         metrics = run_task(spec, task)
     except (TaskDataError, TaskDataMissingError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        report_error(exc)
         return EXIT_BAD_INPUT
     except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        report_error(exc)
+        return EXIT_FAILED
     score = f"{metrics['primary_metric']}={metrics['score']:.4f}"
     print(f"finetune {task.value}: {score} (best epoch {metrics['best_epoch']})")
     return 0

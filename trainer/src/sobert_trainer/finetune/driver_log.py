@@ -15,7 +15,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 
-from sobert_trainer.storage import Storage
+from sobert_api.storage import Storage
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""The example types every task loader returns, and the error they raise on bad input."""
+"""The example types every task loader returns (bad input raises `sobert_api.task_files.TaskDataError`)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,3 @@ class LoadResult(Generic[E]):
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
-
-
-class TaskDataError(ValueError):
-    """Bad task input; the message names the file, the line, the field and what was expected."""

@@ -20,9 +20,9 @@ from typing import Any
 
 from sobert_api import paths
 from sobert_api.spec import FinetuneTaskSpec, RunSpec, TaskName
+from sobert_api.storage import Storage, is_s3, split_s3
 from sobert_trainer.finetune import tasks
 from sobert_trainer.finetune.examples import LoadResult
-from sobert_trainer.storage import Storage, is_s3, split_s3
 
 log = logging.getLogger(__name__)
 MIN_EXAMPLES_PER_CLASS = 2
@@ -107,25 +107,69 @@ def recipe(spec: RunSpec, task: FinetuneTaskSpec) -> dict[str, Any]:
 def run_task(spec: RunSpec, name: TaskName) -> dict[str, Any]:
     """Finetune one task end to end and publish its checkpoint and metrics.json; returns the metrics."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
-    from sobert_trainer.finetune.train_loop import train_func
+    from sobert_trainer.finetune.train_loop import STATE_FILE
 
     storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url)
     hf = storage.read_manifest(paths.hf_prefix(spec.name))
     if hf is None:
         raise FileNotFoundError(f"no converted model at {storage.uri(paths.hf_prefix(spec.name))}; run convert first")
-    task = spec.finetune.tasks[name]
-    info = tasks.task_info(name, task)
+    info = tasks.task_info(name, spec.finetune.tasks[name])
     with tempfile.TemporaryDirectory(prefix="sobert-ft-data-") as scratch:
         train, validation, skipped = load_task_data(spec, name, Path(scratch))
     _check_enough(name, info, train, validation)
     log.info("finetune %s: %d train, %d validation examples", name.value, len(train), len(validation))
-
-    storage_path, filesystem = _ray_storage(spec, name)
     run_name = f"{name.value}-step{hf['step']}"
-    trainer = TorchTrainer(
+    trainer = _torch_trainer(spec, name, info, train, validation, run_name)
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False, include_dashboard=False, configure_logging=False)
+    started, started_at = time.monotonic(), time.time()  # start-up (cluster, data) is before this
+    result = trainer.fit()
+    seconds = time.monotonic() - started
+    best = result.get_best_checkpoint(metric="score", mode="max") or result.checkpoint
+    if best is None:
+        raise RuntimeError(f"finetune {name.value}: Ray Train finished without a checkpoint")
+    with best.as_directory() as best_dir:
+        state = json.loads((Path(best_dir) / STATE_FILE).read_text())
+        storage.publish_tree(best_dir, paths.finetune_checkpoint_prefix(spec.name, name.value))
+    task = spec.finetune.tasks[name]
+    best_epoch = state["history"][-1]
+    metrics = {
+        "task": name.value,
+        "kind": info.kind,
+        "hf_step": hf["step"],
+        "labels": list(info.labels),
+        "primary_metric": info.primary_metric,
+        "train_examples": len(train),
+        "validation_examples": len(validation),
+        "skipped_rows": skipped,
+        "recipe": recipe(spec, task),
+        "workers": task.workers or spec.finetune.workers,
+        "best_epoch": best_epoch["epoch"],
+        "score": best_epoch["score"],
+        "validation": state["validation"],
+        "history": (result.metrics or {}).get("history", state["history"]),
+        "seconds": round(seconds, 2),
+        "ray_run": f"{storage.uri(paths.finetune_ray_prefix(spec.name, name.value))}/{run_name}",
+        # For goodput: the pods' time before is start-up, after is an idle cluster (cost/goodput.py).
+        "started_at": round(started_at, 3),
+        "finished_at": round(time.time(), 3),
+    }
+    storage.write_json(paths.finetune_metrics_key(spec.name, name.value), metrics)
+    return metrics
+
+
+def _torch_trainer(spec: RunSpec, name: TaskName, info, train: list, validation: list, run_name: str):
+    """Ray Train's TorchTrainer for the task: the worker loop's plain-data config, the workers,
+    and checkpoints and results in the run's storage (the best epoch kept, by the task's metric)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from sobert_trainer.finetune.train_loop import train_func
+
+    task = spec.finetune.tasks[name]
+    storage_path, filesystem = _ray_storage(spec, name)
+    return TorchTrainer(
         train_func,
         train_loop_config={
             "kind": info.kind,
@@ -155,38 +199,3 @@ def run_task(spec: RunSpec, name: TaskName) -> dict[str, Any]:
             failure_config=FailureConfig(max_failures=2),
         ),
     )
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False, include_dashboard=False, configure_logging=False)
-    started, started_at = time.monotonic(), time.time()  # start-up (cluster, data) is before this
-    result = trainer.fit()
-    seconds = time.monotonic() - started
-    best = result.get_best_checkpoint(metric="score", mode="max") or result.checkpoint
-    if best is None:
-        raise RuntimeError(f"finetune {name.value}: Ray Train finished without a checkpoint")
-    with best.as_directory() as best_dir:
-        state = json.loads((Path(best_dir) / "sobert_finetune_state.json").read_text())
-        storage.publish_tree(best_dir, paths.finetune_checkpoint_prefix(spec.name, name.value))
-    best_epoch = state["history"][-1]
-    metrics = {
-        "task": name.value,
-        "kind": info.kind,
-        "hf_step": hf["step"],
-        "labels": list(info.labels),
-        "primary_metric": info.primary_metric,
-        "train_examples": len(train),
-        "validation_examples": len(validation),
-        "skipped_rows": skipped,
-        "recipe": recipe(spec, task),
-        "workers": task.workers or spec.finetune.workers,
-        "best_epoch": best_epoch["epoch"],
-        "score": best_epoch["score"],
-        "validation": state["validation"],
-        "history": (result.metrics or {}).get("history", state["history"]),
-        "seconds": round(seconds, 2),
-        "ray_run": f"{storage.uri(paths.finetune_ray_prefix(spec.name, name.value))}/{run_name}",
-        # For goodput: the pods' time before is start-up, after is an idle cluster (cost/goodput.py).
-        "started_at": round(started_at, 3),
-    }
-    metrics["finished_at"] = round(time.time(), 3)
-    storage.write_json(paths.finetune_metrics_key(spec.name, name.value), metrics)
-    return metrics

@@ -15,6 +15,7 @@ import json
 import math
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,32 +99,21 @@ def train_func(config: dict[str, Any]) -> None:
     import transformers
     from transformers import PreTrainedTokenizerFast, get_linear_schedule_with_warmup
 
-    from sobert_trainer.storage import Storage
+    from sobert_api.storage import Storage
 
     torch.manual_seed(config["seed"])
     # The head (classifier, pooler) is new and the LM head unused: that load report is expected.
     transformers.logging.set_verbosity_error()
-    context = ray.train.get_context()
-    rank = context.get_world_rank()
-    kind, labels, recipe = config["kind"], config["labels"], config["recipe"]
+    world = ray.train.get_context().get_world_size()
+    recipe = config["recipe"]
 
     with tempfile.TemporaryDirectory(prefix="sobert-ft-") as scratch:
         model_dir = Path(scratch) / "model"
         Storage.open(config["storage_uri"], config["endpoint_url"]).fetch_tree(config["hf_prefix"], model_dir)
         tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
         train_items, valid_items, gold = _encode(config, tokenizer)
-
-        model = _load_model(str(model_dir), kind, labels)
-        start_epoch, history = 0, []
-        resumed = ray.train.get_checkpoint()
-        if resumed is not None:
-            with resumed.as_directory() as ckpt_dir:
-                state = json.loads((Path(ckpt_dir) / STATE_FILE).read_text())
-                model = _load_model(ckpt_dir, kind, labels)
-            start_epoch, history = state["epoch"] + 1, state["history"]
+        model, start_epoch, history = _restore(str(model_dir), config["kind"], config["labels"])
         model = ray.train.torch.prepare_model(model)
-
-        world = context.get_world_size()
         per_worker = max(1, recipe["batch_size"] // world)
         loader = ray.train.torch.prepare_data_loader(
             DataLoader(
@@ -146,44 +136,81 @@ def train_func(config: dict[str, Any]) -> None:
         for epoch in range(start_epoch, recipe["epochs"]):
             if world > 1:
                 loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
-            model.train()
-            started, seen, loss_sum, steps = time.monotonic(), 0, 0.0, 0
-            slots = real = 0  # token slots fed and the real (non-padding) ones, for goodput's padding
-            for batch in loader:
-                slots += batch["attention_mask"].numel()
-                real += int(batch["attention_mask"].sum())
-                loss = model(**batch).loss
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                seen += batch["input_ids"].shape[0]
-                loss_sum += loss.item()
-                steps += 1
-            train_seconds = time.monotonic() - started
-            scores = evaluate(model, valid_items, gold, kind, labels, tokenizer.pad_token_id, per_worker * 2)
-            seen_all = torch.tensor([seen, slots, real], dtype=torch.long)
-            if dist.is_initialized():
-                dist.all_reduce(seen_all)
-            metrics = {
-                "epoch": epoch,
-                "train_loss": loss_sum / max(1, steps),
-                "train_examples_per_second": int(seen_all[0]) / train_seconds if train_seconds else 0.0,
-                "real_token_fraction": int(seen_all[2]) / max(1, int(seen_all[1])),
-                "epoch_seconds": time.monotonic() - started,  # training and evaluation (the forecast's rate)
-                "score": scores[config["primary_metric"]],
-                "validation": scores,
-            }
-            history.append({k: v for k, v in metrics.items() if k != "validation"})
-            metrics["history"] = list(history)  # the last report carries every epoch (Result.metrics)
-            with tempfile.TemporaryDirectory(prefix="sobert-ckpt-") as ckpt:
-                checkpoint = None
-                if rank == 0:
-                    unwrapped: Any = model.module if hasattr(model, "module") else model
-                    unwrapped.save_pretrained(ckpt)
-                    tokenizer.save_pretrained(ckpt)
-                    state = {"epoch": epoch, "history": history, "validation": scores}
-                    (Path(ckpt) / STATE_FILE).write_text(json.dumps(state))
-                    checkpoint = ray.train.Checkpoint.from_directory(ckpt)
-                ray.train.report(metrics, checkpoint=checkpoint)
+            tally = _train_epoch(model, loader, optimizer, scheduler)
+            scores = evaluate(
+                model, valid_items, gold, config["kind"], config["labels"], tokenizer.pad_token_id, per_worker * 2
+            )
+            _report_epoch(config, epoch, tally, scores, history, model, tokenizer)
+
+
+def _restore(model_dir: str, kind: str, labels: list[str]) -> tuple[Any, int, list[dict[str, Any]]]:
+    """The model to train, the epoch to start at and the epochs' history so far: from the latest
+    reported checkpoint when Ray restarted the job, else the converted model's head fresh."""
+    resumed = ray.train.get_checkpoint()
+    if resumed is None:
+        return _load_model(model_dir, kind, labels), 0, []
+    with resumed.as_directory() as ckpt_dir:
+        state = json.loads((Path(ckpt_dir) / STATE_FILE).read_text())
+        model = _load_model(ckpt_dir, kind, labels)
+    return model, state["epoch"] + 1, state["history"]
+
+
+@dataclass
+class EpochTally:
+    """One worker's counts over an epoch of training."""
+
+    started: float  # time.monotonic() at the epoch's start
+    seconds: float = 0.0  # training only
+    examples: int = 0
+    slots: int = 0  # token slots fed, and the real (non-padding) ones, for goodput's padding
+    real: int = 0
+    loss_sum: float = 0.0
+    steps: int = 0
+
+
+def _train_epoch(model, loader, optimizer, scheduler) -> EpochTally:
+    model.train()
+    tally = EpochTally(started=time.monotonic())
+    for batch in loader:
+        tally.slots += batch["attention_mask"].numel()
+        tally.real += int(batch["attention_mask"].sum())
+        loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        tally.examples += batch["input_ids"].shape[0]
+        tally.loss_sum += loss.item()
+        tally.steps += 1
+    tally.seconds = time.monotonic() - tally.started
+    return tally
+
+
+def _report_epoch(config, epoch: int, tally: EpochTally, scores, history: list, model, tokenizer) -> None:
+    """The epoch's metrics to Ray Train (counts summed over the workers), with rank 0's checkpoint
+    of the model and the history so far; the last report carries every epoch."""
+    counts = torch.tensor([tally.examples, tally.slots, tally.real], dtype=torch.long)
+    if dist.is_initialized():
+        dist.all_reduce(counts)
+    metrics = {
+        "epoch": epoch,
+        "train_loss": tally.loss_sum / max(1, tally.steps),
+        "train_examples_per_second": int(counts[0]) / tally.seconds if tally.seconds else 0.0,
+        "real_token_fraction": int(counts[2]) / max(1, int(counts[1])),
+        "epoch_seconds": time.monotonic() - tally.started,  # training and evaluation (the forecast's rate)
+        "score": scores[config["primary_metric"]],
+        "validation": scores,
+    }
+    history.append({k: v for k, v in metrics.items() if k != "validation"})
+    metrics["history"] = list(history)  # the last report carries every epoch (Result.metrics)
+    with tempfile.TemporaryDirectory(prefix="sobert-ckpt-") as ckpt:
+        checkpoint = None
+        if ray.train.get_context().get_world_rank() == 0:
+            unwrapped: Any = model.module if hasattr(model, "module") else model
+            unwrapped.save_pretrained(ckpt)
+            tokenizer.save_pretrained(ckpt)
+            state = {"epoch": epoch, "history": history, "validation": scores}
+            (Path(ckpt) / STATE_FILE).write_text(json.dumps(state))
+            checkpoint = ray.train.Checkpoint.from_directory(ckpt)
+        ray.train.report(metrics, checkpoint=checkpoint)

@@ -27,8 +27,8 @@ from typing import Any
 
 import torch.distributed as dist
 
-from sobert_trainer.pretrain.checkpoint_index import checkpoint_name, complete_checkpoints
-from sobert_trainer.storage import MANIFEST, Storage, sha256_file
+from sobert_api.checkpoints import checkpoint_name, complete_checkpoints
+from sobert_api.storage import MANIFEST, Storage, sha256_file
 
 log = logging.getLogger(__name__)
 # How long global rank 0 waits for the other nodes' part lists before leaving a checkpoint

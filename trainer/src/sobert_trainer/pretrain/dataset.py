@@ -11,8 +11,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from sobert_api.storage import Storage
 from sobert_trainer.data.tokenizer import MegatronTokenizerAdapter, load_tokenizer
-from sobert_trainer.storage import Storage
 
 BATCH_KEYS = ("text", "types", "labels", "padding_mask", "loss_mask")
 PREFETCH_BATCHES = 4  # per loader worker

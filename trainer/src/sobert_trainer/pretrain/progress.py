@@ -1,4 +1,5 @@
-"""progress.jsonl: one JSON line per logged step, for the CLI, the controller and cost metering."""
+"""progress.jsonl: one JSON line per logged step, for the CLI, the controller and cost metering
+(read back through `sobert_api.progress`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sobert_trainer.storage import Storage
+from sobert_api.storage import Storage
 
 
 class ProgressLog:
@@ -30,7 +31,3 @@ class ProgressLog:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
         snapshot = self.local_path.read_bytes()
         return lambda: self.storage.write_bytes(self.key, snapshot)
-
-
-def read_progress(storage: Storage, key: str) -> list[dict]:
-    return storage.read_json_lines(key)

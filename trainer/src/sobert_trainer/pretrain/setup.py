@@ -111,30 +111,78 @@ class TrainingSetup:
 
 
 def setup_model_and_optimizer(spec: RunSpec, bf16: bool, device: torch.device) -> TrainingSetup:
-    from megatron.core.distributed import (
-        DistributedDataParallel,
-        DistributedDataParallelConfig,
-        finalize_model_grads,
+    """The model wrapped for data parallelism, its optimizer and LR schedule, and the schedule's
+    hooks set on the model config, as Megatron-LM's `setup_model_and_optimizer` and `train` do."""
+    from megatron.core.distributed import finalize_model_grads
+    from megatron.core.rerun_state_machine import (
+        RerunMode,
+        destroy_rerun_state_machine,
+        initialize_rerun_state_machine,
     )
-    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
-    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
-    from sobert_trainer.pretrain.model import build_bert_model, place_model, transformer_config
+    from sobert_trainer.pretrain.model import build_bert_model, transformer_config
 
+    # The machine the gradient check reports through: with reruns disabled it only validates (a
+    # rejected NaN or Inf raises), as Megatron-LM's `--rerun-mode disabled` initialises it; afresh
+    # for each model a process sets up.
+    destroy_rerun_state_machine()
+    initialize_rerun_state_machine(mode=RerunMode.DISABLED)
     config = transformer_config(spec.model, spec.parallel.tensor_parallel, bf16=bf16)
     bert = build_bert_model(spec.model, config)
+    model = _data_parallel_model(spec, config, bert, device)
+    optimizer = _optimizer(spec, bf16, model)
+    # The schedule's hooks, as `train` sets them: the loss is scaled by the optimizer's loss scale
+    # before backward, and after the last micro-batch `finalize_model_grads` all-reduces (averages)
+    # the gradients across data-parallel replicas (with the distributed optimizer: reduce-scatters
+    # them, each rank updating its shard). Without it every DP rank steps on its own gradients and
+    # the replicas drift apart. With the reduction overlapped, the schedule holds it back for all
+    # but the last micro-batch (`no_sync_func`) and starts it there (`grad_sync_func`, as
+    # Megatron-LM's default --align-grad-reduce); `finalize_model_grads` then waits for the buckets.
+    config.grad_scale_func = optimizer.scale_loss
+    if spec.parallel.overlap_grad_reduce:
+        config.no_sync_func = model.no_sync
+        config.grad_sync_func = model.start_grad_sync
+    config.finalize_model_grads_func = finalize_model_grads
+    return TrainingSetup(
+        bert=bert,
+        model=model,
+        optimizer=optimizer,
+        scheduler=_scheduler(spec, optimizer),
+        overlap_param_gather=spec.parallel.overlap_param_gather,
+        optimizer_sharded=spec.parallel.distributed_optimizer,
+    )
+
+
+def _data_parallel_model(spec: RunSpec, config: Any, bert: Any, device: torch.device) -> Any:
+    """megatron-core's DistributedDataParallel over the model placed on `device` (in bf16 when the
+    config says so), gradients reduced in fp32. Each bucket's gradient norm is checked for NaN and
+    Inf before it is reduced, as Megatron-LM does by default (`--check-for-nan-in-loss-and-grad`,
+    on unless `--no-check-for-nan-in-loss-and-grad`; `get_model` in megatron/training/training.py,
+    core_v0.16.1): a diverged run stops at the step it diverged (`train.DivergedError`) instead of
+    training on NaN weights until its budget runs out."""
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+
+    from sobert_trainer.pretrain.model import place_model
+
     parallel = spec.parallel
-    model = DistributedDataParallel(
+    return DistributedDataParallel(
         config,
         DistributedDataParallelConfig(
             grad_reduce_in_fp32=True,
             overlap_grad_reduce=parallel.overlap_grad_reduce,
             use_distributed_optimizer=parallel.distributed_optimizer,
             overlap_param_gather=parallel.overlap_param_gather,
+            check_for_nan_in_grad=True,
         ),
         place_model(bert, config, device),
     )
-    optimizer = get_megatron_optimizer(
+
+
+def _optimizer(spec: RunSpec, bf16: bool, model: Any) -> Any:
+    """Adam with RoBERTa's beta2 (0.98) and eps (1e-6), through `get_megatron_optimizer`."""
+    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+
+    return get_megatron_optimizer(
         OptimizerConfig(
             optimizer="adam",
             lr=spec.train.lr,
@@ -145,13 +193,19 @@ def setup_model_and_optimizer(spec: RunSpec, bf16: bool, device: torch.device) -
             adam_eps=1e-6,
             clip_grad=spec.train.clip_grad,
             bf16=bf16,
-            use_distributed_optimizer=parallel.distributed_optimizer,
-            overlap_param_gather=parallel.overlap_param_gather,
+            use_distributed_optimizer=spec.parallel.distributed_optimizer,
+            overlap_param_gather=spec.parallel.overlap_param_gather,
         ),
         [model],
     )
+
+
+def _scheduler(spec: RunSpec, optimizer: Any) -> Any:
+    """Linear warm-up over `warmup_fraction` of the steps, then cosine decay to `min_lr` at the last."""
+    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
     iters = spec.train_iters
-    scheduler = OptimizerParamScheduler(
+    return OptimizerParamScheduler(
         optimizer,
         init_lr=0.0,
         max_lr=spec.train.lr,
@@ -163,24 +217,4 @@ def setup_model_and_optimizer(spec: RunSpec, bf16: bool, device: torch.device) -
         end_wd=spec.train.weight_decay,
         wd_incr_steps=iters,
         wd_incr_style="constant",
-    )
-    # The schedule's hooks, as `train` sets them: the loss is scaled by the optimizer's loss scale
-    # before backward, and after the last micro-batch `finalize_model_grads` all-reduces (averages)
-    # the gradients across data-parallel replicas (with the distributed optimizer: reduce-scatters
-    # them, each rank updating its shard). Without it every DP rank steps on its own gradients and
-    # the replicas drift apart. With the reduction overlapped, the schedule holds it back for all
-    # but the last micro-batch (`no_sync_func`) and starts it there (`grad_sync_func`, as
-    # Megatron-LM's default --align-grad-reduce); `finalize_model_grads` then waits for the buckets.
-    config.grad_scale_func = optimizer.scale_loss
-    if parallel.overlap_grad_reduce:
-        config.no_sync_func = model.no_sync
-        config.grad_sync_func = model.start_grad_sync
-    config.finalize_model_grads_func = finalize_model_grads
-    return TrainingSetup(
-        bert=bert,
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        overlap_param_gather=parallel.overlap_param_gather,
-        optimizer_sharded=parallel.distributed_optimizer,
     )

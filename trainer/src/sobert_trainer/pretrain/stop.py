@@ -9,7 +9,7 @@ import threading
 import torch
 import torch.distributed as dist
 
-from sobert_trainer.storage import Storage
+from sobert_api.storage import Storage
 
 
 class StopFlag:

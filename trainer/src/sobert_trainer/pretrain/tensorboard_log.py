@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from sobert_trainer.storage import Storage
+from sobert_api.storage import Storage
 
 # progress record field -> (TensorBoard tag, also written against consumed samples)
 SCALARS: dict[str, tuple[str, bool]] = {

@@ -15,19 +15,24 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from sobert_api import paths
+from sobert_api.dataset import check_vocabulary
 from sobert_api.flops import pretraining_flops_per_token
 from sobert_api.spec import Precision, RunSpec
+from sobert_api.stages import EXIT_PREEMPTED, PREEMPTED_LINE, STEP_LINE
+from sobert_api.storage import Storage
 from sobert_trainer.pretrain.distributed import RankInfo, current_device, init_distributed
 from sobert_trainer.pretrain.stop import StopFlag
-from sobert_trainer.stage_cli import EXIT_PREEMPTED
-from sobert_trainer.storage import Storage
+from sobert_trainer.pretrain.throughput import throughput_fields
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +43,24 @@ def use_bf16(spec: RunSpec) -> bool:
     return spec.train.precision == Precision.bf16
 
 
-def _fetch_dataset(storage: Storage, dataset_id: str, workdir: Path, ranks: RankInfo) -> tuple[Path, dict]:
+def _fetch_dataset(
+    storage: Storage, dataset_id: str, workdir: Path, ranks: RankInfo, vocab_size: int
+) -> tuple[Path, dict]:
+    """The dataset on this node's disk, and its manifest. Every rank reads the manifest and refuses
+    a dataset the model cannot embed (`check_vocabulary`) before any is fetched."""
     local = workdir / "data" / dataset_id
     prefix = paths.dataset_prefix(dataset_id)
+    manifest = storage.read_manifest(prefix)
+    if manifest is None:
+        raise FileNotFoundError(f"{storage.uri(prefix)}: dataset not published (run `sobertctl data prepare`)")
+    check_vocabulary(manifest, vocab_size)
     if ranks.local_rank == 0:
-        manifest = storage.read_manifest(prefix)
-        if manifest is None:
-            raise FileNotFoundError(f"{storage.uri(prefix)}: dataset not published (run `sobertctl data prepare`)")
         marker = local / ".fetched"
         if not marker.exists():
             storage.fetch_tree(prefix, local)
             marker.write_text(manifest["dataset_id"])
     dist.barrier()
-    return local, storage.read_manifest(prefix)  # type: ignore[return-value]
+    return local, manifest
 
 
 def _loss_func(loss_mask: torch.Tensor, lm_loss: torch.Tensor):
@@ -67,197 +77,318 @@ def _forward_step(data_iterator, model):
     return per_token_loss(model, batch), partial(_loss_func, batch["loss_mask"])
 
 
+# What megatron-core's gradient check says when it rejects a bucket's norm (`check_grads` in
+# megatron/core/distributed/param_and_grad_buffer.py, core_v0.16.1).
+NON_FINITE_GRAD_MESSAGES = ("found NaN in local grad norm", "found Inf in local grad norm")
+
+
+class DivergedError(RuntimeError):
+    """The gradients went NaN or Inf: the run diverged, and no step after it can be trusted."""
+
+    def __init__(self, step: int, detail: str):
+        super().__init__(
+            f"pretrain: the run diverged at step {step}: non-finite gradients ({detail}); a checkpoint "
+            "it saved holds the weights from before. Lower train.lr, raise train.warmup_fraction or keep "
+            "train.clip_grad above 0, then submit again"
+        )
+        self.step = step
+
+
 def train(spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | None = None) -> int:
     """Run (or resume) pretraining; returns the process exit code. `peak_tflops`: each device's
     dense BF16 peak, for the MFU in progress records (None: not reported)."""
-    from megatron.core import dist_checkpointing, parallel_state
-    from megatron.core.pipeline_parallel import get_forward_backward_func
+    return Trainer(spec, dataset_id, workdir, peak_tflops).train()
 
-    from sobert_trainer.pretrain.background import BackgroundIO
-    from sobert_trainer.pretrain.checkpoint import CheckpointStore, start_writer_helpers
-    from sobert_trainer.pretrain.dataset import build_train_dataset, dataset_config, micro_batch_loader
-    from sobert_trainer.pretrain.goodput_clock import GoodputClock, process_started_at
-    from sobert_trainer.pretrain.progress import ProgressLog
-    from sobert_trainer.pretrain.setup import setup_model_and_optimizer
-    from sobert_trainer.pretrain.tensorboard_log import TensorBoardLog
-    from sobert_trainer.pretrain.throughput import TokenTally, throughput_fields
 
-    launched = time.time()  # checkpoint requests older than this were satisfied by an earlier process
-    clock = GoodputClock(started_at=process_started_at())
-    ranks = RankInfo.from_env()
-    stop = StopFlag()
-    start_writer_helpers()  # before any other thread: see its docstring
-    init_distributed(spec, ranks)
-    stop.join()
-    bf16 = use_bf16(spec)
-    tp, dp = spec.parallel.tensor_parallel, parallel_state.get_data_parallel_world_size()
-    if tp * dp != dist.get_world_size():
-        raise RuntimeError(
-            f"torchrun world size {dist.get_world_size()} does not match the spec's TP x DP = {tp} x {dp}"
-        )
-    storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url)
-    run_storage = storage.child(paths.pretrain_prefix(spec.name))
-    iters, seq, gbs, mbs = (
-        spec.train_iters,
-        spec.model.seq_length,
-        spec.train.global_batch_size,
-        spec.train.micro_batch_size,
-    )
+@dataclass
+class StepOutput:
+    """What one optimizer step returns to the loop."""
 
-    data_dir, data_manifest = _fetch_dataset(storage, dataset_id, workdir, ranks)
-    setup = setup_model_and_optimizer(spec, bf16, current_device())
-    model, optimizer, scheduler = setup.model, setup.optimizer, setup.scheduler
-    checkpoints = CheckpointStore(
-        run_storage.child("checkpoints"),
-        workdir / "checkpoints",
-        ranks.node_rank,
-        ranks.local_rank,
-        nodes=spec.parallel.nodes,
-    )
-    start = checkpoints.latest_step() or 0
-    if start:
-        clock.resumed_from = start
-        with clock.restoring():
-            local, _ = checkpoints.fetch(start)
-            state = dist_checkpointing.load({**setup.sharded_state(is_loading=True), "train_state": None}, str(local))
-            setup.load(state)
-            scheduler.load_state_dict(state["train_state"]["scheduler"])
-        if ranks.rank == 0:
-            log.info("pretrain: resumed from step %d", start)
+    losses: list[dict[str, torch.Tensor]]  # each micro-batch's {"lm loss": loss}
+    updated: bool  # False when the optimizer skipped the step (a non-finite gradient)
+    grad_norm: float | None
+    seconds: float
 
-    config = dataset_config(
-        data_dir, data_manifest, seq, spec.train.mask_prob, spec.train.seed, cache=workdir / "dataset-index"
-    )
-    dataset = build_train_dataset(
-        config, iters * gbs, storage.child(paths.dataset_index_prefix(spec.name)), local_rank=ranks.local_rank
-    )
-    progress = ProgressLog(run_storage, "progress.jsonl", workdir / "progress.jsonl") if ranks.rank == 0 else None
-    scalars = TensorBoardLog(run_storage, "tensorboard", workdir / "tensorboard") if ranks.rank == 0 else None
-    background = BackgroundIO() if ranks.rank == 0 else None
-    if ranks.rank == 0:
-        stop.watch_requests(storage, paths.checkpoint_request_key(spec.name), launched)
-    forward_backward = get_forward_backward_func()
-    dp_rank = parallel_state.get_data_parallel_rank()
-    accumulation = gbs // (mbs * dp)
-    flops_per_token = pretraining_flops_per_token(spec.model, spec.train.mask_prob)
-    tally = TokenTally()
-    batches = clock.waited(
-        tally.counted(
-            micro_batch_loader(
-                dataset,
-                start,
-                iters,
-                gbs,
-                mbs,
-                dp_rank,
-                dp,
-                workers=spec.train.loader_workers,
-                pin_memory=torch.cuda.is_available(),
+
+@dataclass
+class RankZeroOutputs:
+    """What only global rank 0 writes: progress.jsonl, the TensorBoard scalars, and the thread
+    that uploads both (and polls for checkpoint requests) behind the steps."""
+
+    progress: Any  # ProgressLog
+    scalars: Any  # TensorBoardLog
+    background: Any  # BackgroundIO
+
+
+class Trainer:
+    """One rank's pretraining, split as torchtitan's `Trainer` and Megatron-LM's training loop
+    split theirs: built once (distributed init, dataset, model, optimizer, checkpoint store), then
+    `restore` from the newest complete checkpoint, `train_step` per optimizer step, `log_step`
+    (Megatron's `training_log`: one reduction over the data-parallel ranks per record), `save`
+    (dist_checkpointing) at the checkpoint interval, on a request and on a stop; `train` is the
+    loop over them."""
+
+    def __init__(self, spec: RunSpec, dataset_id: str, workdir: Path, peak_tflops: float | None = None):
+        from megatron.core import parallel_state
+
+        from sobert_trainer.pretrain.checkpoint import CheckpointStore, start_writer_helpers
+        from sobert_trainer.pretrain.goodput_clock import GoodputClock, process_started_at
+        from sobert_trainer.pretrain.setup import setup_model_and_optimizer
+        from sobert_trainer.pretrain.throughput import TokenTally
+
+        self.spec, self.dataset_id, self.workdir, self.peak_tflops = spec, dataset_id, workdir, peak_tflops
+        self.launched = time.time()  # checkpoint requests older than this were satisfied by an earlier process
+        self.clock = GoodputClock(started_at=process_started_at())
+        self.ranks = RankInfo.from_env()
+        self.stop = StopFlag()
+        start_writer_helpers()  # before any other thread: see its docstring
+        init_distributed(spec, self.ranks)
+        self.stop.join()
+        self.bf16 = use_bf16(spec)
+        self.tp, self.dp = spec.parallel.tensor_parallel, parallel_state.get_data_parallel_world_size()
+        if self.tp * self.dp != dist.get_world_size():
+            raise RuntimeError(
+                f"torchrun world size {dist.get_world_size()} does not match the spec's TP x DP = {self.tp} x {self.dp}"
             )
+        self.iters, self.seq = spec.train_iters, spec.model.seq_length
+        self.gbs, self.mbs = spec.train.global_batch_size, spec.train.micro_batch_size
+        self.accumulation = self.gbs // (self.mbs * self.dp)
+        self.flops_per_token = pretraining_flops_per_token(spec.model, spec.train.mask_prob)
+        self.storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url)
+        self.run_storage = self.storage.child(paths.pretrain_prefix(spec.name))
+        self.data_dir, self.data_manifest = _fetch_dataset(
+            self.storage, dataset_id, workdir, self.ranks, spec.model.vocab_size
         )
-    )
-    started = time.monotonic()
-
-    def save(step: int, asynchronous: bool) -> None:
-        setup.gather_params()
-        train_state = {"step": step, "consumed_samples": step * gbs, "scheduler": scheduler.state_dict()}
-        sharded = {**setup.sharded_state(is_loading=False), "train_state": train_state}
-        checkpoints.save(
-            sharded,
-            step,
-            extra={
-                "dataset_id": dataset_id,
-                "run": spec.name,
-                "tokens": step * gbs * seq,
-                "tensor_parallel": tp,
-                "world_size": dist.get_world_size(),
-            },
-            asynchronous=asynchronous,
+        self.setup = setup_model_and_optimizer(spec, self.bf16, current_device())
+        self.checkpoints = CheckpointStore(
+            self.run_storage.child("checkpoints"),
+            workdir / "checkpoints",
+            self.ranks.node_rank,
+            self.ranks.local_rank,
+            nodes=spec.parallel.nodes,
         )
+        self.tally = TokenTally()
+        self.step = 0
+        self.last_save = time.monotonic()
+        self.outputs: RankZeroOutputs | None = None
 
-    last_save = time.monotonic()
-    save_minutes = spec.train.checkpoint_interval_minutes
+    # -- before the first step ------------------------------------------------------------------
+    def restore(self) -> int:
+        """Load the newest complete checkpoint, if any; the step to go on from."""
+        from megatron.core import dist_checkpointing
 
-    def timed_save_due() -> bool:
-        return save_minutes is not None and time.monotonic() - last_save >= save_minutes * 60
+        start = self.checkpoints.latest_step() or 0
+        if start:
+            self.clock.resumed_from = start
+            with self.clock.restoring():
+                local, _ = self.checkpoints.fetch(start)
+                sharded = {**self.setup.sharded_state(is_loading=True), "train_state": None}
+                state = dist_checkpointing.load(sharded, str(local))
+                self.setup.load(state)
+                self.setup.scheduler.load_state_dict(state["train_state"]["scheduler"])
+            if self.ranks.rank == 0:
+                log.info("pretrain: resumed from step %d", start)
+        self.step = start
+        return start
 
-    step = start
-    setup.before_first_step()
-    while step < iters:
-        clock.step_began()
-        step_started = time.monotonic()
-        model.zero_grad_buffer()
-        optimizer.zero_grad()
-        losses = forward_backward(
-            forward_step_func=_forward_step,
-            data_iterator=batches,  # the schedule takes `accumulation` micro-batches: this step's
-            model=[model],
-            num_microbatches=accumulation,
-            seq_length=seq,
-            micro_batch_size=mbs,
-            forward_only=False,
+    def micro_batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """This data-parallel rank's micro-batches from the step restored on, timed as data waits
+        and counted for the real-token fraction."""
+        from megatron.core import parallel_state
+
+        from sobert_trainer.pretrain.dataset import build_train_dataset, dataset_config, micro_batch_loader
+
+        spec = self.spec
+        config = dataset_config(
+            self.data_dir,
+            self.data_manifest,
+            self.seq,
+            spec.train.mask_prob,
+            spec.train.seed,
+            cache=self.workdir / "dataset-index",
         )
-        updated, grad_norm, _ = optimizer.step()
+        dataset = build_train_dataset(
+            config,
+            self.iters * self.gbs,
+            self.storage.child(paths.dataset_index_prefix(spec.name)),
+            local_rank=self.ranks.local_rank,
+        )
+        loader = micro_batch_loader(
+            dataset,
+            self.step,
+            self.iters,
+            self.gbs,
+            self.mbs,
+            parallel_state.get_data_parallel_rank(),
+            self.dp,
+            workers=spec.train.loader_workers,
+            pin_memory=torch.cuda.is_available(),
+        )
+        return self.clock.waited(self.tally.counted(loader))
+
+    def open_outputs(self) -> None:
+        """Rank 0's progress log, TensorBoard scalars and background uploads; the checkpoint
+        requests it polls for."""
+        from sobert_trainer.pretrain.background import BackgroundIO
+        from sobert_trainer.pretrain.progress import ProgressLog
+        from sobert_trainer.pretrain.tensorboard_log import TensorBoardLog
+
+        if self.ranks.rank != 0:
+            return
+        self.outputs = RankZeroOutputs(
+            progress=ProgressLog(self.run_storage, "progress.jsonl", self.workdir / "progress.jsonl"),
+            scalars=TensorBoardLog(self.run_storage, "tensorboard", self.workdir / "tensorboard"),
+            background=BackgroundIO(),
+        )
+        self.stop.watch_requests(self.storage, paths.checkpoint_request_key(self.spec.name), self.launched)
+
+    # -- each step --------------------------------------------------------------------------------
+    def train_step(self, batches: Iterator[dict[str, torch.Tensor]], forward_backward) -> StepOutput:
+        """One optimizer step over `accumulation` micro-batches (Megatron-LM's `train_step`):
+        zero the grad buffers, run the schedule, step the optimizer and the LR schedule."""
+        setup = self.setup
+        self.clock.step_began()
+        began = time.monotonic()
+        setup.model.zero_grad_buffer()
+        setup.optimizer.zero_grad()
+        try:
+            losses = forward_backward(
+                forward_step_func=_forward_step,
+                data_iterator=batches,  # the schedule takes `accumulation` micro-batches: this step's
+                model=[setup.model],
+                num_microbatches=self.accumulation,
+                seq_length=self.seq,
+                micro_batch_size=self.mbs,
+                forward_only=False,
+            )
+        except RuntimeError as exc:
+            found = next((m for m in NON_FINITE_GRAD_MESSAGES if m in str(exc)), None)
+            if found is None:
+                raise
+            raise DivergedError(self.step + 1, found) from exc
+        updated, grad_norm, _ = setup.optimizer.step()
         setup.after_step(updated)
-        scheduler.step(increment=1)
-        checkpoints.poll()  # publishes an asynchronous save whose writes have finished
-        step += 1
-        step_time = time.monotonic() - step_started
-        clock.step_ended(step_time)
-        if step % spec.train.log_interval == 0 or step == iters or step == start + 1:
-            # One reduction and one host sync per record: this step's loss, and the tokens fed
-            # since the previous record, over the data-parallel ranks.
-            loss = torch.stack([item["lm loss"] for item in losses]).mean().to(current_device())
-            sums = torch.stack([loss.double(), *torch.tensor(tally.take(), device=loss.device).double()])
-            dist.all_reduce(sums, group=parallel_state.get_data_parallel_group())
-            loss_sum, slots, real = sums.tolist()
-            record = {
-                "step": step,
-                "train_iters": iters,
-                "consumed_tokens": step * gbs * seq,
-                "loss": round(loss_sum / dp, 5),
-                "lr": optimizer.param_groups[0]["lr"],
-                "grad_norm": None if grad_norm is None else round(float(grad_norm), 5),
-                "skipped": not updated,
-                "step_time_s": round(step_time, 4),
-                "tokens_per_s": round(gbs * seq / step_time, 1),
-                **throughput_fields(
-                    gbs * seq / step_time, real / slots, flops_per_token, dist.get_world_size(), peak_tflops
-                ),
-                "wall_time_s": round(time.monotonic() - started, 3),
-                "world_size": dist.get_world_size(),
-                **clock.fields(),
-            }
-            if progress and scalars and background:
-                background.submit(progress.append(**record))
-                background.submit(scalars.add(record, samples=step * gbs))
-                background.submit(stop.poll_storage)
-                print(
-                    f"pretrain step {step}/{iters} loss {record['loss']:.4f} "
-                    f"{record['tokens_per_s']:,.0f} tok/s lr {record['lr']:.2e}",
-                    flush=True,
-                )
-        if ranks.rank == 0 and timed_save_due():
-            stop.request_checkpoint()
-        preempted, asked = stop.agreed()
-        if step % spec.train.checkpoint_interval == 0 or step == iters or preempted or asked:
-            # The save a run stops or ends with is waited for; the others are written behind the steps.
-            with clock.saving():
-                save(step, asynchronous=spec.train.async_save and not preempted and step < iters)
-            last_save = time.monotonic()
-            if ranks.rank == 0:
-                log.info("pretrain: checkpoint at step %d", step)
-        if preempted:
-            checkpoints.close()
-            if background:
-                background.close()
-                print(f"pretrain: SIGTERM received; checkpointed step {step}, exiting", flush=True)
-            dist.destroy_process_group()
-            return EXIT_PREEMPTED
-    checkpoints.close()
-    if background and scalars:
-        background.close()  # the last progress record is published before the stage ends
-        scalars.close()
-    dist.barrier()
-    dist.destroy_process_group()
-    return 0
+        setup.scheduler.step(increment=1)
+        self.checkpoints.poll()  # publishes an asynchronous save whose writes have finished
+        self.step += 1
+        seconds = time.monotonic() - began
+        self.clock.step_ended(seconds)
+        return StepOutput(losses, updated, None if grad_norm is None else float(grad_norm), seconds)
+
+    def log_due(self, start: int) -> bool:
+        step = self.step
+        return step % self.spec.train.log_interval == 0 or step == self.iters or step == start + 1
+
+    def log_step(self, output: StepOutput, started: float) -> None:
+        """The progress record of this step (Megatron-LM's `training_log`). One reduction and one
+        host sync per record, on every rank: this step's loss, and the tokens fed since the
+        previous record, over the data-parallel ranks. Rank 0 writes it behind the steps."""
+        from megatron.core import parallel_state
+
+        loss = torch.stack([item["lm loss"] for item in output.losses]).mean().to(current_device())
+        sums = torch.stack([loss.double(), *torch.tensor(self.tally.take(), device=loss.device).double()])
+        dist.all_reduce(sums, group=parallel_state.get_data_parallel_group())
+        loss_sum, slots, real = sums.tolist()
+        if self.outputs is None:
+            return
+        tokens_per_s = self.gbs * self.seq / output.seconds
+        world = dist.get_world_size()
+        record = {
+            "step": self.step,
+            "train_iters": self.iters,
+            "consumed_tokens": self.step * self.gbs * self.seq,
+            "loss": round(loss_sum / self.dp, 5),
+            "lr": self.setup.optimizer.param_groups[0]["lr"],
+            "grad_norm": None if output.grad_norm is None else round(output.grad_norm, 5),
+            "skipped": not output.updated,
+            "step_time_s": round(output.seconds, 4),
+            "tokens_per_s": round(tokens_per_s, 1),
+            **throughput_fields(tokens_per_s, real / slots, self.flops_per_token, world, self.peak_tflops),
+            "wall_time_s": round(time.monotonic() - started, 3),
+            "world_size": world,
+            **self.clock.fields(),
+        }
+        background = self.outputs.background
+        background.submit(self.outputs.progress.append(**record))
+        background.submit(self.outputs.scalars.add(record, samples=self.step * self.gbs))
+        background.submit(self.stop.poll_storage)
+        print(
+            f"{STEP_LINE} {self.step}/{self.iters} loss {record['loss']:.4f} "
+            f"{record['tokens_per_s']:,.0f} tok/s lr {record['lr']:.2e}",
+            flush=True,
+        )
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def save(self, asynchronous: bool) -> None:
+        """A checkpoint of this step through dist_checkpointing (every rank its shards), published
+        to storage by the checkpoint store; asynchronous: written behind the next steps."""
+        setup, step = self.setup, self.step
+        with self.clock.saving():
+            setup.gather_params()
+            train_state = {"step": step, "consumed_samples": step * self.gbs, "scheduler": setup.scheduler.state_dict()}
+            self.checkpoints.save(
+                {**setup.sharded_state(is_loading=False), "train_state": train_state},
+                step,
+                extra={
+                    "dataset_id": self.dataset_id,
+                    "run": self.spec.name,
+                    "tokens": step * self.gbs * self.seq,
+                    "tensor_parallel": self.tp,
+                    "world_size": dist.get_world_size(),
+                },
+                asynchronous=asynchronous,
+            )
+        self.last_save = time.monotonic()
+        if self.ranks.rank == 0:
+            log.info("pretrain: checkpoint at step %d", step)
+
+    def timed_save_due(self) -> bool:
+        minutes = self.spec.train.checkpoint_interval_minutes
+        return minutes is not None and time.monotonic() - self.last_save >= minutes * 60
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def train(self) -> int:
+        """Steps until the last one or a stop; the process exit code (EXIT_PREEMPTED after the
+        checkpoint a SIGTERM asks for)."""
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        start = self.restore()
+        batches = self.micro_batches()
+        self.open_outputs()
+        forward_backward = get_forward_backward_func()
+        started = time.monotonic()
+        self.setup.before_first_step()
+        while self.step < self.iters:
+            output = self.train_step(batches, forward_backward)
+            if self.log_due(start):
+                self.log_step(output, started)
+            if self.ranks.rank == 0 and self.timed_save_due():
+                self.stop.request_checkpoint()
+            preempted, asked = self.stop.agreed()
+            last = self.step == self.iters
+            if self.step % self.spec.train.checkpoint_interval == 0 or last or preempted or asked:
+                # The save a run stops or ends with is waited for; the others are written behind the steps.
+                self.save(asynchronous=self.spec.train.async_save and not preempted and not last)
+            if preempted:
+                return self.stop_preempted()
+        return self.finish()
+
+    def stop_preempted(self) -> int:
+        """After the SIGTERM checkpoint: publish what is pending and exit for a restart."""
+        self.checkpoints.close()
+        if self.outputs:
+            self.outputs.background.close()
+            print(f"{PREEMPTED_LINE} step {self.step}, exiting", flush=True)
+        dist.destroy_process_group()
+        return EXIT_PREEMPTED
+
+    def finish(self) -> int:
+        """After the last step: the last checkpoint and progress record are published before the
+        stage ends."""
+        self.checkpoints.close()
+        if self.outputs:
+            self.outputs.background.close()
+            self.outputs.scalars.close()
+        dist.barrier()
+        dist.destroy_process_group()
+        return 0

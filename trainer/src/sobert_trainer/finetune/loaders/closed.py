@@ -11,18 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from sobert_api.task_files import CLOSED_LABELS, CLOSED_TAG_COLUMNS, CLOSED_TEXT_COLUMNS, closed_records, read_text
 from sobert_trainer.finetune.examples import LoadResult, TextExample
-from sobert_trainer.finetune.loaders.common import check_label, csv_records
-
-CLOSED_LABELS = ("open", "not a real question", "not constructive", "off topic", "too localized")
-TAG_COLUMNS = ("Tag1", "Tag2", "Tag3", "Tag4", "Tag5")
-TEXT_COLUMNS = ("Title", "BodyMarkdown", *TAG_COLUMNS)
-"""The only columns `example_text` reads."""
 
 
 def example_text(row: Mapping[str, str]) -> str:
-    """What the model sees of a row: title, body, tags; empty when the row has none of them."""
-    tags = " ".join(tag for tag in (row[column].strip() for column in TAG_COLUMNS) if tag)
+    """What the model sees of a row (only its `CLOSED_TEXT_COLUMNS` are read): title, body, tags;
+    empty when the row has none of them."""
+    tags = " ".join(tag for tag in (row[column].strip() for column in CLOSED_TAG_COLUMNS) if tag)
     body = row["BodyMarkdown"].replace("\r\n", "\n").strip()
     return "\n".join(part for part in (row["Title"].strip(), body, tags) if part)
 
@@ -32,9 +28,8 @@ def load_closed_questions(
 ) -> LoadResult[TextExample]:
     """Examples of a competition CSV (train or a sample of it) labelled by `OpenStatus`."""
     result: LoadResult[TextExample] = LoadResult()
-    for line, row in csv_records(path, encoding, ("PostId", *TEXT_COLUMNS, "OpenStatus")):
-        label = check_label(path, line, "OpenStatus", row["OpenStatus"].strip(), labels)
-        text = example_text({column: row[column] for column in TEXT_COLUMNS})
+    for line, row, label in closed_records(read_text(path, encoding), str(path), labels):
+        text = example_text({column: row[column] for column in CLOSED_TEXT_COLUMNS})
         if not row["Title"].strip() and not row["BodyMarkdown"].strip():
             result.skip("empty text")
             continue

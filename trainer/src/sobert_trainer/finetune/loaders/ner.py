@@ -12,7 +12,9 @@ authors' own reader (`code/DataReader/loader_so.py`) drops them:
 Tags are kept as given after mapping (an `I-` after `O` or after another type stays; the metric
 decides how to count it).
 
-Label set. The paper evaluates 20 entity types, listed on the authors' project page: code
+Label set (the tables `MERGED_TYPES`, `NER_TYPES` and `RAW_TYPES` are in `sobert_api.task_files`,
+with the file format's reader, `conll_sentences`). The paper evaluates 20 entity types, listed on
+the authors' project page: code
 entities Class, Variable, In-Line Code (`Code_Block` in the files), Function, Library, Value,
 Data Type, HTML/XML Tag; natural-language entities Application, UI Element, Language, Data
 Structure, Algorithm, File Type, File Name, Version, Device, Operating System, Website, User Name.
@@ -32,62 +34,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from sobert_trainer.finetune.examples import LoadResult, TaskDataError, TokenExample
-from sobert_trainer.finetune.loaders.common import physical_lines, read_text
-
-MERGED_TYPES: dict[str, str | None] = {
-    "Algorithm": "Algorithm",
-    "Application": "Application",
-    "Class_Name": "Class",
-    "Library_Class": "Class",
-    "Code_Block": "Code_Block",
-    "Data_Structure": "Data_Structure",
-    "Data_Type": "Data_Type",
-    "Device": "Device",
-    "File_Name": "File_Name",
-    "File_Type": "File_Type",
-    "Function_Name": "Function",
-    "Library_Function": "Function",
-    "HTML_XML_Tag": "HTML_XML_Tag",
-    "Language": "Language",
-    "Library": "Library",
-    "Operating_System": "Operating_System",
-    "User_Interface_Element": "User_Interface_Element",
-    "User_Name": "User_Name",
-    "Value": "Value",
-    "Variable_Name": "Variable",
-    "Library_Variable": "Variable",
-    "Version": "Version",
-    "Website": "Website",
-    "Organization": "Website",
-    # Annotated, but not among the 20 evaluated types:
-    "Output_Block": None,
-    "Error_Name": None,
-    "Keyboard_IP": None,
-    "Licence": None,
-    "Data_Set_Name": None,  # GitHub test set only
-}
-"""Raw annotated type -> one of the 20 evaluated types, or None for O."""
-NER_TYPES: tuple[str, ...] = tuple(sorted({t for t in MERGED_TYPES.values() if t}))
-RAW_TYPES: dict[str, str | None] = {t: t for t in MERGED_TYPES}
-"""Identity mapping: every annotated type kept as is (for analysis, not the paper's setup)."""
+from sobert_api.task_files import MERGED_TYPES, conll_sentences, read_text
+from sobert_trainer.finetune.examples import LoadResult, TokenExample
 
 METADATA = ("Question_ID", "Question_URL", "Answer_to_Question_ID")
 PLACEHOLDERS = ("CODE_BLOCK", "OP_BLOCK")
-
-
-def _map_tag(path: str | Path, line: int, tag: str, type_map: Mapping[str, str | None]) -> str:
-    if tag == "O":
-        return tag
-    prefix, sep, raw = tag.partition("-")
-    if prefix not in ("B", "I") or not sep:
-        raise TaskDataError(f"{path}:{line}: entity tag {tag!r} is not O, B-<type> or I-<type>")
-    if raw not in type_map:
-        raise TaskDataError(
-            f"{path}:{line}: unknown entity type {raw!r} in tag {tag!r}; known: {', '.join(sorted(type_map))}"
-        )
-    merged = type_map[raw]
-    return f"{prefix}-{merged}" if merged else "O"
 
 
 def _dropped(tokens: list[str]) -> str | None:
@@ -105,27 +56,10 @@ def load_conll(
 ) -> LoadResult[TokenExample]:
     """Sentences as examples (id `<file name>:<first line>`), tags mapped by `type_map`."""
     result: LoadResult[TokenExample] = LoadResult()
-    tokens: list[str] = []
-    tags: list[str] = []
-    start = 1
-    for number, raw in enumerate([*physical_lines(read_text(path, encoding)), ""], start=1):
-        if raw.strip():
-            columns = raw.split("\t")
-            if len(columns) != 4:
-                raise TaskDataError(
-                    f"{path}:{number}: {len(columns)} TAB-separated column(s); expected 4 "
-                    "(token, entity tag, token, markup tag)"
-                )
-            if not tokens:
-                start = number
-            tokens.append(columns[0])
-            tags.append(_map_tag(path, number, columns[1].strip(), type_map))
-            continue
-        if tokens:
-            reason = _dropped(tokens)
-            if reason:
-                result.skip(reason)
-            else:
-                result.examples.append(TokenExample(f"{Path(path).name}:{start}", tuple(tokens), tuple(tags)))
-            tokens, tags = [], []
+    for start, tokens, tags in conll_sentences(read_text(path, encoding), str(path), type_map):
+        reason = _dropped(tokens)
+        if reason:
+            result.skip(reason)
+        else:
+            result.examples.append(TokenExample(f"{Path(path).name}:{start}", tuple(tokens), tuple(tags)))
     return result

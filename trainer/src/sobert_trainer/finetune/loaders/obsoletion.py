@@ -15,13 +15,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from sobert_api.task_files import obsoletion_records, read_text
 from sobert_trainer.data.dump import RowStats, iter_comments, iter_posts
 from sobert_trainer.data.html_text import html_to_segments
-from sobert_trainer.finetune.examples import LoadResult, TaskDataError, TextExample
-from sobert_trainer.finetune.loaders.common import check_label, csv_records
-
-OBSOLETION_LABELS = ("current", "obsolete")
-LABEL_ALIASES = {"0": "current", "1": "obsolete"}
+from sobert_trainer.finetune.examples import LoadResult, TextExample
 
 
 @dataclass(frozen=True)
@@ -146,15 +143,9 @@ def label_obsoletion(posts_uri: str, comments_uri: str, endpoint_url: str | None
 def load_labelled_csv(path: str | Path, encoding: str = "utf-8") -> LoadResult[TextExample]:
     """User labels: CSV `post_id,text,label`; label `current` / `obsolete` (any case) or `0` / `1`."""
     result: LoadResult[TextExample] = LoadResult()
-    allowed = (*OBSOLETION_LABELS, *LABEL_ALIASES)
-    for line, row in csv_records(path, encoding, ("post_id", "text", "label")):
-        label = check_label(path, line, "label", row["label"].strip().lower(), allowed)
-        if not row["post_id"].strip():
-            raise TaskDataError(f"{path}:{line}: post_id is empty; expected the answer's post id")
+    for _, row, label in obsoletion_records(read_text(path, encoding), str(path)):
         if not row["text"].strip():
             result.skip("empty text")
             continue
-        result.examples.append(
-            TextExample(row["post_id"].strip(), row["text"].strip(), LABEL_ALIASES.get(label, label))
-        )
+        result.examples.append(TextExample(row["post_id"].strip(), row["text"].strip(), label))
     return result

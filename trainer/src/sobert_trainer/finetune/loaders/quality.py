@@ -13,16 +13,20 @@ first character (`{` opens a JSON Lines file):
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
+from sobert_api.task_files import (
+    QUALITY_LABELS,
+    physical_lines,
+    quality_csv_records,
+    quality_is_json_lines,
+    quality_json_records,
+    read_text,
+)
 from sobert_trainer.data.html_text import html_to_segments
-from sobert_trainer.finetune.examples import LoadResult, TaskDataError, TextExample
-from sobert_trainer.finetune.loaders.common import check_label, csv_records, physical_lines, read_text
+from sobert_trainer.finetune.examples import LoadResult, TextExample
 
-QUALITY_LABELS = ("HQ", "LQ_EDIT", "LQ_CLOSE")
-CSV_COLUMNS = ("Id", "Title", "Body", "Y")
 _HTML_TAG = re.compile(r"</?(p|pre|code|a|ul|ol|li|blockquote|br|hr|h[1-6]|strong|em|b|i|img|div|table)\b[^>]*>", re.I)
 
 
@@ -30,18 +34,10 @@ def load_question_quality(
     path: str | Path, labels: tuple[str, ...] = QUALITY_LABELS, encoding: str = "utf-8"
 ) -> LoadResult[TextExample]:
     """Examples of a quality file; `labels` is the allowed label set (e.g. ("HQ", "LQ") for a collapsed copy)."""
-    if _is_json_lines(path, encoding):
-        return _load_jsonl(path, labels, encoding)
-    return _load_csv(path, labels, encoding)
-
-
-def _is_json_lines(path: str | Path, encoding: str) -> bool:
-    suffix = Path(path).suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        return True
-    if suffix == ".csv":
-        return False
-    return read_text(path, encoding).lstrip().startswith("{")
+    text = read_text(path, encoding)
+    if quality_is_json_lines(str(path), text):
+        return _load_jsonl(text, str(path), labels)
+    return _load_csv(text, str(path), labels)
 
 
 def body_text(body: str) -> str:
@@ -51,10 +47,9 @@ def body_text(body: str) -> str:
     return "\n".join(line.rstrip() for line in physical_lines(body) if line.strip())
 
 
-def _load_csv(path: str | Path, labels: tuple[str, ...], encoding: str) -> LoadResult[TextExample]:
+def _load_csv(text: str, name: str, labels: tuple[str, ...]) -> LoadResult[TextExample]:
     result: LoadResult[TextExample] = LoadResult()
-    for line, row in csv_records(path, encoding, CSV_COLUMNS):
-        label = check_label(path, line, "Y", row["Y"].strip(), labels)
+    for line, row, label in quality_csv_records(text, name, labels):
         title, body = row["Title"].strip(), body_text(row["Body"])
         if not (title or body):
             result.skip("empty text")
@@ -65,26 +60,9 @@ def _load_csv(path: str | Path, labels: tuple[str, ...], encoding: str) -> LoadR
     return result
 
 
-def _load_jsonl(path: str | Path, labels: tuple[str, ...], encoding: str) -> LoadResult[TextExample]:
+def _load_jsonl(text: str, name: str, labels: tuple[str, ...]) -> LoadResult[TextExample]:
     result: LoadResult[TextExample] = LoadResult()
-    text = read_text(path, encoding)
-    if text.lstrip().startswith("["):
-        raise TaskDataError(f"{path}:1: a JSON array; expected JSON Lines (one object with text and rating per line)")
-    for number, raw in enumerate(physical_lines(text), start=1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise TaskDataError(f"{path}:{number}: not valid JSON ({exc.msg}); expected one object per line") from None
-        if not isinstance(record, dict):
-            raise TaskDataError(f"{path}:{number}: a JSON {type(record).__name__}; expected an object")
-        missing = [key for key in ("text", "rating") if key not in record]
-        if missing:
-            raise TaskDataError(f"{path}:{number}: missing key(s) {', '.join(missing)}")
-        label = check_label(path, number, "rating", str(record["rating"]).strip(), labels)
-        if not isinstance(record["text"], str):
-            raise TaskDataError(f"{path}:{number}: text is a {type(record['text']).__name__}; expected a string")
+    for number, record, label in quality_json_records(text, name, labels):
         if not record["text"].strip():
             result.skip("empty text")
             continue

@@ -396,6 +396,11 @@ class RunSpec(_Spec):
         for name, task in self.finetune.tasks.items():
             if task.train is None and name is not TaskName.obsoletion:
                 raise ValueError(f"finetune.tasks.{name.value}.train: a training file is required")
+            if task.train is None and not self.data.comments:
+                raise ValueError(
+                    f"finetune.tasks.{name.value}.train: a labelled CSV is required when data.comments is empty "
+                    "(without one, the weak labels are derived from the run's comments)"
+                )
             if task.max_length is not None and task.max_length > self.model.max_position_embeddings:
                 raise ValueError(
                     f"finetune.tasks.{name.value}.max_length ({task.max_length}) exceeds "

@@ -7,21 +7,23 @@
 #   KubeRay ray-operator v1.5.1         RayJob, RayCluster (ray.io/v1)
 #   Kubeflow Trainer v2.2.1             TrainJob, ClusterTrainingRuntime (trainer.kubeflow.org/v1alpha1)
 #   JobSet v0.11.1                      the JobSet Trainer v2.2.1 requires (its go.mod), built from
-#                                       scripts/testbed/jobset/go.mod: the proxy does not serve its
+#                                       testbed/scripts/jobset/go.mod: the proxy does not serve its
 #                                       version list, which `go install module@version` reads
 #
 # About 15-25 minutes cold on 2 cores for all four; seconds when cached.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
-# A change of this script's pins or of the JobSet build module makes a new cache directory.
-KEY=$(cat "$0" "$HERE/jobset/go.mod" "$HERE/jobset/go.sum" | sha256sum | cut -c1-12)
-CACHE="${SOBERT_TESTBED_CACHE:-$HOME/.cache/sobert/testbed}/operators-${KEY}"
+# The pins; sobert_testbed/upstream.py reads the operators' manifests at the same versions
+# (tests/unit/test_testbed_pins.py).
 PACKAGES=(
   "github.com/kubeflow/training-operator/cmd/training-operator.v1@v1.9.3"
   "github.com/ray-project/kuberay/ray-operator@v1.5.1"
   "github.com/kubeflow/trainer/v2/cmd/trainer-controller-manager@v2.2.1"
 )
+# A change of the pins or of the JobSet build module makes a new cache directory.
+KEY=$(printf '%s\n' "${PACKAGES[@]}" | cat - "$HERE/jobset/go.mod" "$HERE/jobset/go.sum" | sha256sum | cut -c1-12)
+CACHE="${SOBERT_TESTBED_CACHE:-$HOME/.cache/sobert/testbed}/operators-${KEY}"
 if [[ -x "$CACHE/training-operator.v1" && -x "$CACHE/ray-operator" && -x "$CACHE/trainer-controller-manager" \
       && -x "$CACHE/jobset" ]]; then
   echo "$CACHE"; exit 0
@@ -36,7 +38,7 @@ for package in "${PACKAGES[@]}"; do
   log "go install $package"
   (cd "$STAGE" && CGO_ENABLED=0 GOBIN="$STAGE/bin" go install -trimpath -ldflags "-s -w" "$package" >&2)
 done
-log "go build sigs.k8s.io/jobset (scripts/testbed/jobset/go.mod)"
+log "go build sigs.k8s.io/jobset (testbed/scripts/jobset/go.mod)"
 (cd "$HERE/jobset" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" \
    -o "$STAGE/bin/jobset" sigs.k8s.io/jobset >&2)
 for binary in "$STAGE"/bin/*; do

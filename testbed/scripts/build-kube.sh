@@ -2,7 +2,7 @@
 # Build the testbed's control plane from the Go module proxy and cache it; prints the directory
 # holding kube-apiserver, kube-controller-manager, kube-scheduler and etcd.
 #
-# The versions are those of scripts/testbed/kube/go.mod (k8s.io/kubernetes at a release tag, its
+# The versions are those of testbed/scripts/kube/go.mod (k8s.io/kubernetes at a release tag, its
 # staging modules at the matching published versions, etcd at the version that release uses).
 # About 15-20 minutes cold on 2 cores (Go's build cache keeps later builds to seconds); a change
 # of go.mod or go.sum makes a new cache directory.

@@ -2,21 +2,23 @@
 
 The tier controller-runtime calls envtest: the controller's logic against a real API server. The
 binaries (Kubernetes v1.35 and its etcd) are built from the Go module proxy by
-scripts/testbed/build-kube.sh and cached after the first build. This module makes a CA and
+testbed/scripts/build-kube.sh and cached after the first build. This module makes a CA and
 serving cert with openssl, a token file with an admin token, service-account keys, starts etcd and
-the apiserver on free ports, writes a kubeconfig, and installs CRDs: the upstream ones of
-../shared/k8s/crds unmodified, so their schemas and CEL rules (`x-kubernetes-validations`) are
-enforced as on a user's cluster.
+the apiserver on free ports, writes a kubeconfig, and installs CRDs: the upstream ones, unmodified,
+from each operator's Go module at its pinned version (`upstream.py`), so their schemas and CEL
+rules (`x-kubernetes-validations`) are enforced as on a user's cluster.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,9 +26,10 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-BUILD_SCRIPT = ROOT / "scripts" / "testbed" / "build-kube.sh"
-TOOLS_SCRIPT = ROOT / "scripts" / "testbed" / "fetch-helm-kubectl.sh"
+from sobert_testbed import SCRIPTS, upstream
+
+BUILD_SCRIPT = SCRIPTS / "build-kube.sh"
+TOOLS_SCRIPT = SCRIPTS / "fetch-helm-kubectl.sh"
 
 
 def _free_port() -> int:
@@ -45,8 +48,7 @@ def control_plane() -> Path:
 
 
 def tools_dir() -> Path:
-    import sys
-
+    """The directory with helm (3 and 4) and kubectl."""
     return Path(
         _run(["bash", str(TOOLS_SCRIPT)], env={**os.environ, "PYTHON": sys.executable}, timeout=600).splitlines()[-1]
     )
@@ -152,11 +154,13 @@ def start(
     address: str = "127.0.0.1",
     sans: tuple[str, ...] = (),
     hosts: Path | None = None,
+    flags: tuple[str, ...] = (),
 ) -> KubeTestbed:
     """Start etcd + kube-apiserver. `extra_tokens`: user -> (token, comma-separated groups).
     `address`: where the API server also listens and what it advertises (the bridge address in
     cluster mode, so pods reach it); `sans`: more names for its serving certificate; `hosts`: an
-    /etc/hosts for the API server alone (it resolves webhook URLs through it)."""
+    /etc/hosts for the API server alone (it resolves webhook URLs through it); `flags`: more
+    kube-apiserver flags."""
     binaries = control_plane()
     workdir.mkdir(parents=True, exist_ok=True)
     _certs(workdir, sans)
@@ -165,82 +169,11 @@ def start(
     for user, (token, groups) in (extra_tokens or {}).items():
         lines.append(f'{token},{user},{user},"{groups}"')
     (workdir / "tokens.csv").write_text("\n".join(lines) + "\n")
-
-    etcd_client, etcd_peer, api_port = _free_port(), _free_port(), _free_port()
-    etcd = subprocess.Popen(
-        [
-            str(binaries / "etcd"),
-            f"--data-dir={workdir / 'etcd'}",
-            f"--listen-client-urls=http://127.0.0.1:{etcd_client}",
-            f"--advertise-client-urls=http://127.0.0.1:{etcd_client}",
-            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
-            f"--initial-cluster=default=http://127.0.0.1:{etcd_peer}",
-            "--unsafe-no-fsync=true",
-            "--log-level=error",
-        ],
-        stdout=open(workdir / "etcd.log", "wb"),  # noqa: SIM115 - owned by the child for its lifetime
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    wrapper: list[str] = []
-    if hosts is not None:
-        # Its own mount namespace, where /etc/hosts is `hosts` (the machine's stays untouched).
-        wrapper = [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            f'mount --bind "{hosts}" /etc/hosts && exec "$0" "$@"',
-        ]
-    apiserver = subprocess.Popen(
-        [
-            *wrapper,
-            str(binaries / "kube-apiserver"),
-            f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-            f"--bind-address={'127.0.0.1' if address == '127.0.0.1' else '0.0.0.0'}",
-            f"--advertise-address={address}",
-            f"--secure-port={api_port}",
-            "--endpoint-reconciler-type=none",
-            f"--tls-cert-file={workdir / 'apiserver.crt'}",
-            f"--tls-private-key-file={workdir / 'apiserver.key'}",
-            f"--client-ca-file={workdir / 'ca.crt'}",
-            f"--token-auth-file={workdir / 'tokens.csv'}",
-            "--authorization-mode=RBAC",
-            "--service-account-issuer=https://kubernetes.default.svc",
-            f"--service-account-key-file={workdir / 'sa.pub'}",
-            f"--service-account-signing-key-file={workdir / 'sa.key'}",
-            "--service-cluster-ip-range=10.96.0.0/24",
-            "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,OwnerReferencesPermissionEnforcement",
-            "--disable-admission-plugins=StorageObjectInUseProtection",
-            # `kubectl logs` reaches a (process) kubelet at its node's InternalIP.
-            "--kubelet-preferred-address-types=InternalIP",
-            "--v=1",
-        ],
-        stdout=open(workdir / "apiserver.log", "wb"),  # noqa: SIM115 - owned by the child for its lifetime
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    etcd, etcd_url = _start_etcd(binaries, workdir)
+    api_port = _free_port()
+    apiserver = _start_apiserver(binaries, workdir, etcd_url, api_port, address, hosts, flags)
     server = f"https://127.0.0.1:{api_port}"
-    kubeconfig = workdir / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "testbed",
-                "clusters": [
-                    {"name": "testbed", "cluster": {"server": server, "certificate-authority": str(workdir / "ca.crt")}}
-                ],
-                "users": [{"name": "admin", "user": {"token": admin_token}}],
-                "contexts": [
-                    {"name": "testbed", "context": {"cluster": "testbed", "user": "admin", "namespace": "default"}}
-                ],
-            }
-        )
-    )
+    kubeconfig = _write_kubeconfig(workdir, server, admin_token)
     testbed = KubeTestbed(workdir, kubeconfig, server, admin_token, [etcd, apiserver])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -261,6 +194,114 @@ def start(
     raise RuntimeError(f"kube-apiserver not ready in {timeout}s; see {workdir}/apiserver.log")
 
 
+def _start_etcd(binaries: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
+    """etcd on 127.0.0.1 without fsync (throwaway data); the process and its client URL."""
+    client, peer = _free_port(), _free_port()
+    process = subprocess.Popen(
+        [
+            str(binaries / "etcd"),
+            f"--data-dir={workdir / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{client}",
+            f"--advertise-client-urls=http://127.0.0.1:{client}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-cluster=default=http://127.0.0.1:{peer}",
+            "--unsafe-no-fsync=true",
+            "--log-level=error",
+        ],
+        stdout=open(workdir / "etcd.log", "wb"),  # noqa: SIM115 - owned by the child for its lifetime
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return process, f"http://127.0.0.1:{client}"
+
+
+def _start_apiserver(
+    binaries: Path, workdir: Path, etcd_url: str, port: int, address: str, hosts: Path | None, flags: tuple[str, ...]
+) -> subprocess.Popen:
+    """kube-apiserver with the testbed's certificates, token users and service-account keys."""
+    wrapper: list[str] = []
+    if hosts is not None:
+        # Its own mount namespace, where /etc/hosts is `hosts` (the machine's stays untouched).
+        wrapper = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f'mount --bind "{hosts}" /etc/hosts && exec "$0" "$@"',
+        ]
+    return subprocess.Popen(
+        [
+            *wrapper,
+            str(binaries / "kube-apiserver"),
+            f"--etcd-servers={etcd_url}",
+            f"--bind-address={'127.0.0.1' if address == '127.0.0.1' else '0.0.0.0'}",
+            f"--advertise-address={address}",
+            f"--secure-port={port}",
+            "--endpoint-reconciler-type=none",
+            f"--tls-cert-file={workdir / 'apiserver.crt'}",
+            f"--tls-private-key-file={workdir / 'apiserver.key'}",
+            f"--client-ca-file={workdir / 'ca.crt'}",
+            f"--token-auth-file={workdir / 'tokens.csv'}",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={workdir / 'sa.pub'}",
+            f"--service-account-signing-key-file={workdir / 'sa.key'}",
+            "--service-cluster-ip-range=10.96.0.0/24",
+            "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,OwnerReferencesPermissionEnforcement",
+            "--disable-admission-plugins=StorageObjectInUseProtection",
+            # `kubectl logs` reaches a (process) kubelet at its node's InternalIP.
+            "--kubelet-preferred-address-types=InternalIP",
+            *flags,
+            "--v=1",
+        ],
+        stdout=open(workdir / "apiserver.log", "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _write_kubeconfig(workdir: Path, server: str, token: str) -> Path:
+    """The admin's kubeconfig (`system:masters` by token, the testbed CA)."""
+    kubeconfig = workdir / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "testbed",
+                "clusters": [
+                    {"name": "testbed", "cluster": {"server": server, "certificate-authority": str(workdir / "ca.crt")}}
+                ],
+                "users": [{"name": "admin", "user": {"token": token}}],
+                "contexts": [
+                    {"name": "testbed", "context": {"cluster": "testbed", "user": "admin", "namespace": "default"}}
+                ],
+            }
+        )
+    )
+    return kubeconfig
+
+
+def create_namespace(testbed: KubeTestbed, name: str, pod_security: str | None = "restricted") -> None:
+    """A namespace whose pods the API server's PodSecurity admission holds to `pod_security`
+    (`privileged`, `baseline` or `restricted`; None: no label, the cluster's default, privileged),
+    as a cluster administrator labels it: `pod-security.kubernetes.io/enforce`, at the level's
+    latest version (kubernetes v1.35, staging/src/k8s.io/pod-security-admission/api/constants.go)."""
+    labels = (
+        {}
+        if pod_security is None
+        else {
+            "pod-security.kubernetes.io/enforce": pod_security,
+            "pod-security.kubernetes.io/enforce-version": "latest",
+        }
+    )
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+    testbed.kubectl("create", "-f", "-", input=json.dumps(namespace))
+
+
 def install_crds(testbed: KubeTestbed, paths: list[Path]) -> None:
     for path in paths:
         # `create`, not client-side `apply`: the RayJob CRD is larger than the last-applied annotation allows.
@@ -272,17 +313,9 @@ def install_crds(testbed: KubeTestbed, paths: list[Path]) -> None:
 
 @contextlib.contextmanager
 def with_upstream_crds(workdir: Path) -> Iterator[KubeTestbed]:
-    """A started testbed with the upstream Kubeflow/KubeRay CRDs of ../shared/k8s/crds installed.
-
-    Skips when ../shared is absent; under CI=true it must be there, so the test fails instead.
-    """
-    import pytest
-
-    crds = sorted((Path(__file__).resolve().parents[2] / "shared" / "k8s" / "crds").glob("*.yaml"))
-    if not crds:
-        if os.environ.get("CI") == "true":
-            pytest.fail("../shared/k8s/crds is missing under CI")
-        pytest.skip("../shared/k8s/crds not present")
+    """A started testbed with the CRDs of the kinds sobert creates installed, each from its
+    operator's Go module at the pinned version (`upstream.workload_crds`)."""
+    crds = upstream.workload_crds()
     testbed = start(workdir)
     try:
         install_crds(testbed, crds)

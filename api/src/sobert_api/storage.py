@@ -10,6 +10,7 @@ ever sees half a shard or half a checkpoint.
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import io
 import json
@@ -28,7 +29,12 @@ _CHUNK = 8 * 1024 * 1024
 
 
 class StorageError(RuntimeError):
-    """A storage operation failed; the message names the URI."""
+    """A storage operation failed; the message names the URI. `code` is the server's error code
+    (`NoSuchKey`, `AccessDenied`, ...) when it answered, None when it could not be reached."""
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 def sha256_file(path: str | Path) -> str:
@@ -225,7 +231,7 @@ class LocalStorage(Storage):
         try:
             handle = open(self._path(key), "rb")  # noqa: SIM115 - closed by the with below
         except FileNotFoundError:
-            raise StorageError(f"{self.uri(key)}: not found") from None
+            raise StorageError(f"{self.uri(key)}: not found", "NoSuchKey") from None
         with handle:
             yield handle
 
@@ -247,6 +253,39 @@ class LocalStorage(Storage):
             raise
 
 
+# What a boto3 session reads from the environment: a change of any makes a new client.
+_AWS_ENVIRONMENT = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_CA_BUNDLE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+)
+
+
+@functools.lru_cache(maxsize=32)
+def _s3_client(endpoint_url: str | None, credentials: tuple[str, str] | None, environment: tuple) -> Any:
+    """One boto3 S3 client per endpoint, keys and AWS environment, shared by every storage opened
+    with them (boto3's low-level clients are thread-safe). Making one costs tens of milliseconds
+    and megabytes: a controller that opened one per run and resync spent a third of its time there.
+
+    Each has a session of its own: boto3's default session caches credentials process-wide, so a
+    rotated secret (or another run's) would silently keep using the first one it saw; a rotated
+    secret is a new key here. `environment` is `_AWS_ENVIRONMENT`'s values, part of the key."""
+    import boto3
+    from botocore.config import Config
+
+    keys = {"aws_access_key_id": credentials[0], "aws_secret_access_key": credentials[1]} if credentials else {}
+    # Fail fast on a wrong or unreachable endpoint (botocore's default connect timeout is 60 s,
+    # retried): a controller metering hundreds of runs must not hang on one bad bucket.
+    config = Config(connect_timeout=10, retries={"mode": "standard", "max_attempts": 3})
+    return boto3.session.Session(**keys).client("s3", endpoint_url=endpoint_url, config=config)
+
+
 class S3Storage(Storage):
     """S3 via boto3: multipart uploads with SHA-256 checksums the server verifies."""
 
@@ -255,17 +294,10 @@ class S3Storage(Storage):
         self.bucket, self.prefix = split_s3(uri)
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
         self.credentials = credentials  # explicit keys (e.g. from a Secret), kept for child() storages
-        import boto3
         from boto3.s3.transfer import TransferConfig
-        from botocore.config import Config
 
-        # A session of its own: boto3's default session caches credentials process-wide, so a
-        # rotated secret (or another run's) would silently keep using the first one it saw.
-        keys = {"aws_access_key_id": credentials[0], "aws_secret_access_key": credentials[1]} if credentials else {}
-        # Fail fast on a wrong or unreachable endpoint (botocore's default connect timeout is 60 s,
-        # retried): a controller metering hundreds of runs must not hang on one bad bucket.
-        config = Config(connect_timeout=10, retries={"mode": "standard", "max_attempts": 3})
-        self._client = boto3.session.Session(**keys).client("s3", endpoint_url=self.endpoint_url, config=config)
+        environment = tuple(os.environ.get(name) for name in _AWS_ENVIRONMENT)
+        self._client = _s3_client(self.endpoint_url, credentials, environment)
         self._transfer = TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunksize=64 * 1024 * 1024)
 
     def _key(self, key: str) -> str:
@@ -278,7 +310,7 @@ class S3Storage(Storage):
             return fn(*args, **kwargs)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "?")
-            raise StorageError(f"{self.uri(key)}: {what} failed: {code}") from exc
+            raise StorageError(f"{self.uri(key)}: {what} failed: {code}", code) from exc
         except BotoCoreError as exc:
             raise StorageError(f"{self.uri(key)}: {what} failed: {exc}") from exc
 
@@ -380,11 +412,13 @@ class _BodyReader(io.RawIOBase):
 
 
 @contextmanager
-def open_uri(uri: str, endpoint_url: str | None = None) -> Iterator[IO[bytes]]:
-    """Stream any single local file or s3:// object."""
+def open_uri(
+    uri: str, endpoint_url: str | None = None, credentials: tuple[str, str] | None = None
+) -> Iterator[IO[bytes]]:
+    """Stream any single local file or s3:// object (with `credentials`, else the environment's)."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        with S3Storage(f"s3://{bucket}", endpoint_url).open_read(key) as handle:
+        with S3Storage(f"s3://{bucket}", endpoint_url, credentials).open_read(key) as handle:
             yield handle
     else:
         path = Path(uri).expanduser()

@@ -5,14 +5,15 @@ What a container runtime (containerd + runc) gives a pod, done with iproute2 and
 - **network**: one network namespace per pod (the "pause" container's), a veth pair into it, the
   host end on the testbed's bridge, the pod IP on `eth0` and a default route to the bridge. Pods
   reach each other and the host's bridge address (where the API server and S3 listen) as on a
-  flat pod network. No kube-proxy: Service names resolve to pod IPs (see `clusterdns`).
+  flat pod network. No kube-proxy: Service names resolve to pod IPs (see `dns.py`).
 - **containers**: `nsenter --net` into the pod's namespace, then `unshare --mount --pid --fork
   --mount-proc --uts`: the command is PID 1 of its own PID namespace, so when it exits every
   process it started dies with it, and a SIGTERM reaches it only if it handles SIGTERM, as in a
   container. Volumes are bind-mounted at their `mountPath`s, `/etc/hosts` is the pod's, `/tmp`
   and `$HOME` are the container's own, and the process runs as the pod's `runAsUser`.
-- **images**: no image is pulled. `IMAGES` maps each image the testbed runs to what its root
-  filesystem would provide, taken from this checkout (see the table's comments).
+- **images**: no image is pulled. For an image not in the node's store (those that are run under
+  runc, see `oci.py`), `IMAGES` maps it to what its root filesystem would provide, taken from
+  this checkout (see the table's comments).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 VENV = Path(sys.prefix)  # this checkout's virtualenv: the images' Python environment
-CHECKOUT = Path(__file__).resolve().parents[1]  # its editable install's sources
+CHECKOUT = Path(__file__).resolve().parents[3]  # the repository: its editable installs' sources
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def image_layout(image: str) -> ImageLayout:
     for pattern, layout in IMAGES:
         if fnmatch.fnmatch(image, pattern):
             return layout
-    raise LookupError(f"image {image!r} is not in the testbed's image table (tests/podsandbox.py IMAGES)")
+    raise LookupError(f"image {image!r} is not in the testbed's image table (sobert_testbed/sandbox.py IMAGES)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,6 +148,9 @@ def delete_pod_network(netns: str) -> None:
 # Runs as root inside the new namespaces: mount, name the host, drop to the user, exec.
 _BOOTSTRAP = r"""
 import ctypes, json, os, socket, sys
+# Everything it imports, imported before it becomes the container's user: the host's Python may
+# not be readable by that user (/root is 0700 on some hosts); os.execvpe imports warnings.
+import warnings
 c = json.loads(sys.argv[1])
 libc = ctypes.CDLL(None, use_errno=True)
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC = 1, 32, 4096, 16384
@@ -155,6 +159,12 @@ def mount(source, target, flags):
         raise OSError(ctypes.get_errno(), f"mount {source} on {target}")
 # Open every source before mounting anything: a mount may hide a later source (e.g. /tmp).
 sources = [os.open(source, os.O_PATH) for _, source, _ in c["binds"]]
+# Mount points this machine lacks are made in overlays of their nearest existing directory, so
+# they exist in the container only.
+for lower, upper, work in c["overlays"]:
+    options = f"lowerdir={lower},upperdir={upper},workdir={work}".encode()
+    if libc.mount(b"overlay", lower.encode(), b"overlay", 0, options) != 0:
+        raise OSError(ctypes.get_errno(), f"overlay on {lower}")
 for (target, source, readonly), fd in zip(c["binds"], sources):
     if not os.path.lexists(target):
         if os.path.isdir(f"/proc/self/fd/{fd}"):
@@ -257,6 +267,8 @@ def start_container(
     ordered = sorted(binds, key=lambda bind: bind[0].count("/"))
     config = {
         "binds": ordered,
+        # A fresh writable layer per attempt, beside its log.
+        "overlays": _overlays([target for target, _, _ in ordered], log.with_suffix(".overlays")),
         "hostname": hostname[:63],
         "command": command,
         "env": env,
@@ -292,6 +304,31 @@ def start_container(
         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
         start_new_session=True,
     )
+
+
+def _overlays(targets: list[str], root: Path) -> list[tuple[str, str, str]]:
+    """(lower, upper, work) of an overlay for each nearest existing directory of a mount point
+    this machine lacks (the ServiceAccount token's /var/run/secrets/..., /etc/sobert): the
+    container makes the mount point inside it, and the machine never gets it. Directly under `/`
+    (/scratch, /opt/venv) the mount point is still made on the machine: an overlay cannot stand
+    in for the root here."""
+    lowers: list[str] = []
+    for target in targets:
+        path = Path(target)
+        if os.path.lexists(path):
+            continue
+        while not os.path.lexists(path.parent):
+            path = path.parent
+        lower = os.path.realpath(path.parent)
+        if lower != "/" and not any(Path(lower).is_relative_to(done) for done in lowers):
+            lowers.append(lower)
+    overlays = []
+    for index, lower in enumerate(lowers):
+        upper, work = root / str(index) / "upper", root / str(index) / "work"
+        upper.mkdir(parents=True, exist_ok=True)
+        work.mkdir(parents=True, exist_ok=True)
+        overlays.append((lower, str(upper), str(work)))
+    return overlays
 
 
 def container_pid1(handle: subprocess.Popen) -> int | None:

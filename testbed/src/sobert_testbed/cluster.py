@@ -1,9 +1,9 @@
 """The cluster tier of the testbed: a Kubernetes where only the kubelet is emulated.
 
-On top of `kubetestbed` (kube-apiserver + etcd, the upstream CRDs) this starts the real
+On top of `apiserver` (kube-apiserver + etcd, the upstream CRDs) this starts the real
 kube-scheduler and kube-controller-manager (same build), a bridge for the pod network, one
-process kubelet per node (`prockubelet.py`), and the real operators, run out of cluster at the
-versions `scripts/testbed/build-operators.sh` pins. Needs root (network namespaces, mounts).
+process kubelet per node (`kubelet.py`), and the real operators, run out of cluster at the
+versions `testbed/scripts/build-operators.sh` pins. Needs root (network namespaces, mounts).
 
 Operators' webhooks: each operator makes its own serving certificate for `<service>.<namespace>.svc`
 (as in-cluster) and writes its CA into its webhook configuration. The configurations are the
@@ -15,6 +15,7 @@ the API server resolves those names to 127.0.0.1 through an /etc/hosts of its ow
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import random
 import signal
@@ -29,23 +30,15 @@ from typing import Any
 
 import yaml
 
-import kubetestbed
-import podsandbox
-from kubetestbed import KubeTestbed, _free_port, _run
+from sobert_testbed import SCRIPTS, MissingPrerequisiteError, apiserver, images, sandbox, upstream
+from sobert_testbed.apiserver import KubeTestbed, _free_port, _run
+from sobert_testbed.kubelet import container_log, pod_dir
 
-ROOT = Path(__file__).resolve().parents[1]
-OPERATORS_SCRIPT = ROOT / "scripts" / "testbed" / "build-operators.sh"
-
-
-def go_module(module: str, version: str) -> Path:
-    """The source of an upstream Go module at a pinned version (its manifests: CRDs, webhook
-    configurations, runtimes), from the module cache or through the proxy."""
-    import json
-
-    return Path(json.loads(_run(["go", "mod", "download", "-json", f"{module}@{version}"], timeout=600))["Dir"])
+OPERATORS_SCRIPT = SCRIPTS / "build-operators.sh"
 
 
 def operators_dir() -> Path:
+    """The directory with the operators' binaries, built at the pinned versions (`upstream.py`)."""
     return Path(_run(["bash", str(OPERATORS_SCRIPT)], timeout=3600).splitlines()[-1])
 
 
@@ -69,6 +62,8 @@ class Cluster:
     workdir: Path
     processes: list[subprocess.Popen] = field(default_factory=list)
     stopped: threading.Event = field(default_factory=threading.Event)  # set when the cluster goes
+    kubelets: dict[int, subprocess.Popen] = field(default_factory=dict)  # node index -> its kubelet
+    node_options: dict[str, Any] = field(default_factory=dict)  # what `add_node` starts a kubelet with
 
     @property
     def kubeconfig(self) -> Path:
@@ -107,21 +102,94 @@ class Cluster:
     def private_dir(self, name: str, index: int) -> Path:
         return self.workdir / f"{name}-private-{index}"
 
+    def pod_logs(self, namespace: str, name: str, uid: str, container: str) -> str:
+        """What a node keeps of a pod's container output (the kubelet's /var/log/pods), every
+        attempt in order: readable after the pod object is gone."""
+        for node in sorted(self.workdir.glob("node-*")):
+            root = pod_dir(node, namespace, name, uid)
+            attempts = itertools.takewhile(Path.exists, (container_log(root, container, n) for n in itertools.count()))
+            logs = "".join(path.read_text(errors="replace") for path in attempts)
+            if logs:
+                return logs
+        return ""
+
+    @contextlib.contextmanager
+    def pod_history(self, namespace: str) -> Iterator[PodHistory]:
+        """Every pod of `namespace` as last seen (a watch), deleted ones included, while the block runs."""
+        history = PodHistory(self.kubeconfig, namespace)
+        history.start()
+        try:
+            yield history
+        finally:
+            history.stop()
+
     def stop(self, process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
         process.wait(timeout=60)
 
 
-def _require_root() -> None:
-    import pytest
+class PodHistory(threading.Thread):
+    """A watch on a namespace's pods: each pod's last state by uid, kept after it is deleted (so a
+    pod's exit code can be read once the kubelet reported it and removed the pod)."""
 
+    def __init__(self, kubeconfig: Path, namespace: str) -> None:
+        super().__init__(daemon=True, name=f"pod-history-{namespace}")
+        from kubernetes import client, config
+
+        self.api = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
+        self.namespace = namespace
+        self.pods: dict[str, dict[str, Any]] = {}  # uid -> the pod as last seen
+        self.deleted: set[str] = set()
+        self.ready = threading.Event()
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        from kubernetes import watch
+
+        serialize = self.api.api_client.sanitize_for_serialization
+        version = None
+        while not self._halt.is_set():
+            stream = watch.Watch().stream(
+                self.api.list_namespaced_pod, self.namespace, resource_version=version, timeout_seconds=5
+            )
+            self.ready.set()
+            for event in stream:
+                pod = serialize(event["object"])
+                version = pod["metadata"]["resourceVersion"]
+                self.pods[pod["metadata"]["uid"]] = pod
+                if event["type"] == "DELETED":
+                    self.deleted.add(pod["metadata"]["uid"])
+
+    def start(self) -> None:
+        super().start()
+        self.ready.wait(30)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=15)
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        """Every pod of that name seen, oldest first (a replica the operator recreated has a new uid)."""
+        found = [pod for pod in list(self.pods.values()) if pod["metadata"]["name"] == name]  # the watch adds
+        return sorted(found, key=lambda pod: pod["metadata"]["creationTimestamp"])
+
+    def exit_codes(self, uid: str) -> dict[str, int]:
+        """Container name -> exit code, of the containers the kubelet reported terminated."""
+        statuses = (self.pods.get(uid, {}).get("status") or {}).get("containerStatuses") or []
+        return {
+            status["name"]: status["state"]["terminated"]["exitCode"]
+            for status in statuses
+            if (status.get("state") or {}).get("terminated")
+        }
+
+
+def _require_root() -> None:
     missing = [tool for tool in ("ip", "unshare", "nsenter", "openssl") if not _which(tool)]
     if os.geteuid() != 0 or missing:
-        reason = f"the cluster testbed needs root and {', '.join(missing) or 'iproute2/util-linux'}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        raise MissingPrerequisiteError(
+            f"the cluster testbed needs root and {', '.join(missing) or 'iproute2/util-linux'}"
+        )
 
 
 def _which(tool: str) -> bool:
@@ -163,9 +231,17 @@ def _wait(predicate, timeout: float, what: str) -> None:
     raise TimeoutError(f"{what} not within {timeout:.0f}s")
 
 
+# A lost node, sooner than a cluster's defaults but past any heartbeat a loaded machine delays (the
+# process kubelet renews its Lease every 10 s): the node lifecycle controller marks a node whose
+# Lease is 40 s old `Unknown` and taints it; its pods' default tolerations of that taint last 10 s
+# (the DefaultTolerationSeconds admission plugin's, 300 s by default), then they are evicted.
+NODE_MONITOR_GRACE_PERIOD = "40s"
+DEFAULT_TOLERATION_SECONDS = 10
+
+
 def start_control_plane_controllers(testbed: KubeTestbed, workdir: Path) -> list[subprocess.Popen]:
     """kube-scheduler and kube-controller-manager v1.35.4, out of cluster with the admin kubeconfig."""
-    binaries = kubetestbed.control_plane()
+    binaries = apiserver.control_plane()
     scheduler = subprocess.Popen(
         [
             str(binaries / "kube-scheduler"),
@@ -190,6 +266,7 @@ def start_control_plane_controllers(testbed: KubeTestbed, workdir: Path) -> list
             f"--root-ca-file={workdir / 'ca.crt'}",
             "--use-service-account-credentials=false",
             "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller",
+            f"--node-monitor-grace-period={NODE_MONITOR_GRACE_PERIOD}",
             "--v=1",
         ],
         stdout=open(workdir / "controller-manager.log", "wb"),  # noqa: SIM115
@@ -242,10 +319,12 @@ def _start_webhook_operator(
     return process
 
 
-def start_training_operator(cluster: Cluster) -> subprocess.Popen:
+def start_training_operator(cluster: Cluster, init_container_template: Path | None = None) -> subprocess.Popen:
     """Kubeflow Training Operator v1.9.3 (cmd/training-operator.v1), PyTorchJob only, its
-    validating webhook on a local port (pkg/cert/cert.go)."""
-    module = go_module("github.com/kubeflow/training-operator", "v1.9.3")
+    validating webhook on a local port (pkg/cert/cert.go). `init_container_template`: the file
+    its `--pytorch-init-container-template-file` flag names (the init container it adds to
+    workers; without it, the operator's built-in one)."""
+    module = upstream.TRAINING_OPERATOR.source()
     hook = Webhook(
         service="training-operator",
         namespace="kubeflow",
@@ -260,6 +339,8 @@ def start_training_operator(cluster: Cluster) -> subprocess.Popen:
         f"--metrics-bind-address=127.0.0.1:{_free_port()}",
         f"--health-probe-bind-address=127.0.0.1:{_free_port()}",
     ]
+    if init_container_template is not None:
+        command.append(f"--pytorch-init-container-template-file={init_container_template}")
     env = {"MY_POD_NAMESPACE": hook.namespace}
     return _start_webhook_operator(cluster, "training-operator", hook, "training-operator-webhook-cert", command, env)
 
@@ -267,9 +348,9 @@ def start_training_operator(cluster: Cluster) -> subprocess.Popen:
 def start_jobset(cluster: Cluster) -> subprocess.Popen:
     """JobSet v0.11.1 (the version Trainer v2.2.1 requires), with its mutating and validating
     webhooks (pkg/util/cert/cert.go; the names carry the kustomization's `jobset-` prefix)."""
-    module = go_module("sigs.k8s.io/jobset", "v0.11.1")
+    module = upstream.JOBSET.source()
     components = module / "config" / "components"
-    kubetestbed.install_crds(cluster.testbed, [components / "crd" / "bases" / "jobset.x-k8s.io_jobsets.yaml"])
+    apiserver.install_crds(cluster.testbed, [components / "crd" / "bases" / "jobset.x-k8s.io_jobsets.yaml"])
     hook = Webhook(
         service="jobset-webhook-service",
         namespace="jobset-system",
@@ -301,9 +382,9 @@ def start_jobset(cluster: Cluster) -> subprocess.Popen:
 def start_trainer(cluster: Cluster) -> subprocess.Popen:
     """Kubeflow Trainer v2.2.1 (cmd/trainer-controller-manager) with its webhooks and its
     `torch-distributed` ClusterTrainingRuntime, as its manifests install them."""
-    module = go_module("github.com/kubeflow/trainer/v2", "v2.2.1")
+    module = upstream.TRAINER.source()
     base = module / "manifests" / "base"
-    kubetestbed.install_crds(cluster.testbed, [base / "crds" / "trainer.kubeflow.org_trainingruntimes.yaml"])
+    apiserver.install_crds(cluster.testbed, [base / "crds" / "trainer.kubeflow.org_trainingruntimes.yaml"])
     hook = Webhook(
         service="kubeflow-trainer-controller-manager",
         namespace="kubeflow-system",
@@ -339,10 +420,10 @@ def start_kuberay(cluster: Cluster) -> subprocess.Popen:
     reaches each Ray head's dashboard at `<head-svc>.<ns>.svc.cluster.local:8265` through the
     cluster's names."""
     binary = operators_dir() / "ray-operator"
-    module = go_module("github.com/ray-project/kuberay/ray-operator", "v1.5.1")
-    # The operator's other CRDs (../shared has the RayJob's): it watches all three kinds.
+    module = upstream.KUBERAY.source()
+    # The operator's other CRDs (the RayJob's is installed with the cluster): it watches all three kinds.
     bases = module / "config" / "crd" / "bases"
-    kubetestbed.install_crds(cluster.testbed, [bases / "ray.io_rayclusters.yaml", bases / "ray.io_rayservices.yaml"])
+    apiserver.install_crds(cluster.testbed, [bases / "ray.io_rayclusters.yaml", bases / "ray.io_rayservices.yaml"])
     return cluster.spawn(
         "kuberay",
         [
@@ -372,7 +453,7 @@ def cluster(
     workdir.mkdir(parents=True, exist_ok=True)
     octet = random.randint(200, 250)
     gateway, bridge = f"10.{octet}.0.1", f"sbr{os.getpid() % 100000:05d}"
-    podsandbox.ensure_bridge(bridge, f"{gateway}/16")
+    sandbox.ensure_bridge(bridge, f"{gateway}/16")
     api_hosts = workdir / "apiserver-hosts"
     api_hosts.write_text("127.0.0.1 localhost " + " ".join(WEBHOOK_NAMES) + "\n")
     sans = (
@@ -383,48 +464,19 @@ def cluster(
         "DNS:kubernetes.default.svc",
         "DNS:kubernetes.default.svc.cluster.local",
     )
-    testbed = kubetestbed.start(workdir / "control-plane", address=gateway, sans=sans, hosts=api_hosts)
+    tolerations = (
+        f"--default-not-ready-toleration-seconds={DEFAULT_TOLERATION_SECONDS}",
+        f"--default-unreachable-toleration-seconds={DEFAULT_TOLERATION_SECONDS}",
+    )
+    testbed = apiserver.start(workdir / "control-plane", address=gateway, sans=sans, hosts=api_hosts, flags=tolerations)
     result = Cluster(testbed, gateway, bridge, workdir)
     try:
-        crds = sorted((ROOT.parent / "shared" / "k8s" / "crds").glob("*.yaml"))
-        if not crds:
-            import pytest
-
-            if os.environ.get("CI") == "true":
-                pytest.fail("../shared/k8s/crds is missing under CI")
-            pytest.skip("../shared/k8s/crds not present")
-        kubetestbed.install_crds(testbed, crds)
+        apiserver.install_crds(testbed, upstream.workload_crds())
         result.processes += start_control_plane_controllers(testbed, testbed.workdir)
-        api_port = int(testbed.server.rsplit(":", 1)[1])
-        cert, key = kubetestbed.self_signed(workdir, "kubelet", "/CN=kubelet", f"IP:{gateway}")
+        cert, key = apiserver.self_signed(workdir, "kubelet", "/CN=kubelet", f"IP:{gateway}")
+        result.node_options = {"octet": octet, "tls": (cert, key), "labels": node_labels or {}, "gpus": gpus}
         for index in range(nodes):
-            labels = [f"--label={k}={v}" for k, v in (node_labels or {}).items()]
-            node_dir = workdir / f"node-{index}"
-            node_dir.mkdir(parents=True, exist_ok=True)
-            result.processes.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        str(ROOT / "tests" / "prockubelet.py"),
-                        f"--kubeconfig={testbed.kubeconfig}",
-                        f"--node=node-{index}",
-                        f"--workdir={node_dir}",
-                        f"--bridge={bridge}",
-                        f"--gateway={gateway}",
-                        f"--pod-subnet=10.{octet}.{index + 1}.",
-                        f"--api-port={api_port}",
-                        f"--log-port={_free_port()}",
-                        f"--tls-cert={cert}",
-                        f"--tls-key={key}",
-                        *labels,
-                        f"--gpus={gpus}",
-                        *(["--serve-dns"] if index == 0 else []),
-                    ],
-                    stdout=open(workdir / f"kubelet-{index}.log", "wb"),  # noqa: SIM115
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
+            add_node(result, index)
         _wait(lambda: result.hosts.exists(), 60, "node-0's hosts file")
 
         def nodes_ready() -> bool:
@@ -441,18 +493,85 @@ def cluster(
         )
         yield result
     finally:
-        result.stopped.set()
-        for process in reversed(result.processes):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in reversed(result.processes):
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=20)
-        testbed.stop()
-        for line in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("sobert-"):
-                podsandbox.delete_pod_network(line.split()[0])
-        podsandbox.delete_bridge(bridge)
+        _stop(result)
+
+
+def add_node(cluster: Cluster, index: int) -> None:
+    """Node `node-<index>` joins: its process kubelet registers it (a replacement for a lost node
+    takes an index of its own, as a cloud's new VM takes a name of its own)."""
+    options = cluster.node_options
+    kubelet = _start_kubelet(cluster, index, options["octet"], options["tls"], options["labels"], options["gpus"])
+    cluster.kubelets[index] = kubelet
+    cluster.processes.append(kubelet)
+
+
+def lose_node(cluster: Cluster, index: int) -> None:
+    """Node `node-<index>` crashes: its kubelet dies, and the processes of its pods' containers with
+    it, without a signal to trap. Its Node object stays, its Lease no longer renewed, for the node
+    lifecycle controller to find. (Node 0 serves the cluster's DNS: lose another.)"""
+    if index == 0:
+        raise ValueError("node-0 serves the cluster's DNS and names; lose another node")
+    kubelet = cluster.kubelets.pop(index)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(kubelet.pid, signal.SIGKILL)
+    kubelet.wait(timeout=60)
+    cluster.processes.remove(kubelet)
+    images.sweep(f"{cluster.bridge}-node-{index}-")
+
+
+def _start_kubelet(
+    cluster: Cluster, index: int, octet: int, tls: tuple[Path, Path], labels: dict[str, str], gpus: int
+) -> subprocess.Popen:
+    """Node `node-<index>`'s process kubelet (`kubelet.py`), its pods on 10.<octet>.<index+1>.0/24;
+    node 0 also serves the cluster's DNS and keeps the hosts file the host's processes use."""
+    node_dir = cluster.workdir / f"node-{index}"
+    node_dir.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sobert_testbed.kubelet",
+            f"--kubeconfig={cluster.testbed.kubeconfig}",
+            f"--node=node-{index}",
+            f"--workdir={node_dir}",
+            f"--bridge={cluster.bridge}",
+            f"--gateway={cluster.gateway}",
+            f"--pod-subnet=10.{octet}.{index + 1}.",
+            f"--api-port={int(cluster.testbed.server.rsplit(':', 1)[1])}",
+            f"--log-port={_free_port()}",
+            f"--tls-cert={tls[0]}",
+            f"--tls-key={tls[1]}",
+            *[f"--label={k}={v}" for k, v in labels.items()],
+            f"--gpus={gpus}",
+            *(["--serve-dns"] if index == 0 else []),
+        ],
+        stdout=open(cluster.workdir / f"kubelet-{index}.log", "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _stop(cluster: Cluster) -> None:
+    """Stop every process of the cluster (SIGTERM, then SIGKILL), the control plane, and remove
+    the pods' network namespaces and the bridge."""
+    cluster.stopped.set()
+    for process in reversed(cluster.processes):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in reversed(cluster.processes):
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+    cluster.testbed.stop()
+    # What a node killed before its own cleanup left: runc containers, root filesystems, tmpfs.
+    images.sweep(cluster.bridge)
+    for line in Path("/proc/mounts").read_text().splitlines():
+        target = line.split()[1]
+        if line.startswith("tmpfs ") and target.startswith(f"{cluster.workdir}/"):
+            subprocess.run(["umount", "--lazy", target], capture_output=True)
+    for line in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines():
+        if line.startswith("sobert-"):
+            sandbox.delete_pod_network(line.split()[0])
+    sandbox.delete_bridge(cluster.bridge)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from sobert_trainer.storage import MANIFEST, Storage
+from sobert_api.storage import MANIFEST, Storage
 
 _ITER = re.compile(r"^iter_(\d{7})$")
 

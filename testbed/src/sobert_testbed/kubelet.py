@@ -1,9 +1,9 @@
 """A process kubelet: the one emulated component of the testbed (see docs/testbed.md).
 
-Run as its own process, one per node: `python tests/prockubelet.py --kubeconfig K --node N ...`.
+Run as its own process, one per node: `python -m sobert_testbed.kubelet --kubeconfig K --node N ...`.
 It registers a Node (CPU, memory, pods and a fake `nvidia.com/gpu` capacity, so GPU pods
 schedule), renews its Lease, and runs every pod the real kube-scheduler binds to it as processes
-(`podsandbox`): its own network namespace with a pod IP on the testbed's bridge, each container in
+(`sandbox.py`): its own network namespace with a pod IP on the testbed's bridge, each container in
 its own mount/PID/UTS namespaces with the pod's volumes at their `mountPath`s. It writes pod status
 as the kubelet's status manager does, stops pods with SIGTERM and, after the grace period,
 SIGKILL, and serves container logs to the API server (`kubectl logs`).
@@ -14,9 +14,11 @@ order, `$(VAR)` expansion, field and resource refs, envFrom; getPhase), `status/
 SIGTERM, wait the grace period, SIGKILL), `volume/projected` + `serviceaccount` (the token
 volume through TokenRequest), `pod_workers.go` (a pod's lifecycle, and the final delete with
 grace 0 once its containers are stopped), `kubelet_node_status.go` + `nodelease` (registration,
-heartbeat), `prober` (readiness: exec, httpGet, tcpSocket). Not emulated: liveness and startup probes,
-resource limits, image pulls,
-preStop hooks, ephemeral containers, sidecar init containers, pod `activeDeadlineSeconds`.
+heartbeat), `prober` (readiness: exec, httpGet, tcpSocket). A container whose image is in the
+node's image store (buildah's) runs from it under runc (`oci.py`, `images.py`), with its memory
+limit; the others are emulated from this checkout (`sandbox.IMAGES`). Not emulated: liveness and
+startup probes, CPU limits, image pulls, preStop hooks, ephemeral containers, sidecar init
+containers, pod `activeDeadlineSeconds`.
 """
 
 from __future__ import annotations
@@ -34,17 +36,13 @@ import signal
 import socketserver
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import clusterdns
-import podsandbox
+from sobert_testbed import dns, images, oci, sandbox
 
 log = logging.getLogger("prockubelet")
 KUBELET_VERSION = "v1.35.4-sobert-process-kubelet"
@@ -150,6 +148,66 @@ def _field(pod: dict[str, Any], path: str) -> str:
 # One pod
 
 
+def _security(pod: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """The container's securityContext over the pod's (runAsUser, runAsGroup, runAsNonRoot are in both)."""
+    return {**(pod["spec"].get("securityContext") or {}), **(spec.get("securityContext") or {})}
+
+
+def _backoff_seconds(failures: int) -> int:
+    """The kubelet's back-off after `failures` earlier failures, of a container's restarts
+    (CrashLoopBackOff) and of its image pulls alike: 10 s doubling to 5 min (its defaults)."""
+    return min(10 * 2 ** min(failures, 5), 300)
+
+
+def _additional_groups(pod: dict[str, Any]) -> list[int]:
+    """The pod's supplementalGroups and its fsGroup: the groups every container's process gets
+    besides its primary one (pkg/kubelet/kuberuntime/security_context.go, determineEffectiveSecurityContext)."""
+    pod_security = pod["spec"].get("securityContext") or {}
+    return [
+        *pod_security.get("supplementalGroups", []),
+        *([pod_security["fsGroup"]] if "fsGroup" in pod_security else []),
+    ]
+
+
+def image_container(
+    pod: dict[str, Any],
+    spec: dict[str, Any],
+    env: dict[str, str],
+    mounts: list[tuple[str, str, bool]],
+    *,
+    hostname: str,
+    network_namespace: str,
+    cgroups_path: str,
+) -> oci.Container:
+    """What the kubelet asks the runtime for (the CRI `ContainerConfig`, as
+    pkg/kubelet/kuberuntime/kuberuntime_container.go generateContainerConfig and
+    security_context.go build it): `$(VAR)`-expanded command and args, the resolved env, the
+    security context, the volumes, the memory limit."""
+    security = _security(pod, spec)
+    own = spec.get("securityContext") or {}
+    capabilities = own.get("capabilities") or {}
+    limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")
+    return oci.Container(
+        command=tuple(expand(part, env) for part in spec.get("command") or ()),
+        args=tuple(expand(part, env) for part in spec.get("args") or ()),
+        env=tuple(env.items()),
+        working_dir=spec.get("workingDir") or "",
+        run_as_user=security.get("runAsUser"),
+        run_as_group=security.get("runAsGroup"),
+        supplemental_groups=tuple(_additional_groups(pod)),
+        read_only_root=bool(own.get("readOnlyRootFilesystem")),
+        allow_privilege_escalation=own.get("allowPrivilegeEscalation"),
+        capabilities_add=tuple(capabilities.get("add") or ()),
+        capabilities_drop=tuple(capabilities.get("drop") or ()),
+        mounts=tuple(oci.Mount(target, source, readonly) for target, source, readonly in mounts),
+        memory_limit_bytes=int(_quantity(str(limit))) if limit is not None else None,
+        hostname=hostname[:63],
+        network_namespace=network_namespace,
+        cgroups_path=cgroups_path,
+        seccomp=(security.get("seccompProfile") or {}).get("type"),
+    )
+
+
 class ContainerState:
     def __init__(self, spec: dict[str, Any], init: bool) -> None:
         self.spec = spec
@@ -162,8 +220,10 @@ class ContainerState:
         self.last_terminated: dict[str, Any] | None = None
         self.waiting: tuple[str, str] | None = ("ContainerCreating", "")
         self.next_start = 0.0
+        self.start_failures = 0  # starts that failed before the container ran (a pull, a config error)
         self.probe_ok = "readinessProbe" not in spec  # no probe: ready once running
         self.exec_context: tuple[int, int, dict[str, str], str] | None = None  # uid, gid, env, workdir
+        self.runc: oci.RuncContainer | None = None  # run from its image (else emulated, `sandbox.IMAGES`)
 
     def status(self, image_id: str) -> dict[str, Any]:
         if self.handle is not None and self.terminated is None:
@@ -185,8 +245,22 @@ class ContainerState:
             "lastState": {"terminated": self.last_terminated} if self.last_terminated else {},
         }
         if self.handle is not None:
-            status["containerID"] = f"sobert-process://{self.handle.pid}"
+            status["containerID"] = self.container_id()
         return status
+
+    def container_id(self) -> str:
+        return f"runc://{self.runc.id}" if self.runc else f"sobert-process://{self.handle.pid}"  # type: ignore[union-attr]
+
+
+def pod_dir(node_workdir: Path, namespace: str, name: str, uid: str) -> Path:
+    """Where a node keeps a pod's files: its volumes, containers and logs (the kubelet's
+    /var/lib/kubelet/pods and /var/log/pods in one)."""
+    return node_workdir / "pods" / f"{namespace}_{name}_{uid[:8]}"
+
+
+def container_log(pod_root: Path, container: str, attempt: int) -> Path:
+    """A container's output, one file per attempt (the kubelet's /var/log/pods/.../<n>.log)."""
+    return pod_root / "logs" / container / f"{attempt}.log"
 
 
 class PodWorker(threading.Thread):
@@ -198,7 +272,7 @@ class PodWorker(threading.Thread):
         self.ip = ip
         self.uid: str = meta["uid"]
         self.key = f"{meta['namespace']}/{meta['name']}"
-        self.root = kubelet.workdir / "pods" / f"{meta['namespace']}_{meta['name']}_{self.uid[:8]}"
+        self.root = pod_dir(kubelet.workdir, meta["namespace"], meta["name"], self.uid)
         self.netns = f"sobert-{self.uid[:12]}"
         self.hosts = self.root / "etc-hosts"
         self.resolv = self.root / "etc-resolv.conf"
@@ -208,10 +282,10 @@ class PodWorker(threading.Thread):
         self.network_ready = False
         self.volume_binds: dict[str, tuple[str, bool]] = {}
         self.phase = "Pending"
-        self.failure: str | None = None
         self.gone = threading.Event()  # the pod object was deleted outright
         self.last_status: str | None = None
         self.proxy: Any = None
+        self.tmpfs: list[Path] = []  # memory-backed emptyDirs mounted for this pod
 
     # --- sandbox ------------------------------------------------------------------------------
 
@@ -225,19 +299,19 @@ class PodWorker(threading.Thread):
             subdomain = self.pod["spec"].get("subdomain")
             namespace = self.pod["metadata"]["namespace"]
             if subdomain:
-                own = f"{own}.{subdomain}.{namespace}.svc.{clusterdns.DOMAIN} {own}"
-            clusterdns.write_in_place(self.hosts, clusterdns.hosts_file(records, namespace, (own, self.ip)))
-            clusterdns.write_in_place(self.resolv, clusterdns.resolv_conf(self.kubelet.gateway, namespace))
+                own = f"{own}.{subdomain}.{namespace}.svc.{dns.DOMAIN} {own}"
+            dns.write_in_place(self.hosts, dns.hosts_file(records, namespace, (own, self.ip)))
+            dns.write_in_place(self.resolv, dns.resolv_conf(self.kubelet.gateway, namespace))
 
     def setup_sandbox(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.hosts.exists():
             self.write_hosts(self.kubelet.records)
         k = self.kubelet
-        podsandbox.create_pod_network(self.netns, k.bridge, f"{self.ip}/{k.prefix_len}", k.gateway)
+        sandbox.create_pod_network(self.netns, k.bridge, f"{self.ip}/{k.prefix_len}", k.gateway)
         # kube-proxy's part for the `kubernetes` Service: its ClusterIP:443 leads to the API server.
-        self.proxy = podsandbox.listen_in_pod(self.netns, k.api_cluster_ip, 443)
-        threading.Thread(target=podsandbox.forward, args=(self.proxy, (k.gateway, k.api_port)), daemon=True).start()
+        self.proxy = sandbox.listen_in_pod(self.netns, k.api_cluster_ip, 443)
+        threading.Thread(target=sandbox.forward, args=(self.proxy, (k.gateway, k.api_port)), daemon=True).start()
         self.network_ready = True
 
     def _ref_data(self, kind: str, name: str, optional: bool) -> dict[str, str] | None:
@@ -296,6 +370,12 @@ class PodWorker(threading.Thread):
             readonly = False
             if "emptyDir" in volume:
                 target.mkdir(parents=True, exist_ok=True)
+                if volume["emptyDir"].get("medium") == "Memory" and not os.path.ismount(target):
+                    # A tmpfs, limited to sizeLimit (pkg/volume/emptydir: setupTmpfs).
+                    limit = volume["emptyDir"].get("sizeLimit")
+                    options = f"size={int(_quantity(str(limit)))}" if limit else "size=50%"
+                    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], check=True)
+                    self.tmpfs.append(target)
                 target.chmod(0o777)
             elif "configMap" in volume or "secret" in volume:
                 kind = "configMap" if "configMap" in volume else "secret"
@@ -308,11 +388,11 @@ class PodWorker(threading.Thread):
                 )
                 readonly = True
             elif "downwardAPI" in volume:
-                files = {
+                fields = {
                     i["path"]: _field(self.pod, i["fieldRef"]["fieldPath"]) for i in volume["downwardAPI"]["items"]
                 }
                 target.mkdir(parents=True, exist_ok=True)
-                self._write_files(target, files, volume["downwardAPI"].get("defaultMode", 0o644))
+                self._write_files(target, fields, volume["downwardAPI"].get("defaultMode", 0o644))
                 readonly = True
             elif "projected" in volume:
                 files: dict[str, str] = {}
@@ -338,11 +418,12 @@ class PodWorker(threading.Thread):
 
     # --- containers ---------------------------------------------------------------------------
 
-    def environment(self, spec: dict[str, Any], layout: podsandbox.ImageLayout) -> dict[str, str]:
-        """makeEnvironmentVariables: the image's ENV, the `kubernetes` Service's variables, then
-        envFrom and env in order, each value `$(VAR)`-expanded against what came before."""
+    def environment(self, spec: dict[str, Any], base: dict[str, str]) -> dict[str, str]:
+        """makeEnvironmentVariables: `base` (an emulated image's ENV), the `kubernetes` Service's
+        variables, then envFrom and env in order, each value `$(VAR)`-expanded against what came
+        before."""
         k = self.kubelet
-        env = dict(layout.env)
+        env = dict(base)
         env["HOSTNAME"] = self.hostname
         # Service links for `kubernetes.default`, which every pod gets.
         ip = k.api_cluster_ip
@@ -380,48 +461,97 @@ class PodWorker(threading.Thread):
             else:
                 kind = "configMap" if "configMapKeyRef" in source else "secret"
                 ref = source["configMapKeyRef" if kind == "configMap" else "secretKeyRef"]
-                data = self._ref_data(kind, ref["name"], bool(ref.get("optional")))
-                if data is None or ref["key"] not in data:
+                found = self._ref_data(kind, ref["name"], bool(ref.get("optional")))
+                if found is None or ref["key"] not in found:
                     if ref.get("optional"):
                         continue
                     raise LookupError(f"{kind} {ref['name']} has no key {ref['key']}")
-                declared[item["name"]] = data[ref["key"]]
+                declared[item["name"]] = found[ref["key"]]
         env.update(declared)
         return env
 
     def launch(self, container: ContainerState) -> None:
-        spec = container.spec
-        layout = podsandbox.image_layout(spec["image"])
-        env = self.environment(spec, layout)
-        if spec.get("command"):
-            command = list(spec["command"]) + list(spec.get("args") or [])
+        """Start the container: from its image under runc where the image is in this node's
+        store, else emulated from this checkout (`sandbox.IMAGES`)."""
+        config = images.image_config(container.spec["image"])
+        if config is not None:
+            self.launch_from_image(container, oci.ImageConfig.from_oci(config))
         else:
-            command = layout.entrypoint + list(spec.get("args") or layout.cmd)
-        command = [expand(part, env) for part in command]
-        pod_security = self.pod["spec"].get("securityContext") or {}
-        security = {**pod_security, **(spec.get("securityContext") or {})}
-        uid = int(security.get("runAsUser", layout.user))
-        gid = int(security.get("runAsGroup", uid if uid else 0))
-        groups = sorted(
-            {
-                gid,
-                *pod_security.get("supplementalGroups", []),
-                *([pod_security["fsGroup"]] if "fsGroup" in pod_security else []),
-            }
-        )
-        if security.get("runAsNonRoot") and uid == 0:
-            raise PermissionError("container has runAsNonRoot and would run as root")
-        container_root = self.root / "containers" / container.name
-        binds = podsandbox.container_binds(layout, container_root)
-        binds.append(("/etc/hosts", str(self.hosts), False))
-        binds.append(("/etc/resolv.conf", str(self.resolv), True))
+            self.launch_emulated(container)
+        if "readinessProbe" in container.spec and not container.init:
+            container.probe_ok = False
+            threading.Thread(target=self.probe_readiness, args=(container, container.handle), daemon=True).start()
+
+    def mounts(self, spec: dict[str, Any]) -> list[tuple[str, str, bool]]:
+        """(target, source, read-only) of the container's volumes, /etc/hosts and /etc/resolv.conf."""
+        binds = [("/etc/hosts", str(self.hosts), False), ("/etc/resolv.conf", str(self.resolv), True)]
         for mount in spec.get("volumeMounts") or []:
             source, readonly = self.volume_binds[mount["name"]]
             if mount.get("subPath"):
                 source = str(Path(source) / mount["subPath"])
             binds.append((mount["mountPath"], source, readonly or bool(mount.get("readOnly"))))
+        return binds
+
+    def launch_from_image(self, container: ContainerState, config: oci.ImageConfig) -> None:
+        """The container from its image's root filesystem under runc (`oci.py`), image config and
+        pod spec combined as containerd's CRI plugin combines them."""
+        spec, image = container.spec, container.spec["image"]
+        env = self.environment(spec, {})  # the image's ENV comes under it in `oci.process_env`
+        runtime_id = f"{self.kubelet.runtime_prefix}-{self.uid[:8]}-{container.name}-{container.restart_count}"
+        request = image_container(
+            self.pod,
+            spec,
+            env,
+            self.mounts(spec),
+            hostname=self.hostname,
+            network_namespace=f"/var/run/netns/{self.netns}",
+            cgroups_path=f"/sobert-testbed/{self.uid}/{container.name}",
+        )
+        rootfs = images.create_root_filesystem(image, runtime_id)  # LookupError: not in the store
+        try:
+            runtime = oci.runtime_spec(rootfs, config, request)
+            user = runtime["process"]["user"]
+            if _security(self.pod, spec).get("runAsNonRoot") and user["uid"] == 0:
+                raise PermissionError("container has runAsNonRoot and image will run as root")
+            runc = oci.RuncContainer(runtime_id, runtime, request, self.root / "bundles" / runtime_id,
+                                     self.log_path(container.name, container.restart_count))  # fmt: skip
+            container.handle = runc.start()
+        except BaseException:
+            images.remove_root_filesystem(runtime_id)
+            raise
+        container.runc = runc
+        container.started_at, container.terminated, container.waiting = now(), None, None
+        process = runtime["process"]
+        environment = dict(entry.split("=", 1) for entry in process["env"])
+        container.exec_context = (user["uid"], user["gid"], environment, process["cwd"])
+        log.info(
+            "%s: started container %s from %s (runc %s): %s",
+            self.key,
+            container.name,
+            image,
+            runtime_id,
+            process["args"],
+        )
+
+    def launch_emulated(self, container: ContainerState) -> None:
+        spec = container.spec
+        layout = sandbox.image_layout(spec["image"])
+        env = self.environment(spec, layout.env)
+        if spec.get("command"):
+            command = list(spec["command"]) + list(spec.get("args") or [])
+        else:
+            command = layout.entrypoint + list(spec.get("args") or layout.cmd)
+        command = [expand(part, env) for part in command]
+        security = _security(self.pod, spec)
+        uid = int(security.get("runAsUser", layout.user))
+        gid = int(security.get("runAsGroup", uid if uid else 0))
+        groups = sorted({gid, *_additional_groups(self.pod)})
+        if security.get("runAsNonRoot") and uid == 0:
+            raise PermissionError("container has runAsNonRoot and would run as root")
+        container_root = self.root / "containers" / container.name
+        binds = sandbox.container_binds(layout, container_root) + self.mounts(spec)
         log_path = self.log_path(container.name, container.restart_count)
-        container.handle = podsandbox.start_container(
+        container.handle = sandbox.start_container(
             netns=self.netns,
             hostname=self.hostname,
             command=command,
@@ -437,9 +567,6 @@ class PodWorker(threading.Thread):
         container.terminated = None
         container.waiting = None
         container.exec_context = (uid, gid, env, spec.get("workingDir") or layout.workdir)
-        if "readinessProbe" in spec and not container.init:
-            container.probe_ok = False
-            threading.Thread(target=self.probe_readiness, args=(container, container.handle), daemon=True).start()
         log.info("%s: started container %s (pid %d): %s", self.key, container.name, container.handle.pid, command)
 
     def probe_once(self, container: ContainerState, probe: dict[str, Any]) -> bool:
@@ -450,7 +577,7 @@ class PodWorker(threading.Thread):
 
         timeout = float(probe.get("timeoutSeconds", 1))
         if "exec" in probe:
-            pid = podsandbox.container_pid1(container.handle) if container.handle else None
+            pid = self.pid1(container)
             if pid is None or container.exec_context is None:
                 return False
             uid, gid, env, workdir = container.exec_context
@@ -511,7 +638,7 @@ class PodWorker(threading.Thread):
             time.sleep(float(probe.get("periodSeconds", 10)))
 
     def log_path(self, container: str, attempt: int) -> Path:
-        return self.root / "logs" / container / f"{attempt}.log"
+        return container_log(self.root, container, attempt)
 
     def reap(self, container: ContainerState) -> bool:
         """Record the container's end if its process exited; True when it did."""
@@ -522,20 +649,33 @@ class PodWorker(threading.Thread):
         if code is None:
             return False
         exit_code = code if code >= 0 else 128 - code
+        oom_killed = False
+        if container.runc is not None:
+            oom_killed = container.runc.finish()
+            images.remove_root_filesystem(container.runc.id)
         container.terminated = {
             "exitCode": exit_code,
-            "reason": "Completed" if exit_code == 0 else "Error",
+            "reason": "OOMKilled" if oom_killed else "Completed" if exit_code == 0 else "Error",
             "startedAt": container.started_at,
             "finishedAt": now(),
-            "containerID": f"sobert-process://{handle.pid}",
+            "containerID": container.container_id(),
         }
         log.info("%s: container %s exited %d", self.key, container.name, exit_code)
         return True
 
+    def pid1(self, container: ContainerState) -> int | None:
+        """The container's init as seen from the node."""
+        if container.runc is not None:
+            return container.runc.pid1()
+        return sandbox.container_pid1(container.handle) if container.handle else None
+
     def signal(self, container: ContainerState, sig: int) -> None:
         if container.handle is None or container.terminated is not None:
             return
-        target = podsandbox.container_pid1(container.handle) if sig != signal.SIGKILL else None
+        if container.runc is not None:
+            container.runc.kill(sig)  # the runtime signals the container's init
+            return
+        target = sandbox.container_pid1(container.handle) if sig != signal.SIGKILL else None
         try:
             if target:
                 os.kill(target, sig)
@@ -548,8 +688,6 @@ class PodWorker(threading.Thread):
 
     def pod_phase(self) -> str:
         """getPhase in kubelet_pods.go."""
-        if self.failure:
-            return "Failed"
         policy = self.pod["spec"].get("restartPolicy", "Always")
         if any(c.terminated and c.terminated["exitCode"] != 0 for c in self.inits) and policy == "Never":
             return "Failed"
@@ -598,9 +736,6 @@ class PodWorker(threading.Thread):
         if self.network_ready:
             status["podIP"] = self.ip
             status["podIPs"] = [{"ip": self.ip}]
-        if self.failure:
-            status["message"] = self.failure
-            status["reason"] = "Failed"
         return status
 
     def push_status(self, force: bool = False) -> None:
@@ -645,12 +780,23 @@ class PodWorker(threading.Thread):
         except Exception:
             log.exception("%s: pod worker failed", self.key)
         finally:
-            for container in self.inits + self.mains:
-                self.signal(container, signal.SIGKILL)
+            self.kill_all()
             if self.proxy is not None:
                 self.proxy.close()
-            podsandbox.delete_pod_network(self.netns)
+            sandbox.delete_pod_network(self.netns)
             self.kubelet.forget(self.uid)
+
+    def kill_all(self) -> None:
+        """SIGKILL every container; those under runc are reaped (their root filesystems and
+        cgroups removed); the pod's memory-backed volumes are unmounted."""
+        for container in self.inits + self.mains:
+            self.signal(container, signal.SIGKILL)
+            if container.runc is not None and container.handle is not None:
+                container.handle.wait(timeout=30)
+                self.reap(container)
+        oci.remove_cgroup(f"/sobert-testbed/{self.uid}")
+        for target in self.tmpfs:
+            subprocess.run(["umount", "--lazy", str(target)], capture_output=True)
 
     def lifecycle(self) -> None:
         if (self.pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
@@ -669,6 +815,35 @@ class PodWorker(threading.Thread):
                 time.sleep(1.0)
         self.push_status()
         policy = self.pod["spec"].get("restartPolicy", "Always")
+        self.run_init_containers(policy)
+        if not self.deleting() and self.pod_phase() != "Failed":
+            for container in self.mains:
+                self.try_start(container)
+        while not self.deleting():
+            for container in self.mains:
+                if self.reap(container):
+                    code = container.terminated["exitCode"] if container.terminated else 0
+                    if policy == "Always" or (policy == "OnFailure" and code != 0):
+                        self.backoff(container)
+                elif (
+                    container.waiting  # to restart, or to start again after a start that failed
+                    and (container.terminated or container.handle is None)
+                    and time.monotonic() >= container.next_start
+                ):
+                    self.try_start(container)
+            self.push_status()
+            if self.pod_phase() in ("Succeeded", "Failed"):
+                break
+            time.sleep(0.2)
+        if self.deleting():
+            self.terminate()
+        self.push_status()
+        self.wait_for_deletion()
+
+    def run_init_containers(self, policy: str) -> None:
+        """Each init container in order, to success (kubelet's computeInitContainerActions): a
+        failed one is restarted after its back-off unless the pod's policy is Never, which fails
+        the pod; a failed start is tried again after its back-off."""
         for container in self.inits:
             while not self.deleting():
                 if container.handle is None or (container.terminated and container.terminated["exitCode"] != 0):
@@ -681,34 +856,15 @@ class PodWorker(threading.Thread):
                         self.backoff(container)
                         continue
                     if not self.try_start(container):
-                        break
+                        continue  # again after its back-off
                     self.push_status()
                 if container.terminated and container.terminated["exitCode"] == 0:
                     break
                 self.reap(container)
                 self.push_status()
                 time.sleep(0.2)
-            if self.pod_phase() == "Failed" or self.deleting() or self.failure:
+            if self.pod_phase() == "Failed" or self.deleting():
                 break
-        if not self.deleting() and self.pod_phase() != "Failed":
-            for container in self.mains:
-                self.try_start(container)
-        while not self.deleting():
-            for container in self.mains:
-                if self.reap(container):
-                    code = container.terminated["exitCode"] if container.terminated else 0
-                    if policy == "Always" or (policy == "OnFailure" and code != 0):
-                        self.backoff(container)
-                elif container.waiting and container.terminated and time.monotonic() >= container.next_start:
-                    self.try_start(container)
-            self.push_status()
-            if self.pod_phase() in ("Succeeded", "Failed"):
-                break
-            time.sleep(0.2)
-        if self.deleting():
-            self.terminate()
-        self.push_status()
-        self.wait_for_deletion()
 
     def try_start(self, container: ContainerState) -> bool:
         try:
@@ -718,17 +874,22 @@ class PodWorker(threading.Thread):
             self.launch(container)
             return True
         except (LookupError, ValueError, PermissionError, OSError) as exc:
-            container.waiting = ("CreateContainerError", str(exc))
-            if isinstance(exc, LookupError) and "image" in str(exc):
-                container.waiting = ("ErrImagePull", str(exc))
-                self.failure = str(exc)
+            # Retried after a back-off, as the kubelet's pod workers retry a failed start. An image
+            # not in the store is a failed pull: ErrImagePull, then ImagePullBackOff until the next
+            # try (pkg/kubelet/images/image_manager.go, EnsureImageExists; 10 s doubling to 5 min).
+            missing_image = isinstance(exc, LookupError) and "image" in str(exc)
+            container.waiting = ("ErrImagePull" if missing_image else "CreateContainerError", str(exc))
             log.warning("%s: container %s: %s", self.key, container.name, exc)
             self.push_status()
+            container.start_failures += 1
+            container.next_start = time.monotonic() + _backoff_seconds(container.start_failures - 1)
+            if missing_image:
+                container.waiting = ("ImagePullBackOff", f'Back-off pulling image "{container.spec["image"]}"')
             return False
 
     def backoff(self, container: ContainerState) -> None:
-        """CrashLoopBackOff: 10 s doubling to 5 min (kubelet's defaults)."""
-        delay = min(10 * 2 ** min(container.restart_count, 5), 300)
+        """CrashLoopBackOff after the container's `restart_count` restarts."""
+        delay = _backoff_seconds(container.restart_count)
         container.waiting = ("CrashLoopBackOff", f"back-off {delay}s restarting failed container")
         container.next_start = time.monotonic() + delay
 
@@ -791,6 +952,8 @@ class ProcessKubelet:
         self.api_cluster_ip: str = args.api_cluster_ip
         self.log_port: int = args.log_port
         self.labels: dict[str, str] = dict(item.split("=", 1) for item in args.label)
+        # Names this node's runc containers and their root filesystems (unique per cluster).
+        self.runtime_prefix = f"{args.bridge}-{args.node}"
         self.capacity = {"cpu": args.cpu, "memory": args.memory, "pods": "110", "ephemeral-storage": "100Gi"}
         if args.gpus:
             self.capacity["nvidia.com/gpu"] = str(args.gpus)
@@ -931,17 +1094,17 @@ class ProcessKubelet:
             time.sleep(0.3)
 
     def dns(self) -> None:
-        """Keep every pod's /etc/hosts current (see clusterdns)."""
+        """Keep every pod's /etc/hosts current (see dns.py)."""
         while True:
             try:
                 pods = self.api.get("/api/v1/pods")["items"]
                 services = self.api.get("/api/v1/services")["items"]
-                self.records = clusterdns.cluster_records(pods, services)
+                self.records = dns.cluster_records(pods, services)
                 with self.lock:
                     workers = list(self.workers.values())
                 for worker in workers:
                     worker.write_hosts(self.records)
-                clusterdns.write_in_place(self.workdir / "hosts", clusterdns.hosts_file(self.records, None))
+                dns.write_in_place(self.workdir / "hosts", dns.hosts_file(self.records, None))
             except Exception as exc:
                 log.warning("dns refresh failed: %s", exc)
             time.sleep(0.5)
@@ -1042,7 +1205,7 @@ def main() -> None:
     for target in (kubelet.heartbeat, kubelet.dns, kubelet.sync):
         threading.Thread(target=target, daemon=True, name=target.__name__).start()
     if args.serve_dns:
-        threading.Thread(target=clusterdns.serve, args=(args.gateway, lambda: kubelet.records), daemon=True).start()
+        threading.Thread(target=dns.serve, args=(args.gateway, lambda: kubelet.records), daemon=True).start()
     threading.Thread(target=kubelet.serve_logs, args=(args.tls_cert, args.tls_key), daemon=True).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -1051,9 +1214,9 @@ def main() -> None:
         workers = list(kubelet.workers.values())
     for worker in workers:
         worker.gone.set()
-        for container in worker.inits + worker.mains:
-            worker.signal(container, signal.SIGKILL)
-        podsandbox.delete_pod_network(worker.netns)
+        worker.kill_all()
+        sandbox.delete_pod_network(worker.netns)
+    images.sweep(kubelet.runtime_prefix)
     shutil.rmtree(kubelet.workdir / "pods" / "_", ignore_errors=True)
 
 

