@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import secrets
 
 import pytest
 
@@ -88,3 +89,14 @@ def test_a_child_storage_keeps_explicit_credentials(s3_server, s3_bucket, monkey
     storage.write_json("runs/r/pretrain/checkpoints/iter_0000001/manifest.json", {"step": 1})
     assert storage.child("runs/r/pretrain/checkpoints").list() == ["iter_0000001/manifest.json"]
 
+
+def test_the_test_server_holds_more_buckets_than_a_session_makes(s3_server):
+    """Every test makes a bucket, and SeaweedFS gives each its own collection of volumes. With the
+    volume count left to `weed mini` (free disk / volume size) the server ran out after ~70
+    buckets on an 80 GB disk, and the session's last S3 tests failed with InternalError ("no free
+    volumes left"). A session makes ~40; this writes to 120 of its own."""
+    client = s3_server.client()
+    for i in range(120):
+        bucket = f"sobert-capacity-{i}-{secrets.token_hex(3)}"
+        client.create_bucket(Bucket=bucket)
+        client.put_object(Bucket=bucket, Key="k", Body=b"v")

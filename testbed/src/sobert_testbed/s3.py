@@ -82,6 +82,10 @@ def start(workdir: Path, timeout: float = 60.0, address: str = "127.0.0.1") -> S
             "-admin.ui=false",
             "-master.telemetry=false",
             "-webdav=false",
+            # Each bucket is a collection with volumes of its own; left to `weed mini`, the count
+            # is free disk / 128 MB, which ran out after ~70 buckets on an 80 GB disk. Volumes
+            # are sparse files here (a few KB each), so a fixed count holds on any disk.
+            "-volume.max=1000",
         ],
         env=env,
         stdout=log,
