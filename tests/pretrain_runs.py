@@ -44,6 +44,11 @@ def loss_curve(spec: RunSpec, storage: Storage | None = None) -> dict[int, float
     return {record["step"]: record["loss"] for record in progress(spec, storage)}
 
 
+def validation_curve(spec: RunSpec, storage: Storage | None = None) -> dict[int, float]:
+    """step -> validation loss, at the steps that evaluated it."""
+    return {r["step"]: r["validation_lm_loss"] for r in progress(spec, storage) if "validation_lm_loss" in r}
+
+
 def first_grad_norm(spec: RunSpec, storage: Storage | None = None) -> float:
     return next(r["grad_norm"] for r in progress(spec, storage) if r["step"] == 1)
 

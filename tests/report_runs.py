@@ -29,7 +29,12 @@ def write_sample_report(root: Path) -> tuple[Storage, dict, str]:
         Allocation("rep-pretrain", "pretrain", "cpu", 2, 0.0446, T0 + 31, T0 + 90, "BudgetStopped"),
     ):
         storage.append_line(paths.ledger_key("rep"), json.dumps(a.as_dict()))
-    record = {"step": 20, "train_iters": 40, "consumed_tokens": 40960, "loss": 8.1, "tokens_per_s": 18000.0}
-    storage.write_bytes(paths.progress_key("rep"), (json.dumps(record) + "\n").encode())
+    records = [
+        {"step": 10, "train_iters": 40, "consumed_tokens": 20480, "loss": 8.3, "tokens_per_s": 18000.0,
+         "validation_lm_loss": 8.35},
+        {"step": 20, "train_iters": 40, "consumed_tokens": 40960, "loss": 8.1, "tokens_per_s": 18000.0,
+         "validation_lm_loss": 8.2},
+    ]  # fmt: skip
+    storage.write_bytes(paths.progress_key("rep"), "".join(json.dumps(r) + "\n" for r in records).encode())
     report, markdown = write_report(spec, storage, now=T0 + 100)
     return storage, report, markdown

@@ -194,7 +194,8 @@ def test_the_report_shows_the_eta_history_against_the_actual_end(dp2_run):
     assert history["ended_s"] == pytest.approx(last_end, abs=5)
     assert points[-1]["progress_percent"] == 100 and points[-1]["remaining_s"] == 0
     page = storage.read_bytes(f"{paths.cost_prefix(spec.name)}/report.html").decode()
-    assert "Progress and ETA" in page and "Where the money went" in page and page.count("data:image/png") == 3
+    assert "Progress and ETA" in page and "Where the money went" in page
+    assert page.count("data:image/png") == 4  # spend, spend by phase, pretraining loss, ETA
 
 
 def _event_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
@@ -225,6 +226,9 @@ def test_tensorboard_event_files_hold_the_progress_records_scalars(dp2_run):
         assert sorted(scalars[tag]) == expected, tag
     assert sorted(scalars["lm loss vs samples"]) == [(r["step"] * gbs, pytest.approx(r["loss"], rel=1e-6))
                                                      for r in records]  # fmt: skip
+    held_out = [(r["step"], pytest.approx(r["validation_lm_loss"], rel=1e-6)) for r in records
+                if "validation_lm_loss" in r]  # fmt: skip
+    assert held_out and sorted(scalars["lm loss validation"]) == held_out
     assert "mfu" not in scalars  # null on CPU: no GPU peak, nothing plotted
 
 
@@ -361,6 +365,7 @@ def test_kill_mid_run_then_resume_reaches_the_same_step(tmp_path, so_dump):
     pretrain = report["goodput"]["by_phase"]["pretrain"]
     assert sum(pretrain.values()) == pytest.approx(report["spent"]["by_phase"]["pretrain"])
     assert pretrain["checkpoint_restore"] > 0 and pretrain["startup"] > 0 and pretrain["productive"] > 0
+    assert pretrain["evaluation"] > 0  # the validation loss, every eval_interval steps
     assert (pretrain["lost_to_restarts"] > 0) == (redone > 0)
 
 

@@ -1,6 +1,7 @@
 """Parallel layouts checked against each other: the same global batch and seed, dropout off,
 trained as DP=1, DP=2 (with and without the distributed optimizer and overlapped communication)
-and TP=2 must give the same step-1 gradient norm and the same loss curve.
+and TP=2 must give the same step-1 gradient norm, the same loss curve and the same validation
+loss.
 
 These are the tests that catch a missing gradient all-reduce (DP replicas that drift apart) and
 a tensor-parallel model initialised differently from the one-rank model.
@@ -10,7 +11,14 @@ from __future__ import annotations
 
 import pytest
 
-from pretrain_runs import assert_same_curve, assert_same_grad_norm, first_grad_norm, loss_curve, numerics_spec
+from pretrain_runs import (
+    assert_same_curve,
+    assert_same_grad_norm,
+    first_grad_norm,
+    loss_curve,
+    numerics_spec,
+    validation_curve,
+)
 from sobert_api import paths
 from sobert_api.checkpoints import checkpoint_name, complete_checkpoints
 from sobert_api.storage import Storage
@@ -57,11 +65,18 @@ def test_layout_matches_one_rank(layout_runs, layout):
     curve = loss_curve(spec)
     assert len(curve) == spec.train_iters
     assert_same_curve(curve, loss_curve(reference), f"{layout} vs dp1")
+    # The held-out loss: each layout's ranks share out the same samples, and the mean is over
+    # every masked token, so it is the one-rank value.
+    assert_same_curve(validation_curve(spec), validation_curve(reference), f"{layout} vs dp1, validation")
 
 
 def test_reference_run_learns(layout_runs):
     curve = loss_curve(layout_runs["dp1"])
     assert curve[max(curve)] < curve[1] - 0.2
+    held_out = validation_curve(layout_runs["dp1"])
+    spec = layout_runs["dp1"]
+    assert sorted(held_out) == list(range(spec.train.eval_interval, spec.train_iters + 1, spec.train.eval_interval))
+    assert held_out[max(held_out)] < held_out[min(held_out)] - 0.2
 
 
 @pytest.mark.parametrize(("layout", "sharding"), [("dp2", "dp_reshardable"), ("dp2-sync", None)])

@@ -15,20 +15,21 @@ def pod(name, phase, start, end, reason="Completed"):
     return Allocation(name, phase, "h100", 8, PRICE, start, end, reason)
 
 
-def record(started, step, resumed_from, *, startup, restore=0.0, wait, save, steps_s, real=0.9):
+def record(started, step, resumed_from, *, startup, restore=0.0, wait, save, steps_s, evaluation=0.0, real=0.9):
     return {"process_started_at": started, "step": step, "resumed_from": resumed_from, "startup_s": startup,
             "restore_s": restore, "data_wait_s": wait, "checkpoint_save_s": save, "train_step_s": steps_s,
-            "real_token_fraction": real}  # fmt: skip
+            "evaluation_s": evaluation, "real_token_fraction": real}  # fmt: skip
 
 
 # A process starts at t=0, runs steps 1-100 (200 s of steps, 10 s of them waiting for data, 15 s in
-# checkpoint saves) after 30 s of start-up, and is killed at step 100 with its last checkpoint at 80.
-# Its successor starts at t=300, restores for 5 s (20 s start-up), runs steps 81-200 (240 s) and ends.
+# checkpoint saves, 4 s evaluating the validation loss) after 30 s of start-up, and is killed at step
+# 100 with its last checkpoint at 80. Its successor starts at t=300, restores for 5 s (20 s
+# start-up), runs steps 81-200 (240 s, 6 s of evaluations beside them) and ends.
 FIRST = [
-    record(0.0, 50, 0, startup=30, wait=5, save=5, steps_s=100),
-    record(0.0, 100, 0, startup=30, wait=10, save=15, steps_s=200),
+    record(0.0, 50, 0, startup=30, wait=5, save=5, steps_s=100, evaluation=2),
+    record(0.0, 100, 0, startup=30, wait=10, save=15, steps_s=200, evaluation=4),
 ]
-SECOND = [record(300.0, 200, 80, startup=20, restore=5, wait=12, save=8, steps_s=240)]
+SECOND = [record(300.0, 200, 80, startup=20, restore=5, wait=12, save=8, steps_s=240, evaluation=6)]
 
 
 def test_pretraining_seconds_follow_the_processes_clocks():
@@ -42,6 +43,7 @@ def test_pretraining_seconds_follow_the_processes_clocks():
         "checkpoint_restore": 5,
         "data_wait": 22,
         "checkpoint_save": 23,
+        "evaluation": 10,
         "lost_to_restarts": lost,
     })  # fmt: skip
 

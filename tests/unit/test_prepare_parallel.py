@@ -52,24 +52,63 @@ def _docs_for_sample_pieces(pieces: int, chunk_bytes: int) -> int:
     return pieces * chunk_bytes // SAMPLE_BYTES_PER_DOCUMENT
 
 
+def _posts_in(dataset_dir: Path, prefixes: list[str], sep_id: int) -> list[tuple[int, ...]]:
+    """Every post of the shards, as its tokens up to and including its [SEP]."""
+    import numpy as np
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    posts: list[tuple[int, ...]] = []
+    for prefix in prefixes:
+        shard = IndexedDataset(str(dataset_dir / prefix))
+        stream = np.concatenate([shard[i] for i in range(len(shard))]).tolist()
+        ends = [i for i, token in enumerate(stream) if token == sep_id]
+        posts += [tuple(stream[start + 1 : end + 1]) for start, end in zip([-1, *ends], ends, strict=False)]
+    return posts
+
+
+def test_held_out_posts_are_in_no_training_shard(tmp_path):
+    """The validation split is by post: each post's tokens go to the training shards or the
+    held-out ones, never both, about `validation_fraction` of them (chosen by a hash of the post's
+    tokens: a post repeated verbatim falls on one side)."""
+    from tokenizers import Tokenizer
+
+    from sobert_trainer.data.tokenizer import SEP
+
+    posts, comments = real_or_fixture(True)
+    manifest = _prepare(tmp_path, posts, comments, workers=2, chunk_bytes=64 << 10, validation_fraction=0.05)
+    fetched = tmp_path / "fetched"
+    Storage.open(str(tmp_path)).fetch_tree("data/so-test", fetched)
+    sep_id = Tokenizer.from_file(str(fetched / "tokenizer.json")).token_to_id(SEP)
+    training = _posts_in(fetched, manifest["shards"], sep_id)
+    held_out = _posts_in(fetched, manifest["validation_shards"], sep_id)
+    assert len(training) == manifest["counts"]["packed_posts"]
+    assert len(held_out) == manifest["counts"]["validation"]["posts"]
+    assert not set(held_out) & set(training)
+    assert 0.03 < len(held_out) / (len(held_out) + len(training)) < 0.07
+
+
 @pytest.mark.parametrize("real", [False, True], ids=["fixture", "real-sample"])
 @pytest.mark.parametrize("sample", ["every-piece", "two-pieces"])
 def test_the_dataset_is_the_same_for_any_worker_count(tmp_path, real, sample):
     posts, comments = real_or_fixture(real)
     chunk_bytes = 64 << 10 if real else 5_000  # several pieces per file
     k = 200_000 if sample == "every-piece" else _docs_for_sample_pieces(2, chunk_bytes)
-    reference = _prepare(tmp_path / "a", posts, comments, workers=1, chunk_bytes=chunk_bytes, tokenizer_train_docs=k)
+    settings = {"tokenizer_train_docs": k, "validation_fraction": 0.1}
+    reference = _prepare(tmp_path / "a", posts, comments, workers=1, chunk_bytes=chunk_bytes, **settings)
     for workers in (2, 3):
         manifest = _prepare(tmp_path / f"w{workers}", posts, comments, workers=workers, chunk_bytes=chunk_bytes,
-                            tokenizer_train_docs=k)  # fmt: skip
+                            **settings)  # fmt: skip
         assert _published(manifest) == _published(reference), workers
-    assert reference["counts"]["documents"] > 30
+    assert reference["counts"]["documents"] > 30 and reference["counts"]["validation"]["posts"] > 0
     layout = reference["pipeline"]
     assert layout["sample_pieces"] == (layout["pieces"] if sample == "every-piece" else 2)
     if sample == "every-piece":
         # Documents close at the end of their piece: the pieces show in the layout, not in the tokens.
-        whole = _prepare(tmp_path / "whole", posts, comments, workers=2, chunk_bytes=8 << 20)
+        whole = _prepare(tmp_path / "whole", posts, comments, workers=2, chunk_bytes=8 << 20, validation_fraction=0.1)
         assert whole["counts"]["tokens"] == reference["counts"]["tokens"]
+        held_out, in_pieces = whole["counts"]["validation"], reference["counts"]["validation"]
+        assert held_out == {**in_pieces, "shard_documents": held_out["shard_documents"]}
+        assert held_out["shard_documents"] <= in_pieces["shard_documents"]
         assert whole["counts"]["shard_documents"] < reference["counts"]["shard_documents"]
 
 

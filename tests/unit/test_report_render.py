@@ -94,7 +94,7 @@ def test_html_is_a_page_not_markdown_source(written):
     assert "pre" not in parsed.tags and "script" not in parsed.tags
     assert {"h1", "h2", "dl", "table", "thead", "tbody", "figure"} <= set(parsed.tags)
     assert "| ---" not in text and "\n- " not in text and "**" not in text and "## " not in text
-    assert page.count("data:image/png;base64,") == 2
+    assert page.count("data:image/png;base64,") == 3  # spend, spend by phase, pretraining loss
     assert 'name="viewport"' in page and "@media print" in page and "@media (max-width" in page
     # Nothing is fetched: the only src are the inlined plots, no stylesheet or font is linked.
     assert "<link" not in page and "@import" not in page and "url(" not in page
@@ -118,3 +118,15 @@ def test_each_price_is_listed_once_with_its_source_and_date(written):
     assert len({(p["device"], p["usd_per_hour"]) for p in prices}) == len(prices) == 1  # train device and cpu: one
     assert prices[0]["source"].startswith("https://") and prices[0]["date"]
     assert markdown.count(prices[0]["source"]) == 1
+
+
+def test_the_pretraining_section_shows_the_validation_loss_from_progress(written):
+    """The report's loss curves are the progress records' (the validation loss at the steps that
+    evaluated it); its Pretraining section gives the last validation loss and plots both."""
+    report, markdown, page = written
+    assert report["pretrain"]["loss_curves"] == {
+        "train": [[10, 8.3], [20, 8.1]],
+        "validation": [[10, 8.35], [20, 8.2]],
+    }
+    assert "- Validation loss: 8.2 at step 20" in markdown
+    assert 'alt="Pretraining: plot"' in page

@@ -36,3 +36,26 @@ def test_status_and_sobertctl_show_real_tokens_and_mfu():
     row = run_row(run)
     assert (row["REAL"], row["MFU"]) == ("99%", "45.6%")
     assert run_row({"metadata": {"name": "r"}, "status": {"pretrain": {**status, "mfu": None}}})["MFU"] == "-"
+
+
+def test_status_and_sobertctl_show_the_last_validation_loss(tmp_path):
+    """The newest record rarely evaluated: status carries the newest validation loss and its step."""
+    import json
+
+    from sobert_api import build_spec, paths
+    from sobert_api.storage import Storage
+    from sobert_operator.kube.progress import last_progress
+
+    spec = build_spec({"preset": "tiny", "name": "r", "data": {"posts": ["p.xml"]}, "storage": {"uri": str(tmp_path)}})
+    records = [
+        {"step": 10, "loss": 8.2, "validation_lm_loss": 8.31},
+        {"step": 20, "loss": 8.0, "validation_lm_loss": 8.14},
+        {"step": 25, "loss": 7.9},
+    ]
+    Storage.open(str(tmp_path)).write_bytes(
+        paths.progress_key("r"), "".join(json.dumps(r) + "\n" for r in records).encode()
+    )
+    status = last_progress(spec, None)
+    assert (status["step"], status["loss"], status["validationLoss"], status["validationStep"]) == (25, 7.9, 8.14, 20)
+    assert run_row({"metadata": {"name": "r"}, "status": {"pretrain": status}})["VAL LOSS"] == "8.140"
+    assert run_row({"metadata": {"name": "r"}, "status": {"pretrain": {"step": 1}}})["VAL LOSS"] == "-"

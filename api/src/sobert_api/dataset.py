@@ -18,8 +18,9 @@ from sobert_api.storage import is_s3
 
 # The layout of a prepared dataset; part of its id, so a new layout never reuses old shards.
 # 2: posts packed into Megatron documents; 3: bottom-k tokenizer sample; 4: drawn from sample
-# pieces spread over the dump, so the tokenizer trains while the rest is parsed.
-FORMAT_VERSION = 4
+# pieces spread over the dump, so the tokenizer trains while the rest is parsed; 5: posts held out
+# for validation in shards of their own.
+FORMAT_VERSION = 5
 
 
 def content_id(
@@ -31,6 +32,7 @@ def content_id(
     min_document_chars: int,
     tokenizer_train_docs: int,
     seed: int,
+    validation_fraction: float,
 ) -> str:
     """`so-<12 hex>` of everything that decides the dataset's bytes: the sources (a local file by
     its absolute path and size, an S3 object by its URI) and the preparation settings. Worker
@@ -44,6 +46,7 @@ def content_id(
         "min_chars": min_document_chars,
         "tokenizer_train_docs": tokenizer_train_docs,
         "seed": seed,
+        "validation_fraction": validation_fraction,
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     return f"so-{digest}"
@@ -59,6 +62,7 @@ def identity(spec: RunSpec) -> dict[str, Any]:
         "min_document_chars": spec.data.min_document_chars,
         "tokenizer_train_docs": spec.data.tokenizer_train_docs,
         "seed": spec.train.seed,
+        "validation_fraction": spec.data.validation_fraction,
     }
 
 

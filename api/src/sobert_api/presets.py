@@ -31,9 +31,11 @@ PRESETS: dict[str, dict[str, Any]] = {
             "warmup_fraction": 0.1,
             "checkpoint_interval": 20,
             "log_interval": 5,
+            "eval_interval": 10,
+            "eval_iters": 2,
             "loader_workers": 1,  # tiny samples are cheap to mask; CI machines have 2 cores
         },
-        "data": {"tokenizer_train_docs": 20_000},
+        "data": {"tokenizer_train_docs": 20_000, "validation_fraction": 0.05},
     },
     "base": {
         "model": {

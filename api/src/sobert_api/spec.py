@@ -181,6 +181,23 @@ class TrainSpec(_Spec):
         Field(ge=0, description="Processes per rank building (masking) micro-batches ahead of the step; 0: inline."),
     ] = 2
 
+    eval_interval: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="Validation loss every K optimizer steps and after the last (Megatron-LM's "
+            "--eval-interval); 0: never.",
+        ),
+    ] = 1000
+    eval_iters: Annotated[
+        int,
+        Field(
+            gt=0,
+            description="Global batches of held-out samples each validation averages over, the same ones every "
+            "time (Megatron-LM's --eval-iters).",
+        ),
+    ] = 10
+
     def train_iters(self, seq_length: int) -> int:
         return max(1, math.ceil(self.train_tokens / (self.global_batch_size * seq_length)))
 
@@ -215,6 +232,15 @@ class DataSpec(_Spec):
             description="Worker processes that parse and tokenize the dumps (the dataset is the same for any count).",
         ),
     ] = 2
+    validation_fraction: Annotated[
+        float,
+        Field(
+            ge=0,
+            lt=0.5,
+            description="Share of the posts held out for the validation loss, in shards of their own (chosen by a "
+            "hash of each post's tokens); 0: none.",
+        ),
+    ] = 0.01
     tokenizer_train_docs: Annotated[
         int,
         Field(

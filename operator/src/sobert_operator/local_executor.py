@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sobert_api import paths
 from sobert_api.dataset import dataset_id
-from sobert_api.progress import read_progress
+from sobert_api.progress import loss_curves, read_progress
 from sobert_api.spec import RunSpec
 from sobert_api.stages import EXIT_PREEMPTED, HEADLINE_PREFIXES, PREEMPTED_LINE, STEP_LINE, TRAINER_INFO_LINE
 from sobert_api.storage import Storage
@@ -69,6 +69,7 @@ class RunSummary:
     observed: Observed = field(default_factory=Observed)
     finetune: dict[str, dict] = field(default_factory=dict)  # task -> headline of its metrics.json
     spent_usd: float = 0.0
+    validation_lm_loss: float | None = None  # pretraining's last, on the held-out posts
 
     def as_dict(self) -> dict:
         return {
@@ -92,6 +93,7 @@ class RunSummary:
             },
             "finetune": self.finetune,
             "spent_usd": round(self.spent_usd, 6),
+            "validation_lm_loss": self.validation_lm_loss,
         }
 
 
@@ -169,6 +171,8 @@ class LocalExecutor:
         summary.observed = observed
         summary.finetune = finetune_results(self.spec, self.storage)
         summary.spent_usd = self.meter.spent()
+        validation = loss_curves(read_progress(self.storage, self.spec.name))["validation"]
+        summary.validation_lm_loss = validation[-1][1] if validation else None
         self.storage.write_json(paths.summary_key(self.spec.name), summary.as_dict())
         write_report(self.spec, self.storage)
         return summary

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from sobert_api import paths
-from sobert_api.progress import read_progress
+from sobert_api.progress import loss_curves, read_progress
 from sobert_api.spec import RunSpec
 from sobert_api.storage import Storage
 from sobert_operator.cost.goodput import goodput
@@ -93,6 +93,7 @@ def _progress(records: list[dict[str, Any]]) -> dict[str, Any] | None:
         "train_iters": last.get("train_iters"),
         "consumed_tokens": last.get("consumed_tokens"),
         "loss": last.get("loss"),
+        "loss_curves": loss_curves(records),
         "median_tokens_per_s": _median(records, "tokens_per_s"),
         "median_real_tokens_per_s": _median(records, "real_tokens_per_s"),
         "real_token_fraction": _median(records, "real_token_fraction"),

@@ -101,7 +101,8 @@ def _figure_png(fig) -> str:
 
 
 def render_plots(report: dict[str, Any]) -> dict[str, str]:
-    """Spend over time against the budget and forecast lines; forecast vs spend per phase (base64 PNGs)."""
+    """Spend over time against the budget and forecast lines; forecast vs spend per phase; the
+    pretraining loss, training and validation; the ETA's history (base64 PNGs)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,6 +140,19 @@ def render_plots(report: dict[str, Any]) -> dict[str, str]:
     ax.legend()
     plots["phases"] = _figure_png(fig)
     plt.close(fig)
+
+    curves = (report.get("pretrain") or {}).get("loss_curves") or {}
+    if curves.get("train"):
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        ax.plot(*zip(*curves["train"], strict=True), label="training (masked-LM)")
+        if curves["validation"]:
+            ax.plot(*zip(*curves["validation"], strict=True), marker="o", markersize=3, label="validation (held out)")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_title("Pretraining loss")
+        ax.legend(loc="best")
+        plots["loss"] = _figure_png(fig)
+        plt.close(fig)
 
     history = report.get("eta") or {}
     if history.get("points"):

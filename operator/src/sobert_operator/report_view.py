@@ -89,6 +89,7 @@ CATEGORY_LABELS = {
     "checkpoint_restore": "checkpoint restore",
     "data_wait": "waiting for data",
     "checkpoint_save": "checkpoint save",
+    "evaluation": "validation loss",
     "lost_to_restarts": "work lost to restarts",
     "idle_cluster": "idle cluster (after its job)",
     "other": "other (scheduling, teardown)",
@@ -193,7 +194,11 @@ def _pretraining(report: dict[str, Any]) -> Section | None:
             ("Model TFLOP/s per device", f"{pretrain['median_model_tflops_per_s_per_device']:.3f}"),
             ("MFU", "n/a (no GPU peak known)" if mfu is None else f"{mfu:.1%}"),
         ]
-    return Section("Pretraining", facts=facts)
+    validation = (pretrain.get("loss_curves") or {}).get("validation") or []
+    if validation:
+        step, loss = validation[-1]
+        facts.insert(3, ("Validation loss", f"{loss} at step {step:,}"))
+    return Section("Pretraining", facts=facts, plot="loss")
 
 
 def _finetuning(report: dict[str, Any]) -> Section | None:

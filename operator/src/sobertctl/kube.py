@@ -63,6 +63,7 @@ def run_row(run: dict[str, Any], now: dt.datetime | None = None) -> dict[str, st
     pretrain = status.get("pretrain") or {}
     step = f"{pretrain['step']}/{pretrain.get('trainIters', '?')}" if pretrain.get("step") is not None else "-"
     loss = f"{pretrain['loss']:.3f}" if isinstance(pretrain.get("loss"), int | float) else "-"
+    held_out = pretrain.get("validationLoss")
     tps = f"{pretrain['tokensPerSecond']:,.0f}" if isinstance(pretrain.get("tokensPerSecond"), int | float) else "-"
     real = pretrain.get("realTokenFraction")
     mfu = pretrain.get("mfu")
@@ -75,6 +76,7 @@ def run_row(run: dict[str, Any], now: dt.datetime | None = None) -> dict[str, st
         "PROGRESS": progress_cell(status),
         "ETA": eta_cell(status),
         "LOSS": loss,
+        "VAL LOSS": f"{held_out:.3f}" if isinstance(held_out, int | float) else "-",
         "TOK/S": tps,
         "REAL": f"{real:.0%}" if isinstance(real, int | float) else "-",
         "MFU": f"{mfu:.1%}" if isinstance(mfu, int | float) else "-",

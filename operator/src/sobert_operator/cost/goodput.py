@@ -2,10 +2,10 @@
 
 The categories follow Google's ml-goodput-measurement (`goodput.py`, BadputType): productive time
 against program start-up, checkpoint restore, waiting for data, checkpoint save and work lost to
-restarts (`WASTED_PROGRESS_FROM_DISRUPTION`), plus two a dollar budget cares about: a Ray cluster
-idling after its job ended (until its TTL removes it) and padding (the step time spent on padding
-tokens, from the real-token fraction). `other` is what no clock accounts for: pod scheduling, image
-pulls, the time after a process's last progress record.
+restarts (`WASTED_PROGRESS_FROM_DISRUPTION`), plus three a dollar budget cares about: pretraining's
+validation-loss evaluations, a Ray cluster idling after its job ended (until its TTL removes it)
+and padding (the step time spent on padding tokens, from the real-token fraction). `other` is what
+no clock accounts for: pod scheduling, image pulls, the time after a process's last progress record.
 
 - **pretrain**: the training processes' time accounts from progress.jsonl
   (`sobert_trainer.pretrain.goodput_clock`), summed over the processes that ran (a resumed run has
@@ -35,6 +35,7 @@ CATEGORIES = (
     "checkpoint_restore",
     "data_wait",
     "checkpoint_save",
+    "evaluation",
     "lost_to_restarts",
     "idle_cluster",
     "other",
@@ -112,6 +113,7 @@ def pretrain_seconds(progress: Sequence[dict[str, Any]]) -> dict[str, float]:
         "checkpoint_restore": sum(r["restore_s"] for r in ordered),
         "data_wait": sum(r["data_wait_s"] for r in ordered),
         "checkpoint_save": sum(r["checkpoint_save_s"] for r in ordered),
+        "evaluation": sum(r.get("evaluation_s", 0.0) for r in ordered),  # records from before it lack it
         "lost_to_restarts": lost,
     }
 

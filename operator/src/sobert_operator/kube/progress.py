@@ -7,6 +7,7 @@ import base64
 from typing import Any
 
 from sobert_api import paths, timestamps
+from sobert_api.progress import loss_curves
 from sobert_api.spec import RunSpec
 from sobert_api.storage import Storage
 from sobert_operator.eta import PhaseState, estimate
@@ -40,10 +41,15 @@ def status_from_record(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def last_progress(spec: RunSpec, credentials: tuple[str, str] | None) -> dict[str, Any] | None:
-    """The newest progress record, or None if there is none yet."""
+    """The newest progress record, with the newest validation loss and its step, or None if there
+    is no record yet."""
     storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url, credentials)
     records = storage.read_json_lines(paths.progress_key(spec.name))
-    return status_from_record(records[-1]) if records else None
+    if not records:
+        return None
+    validation = loss_curves(records)["validation"]
+    step, loss = validation[-1] if validation else (None, None)
+    return {**status_from_record(records[-1]), "validationLoss": loss, "validationStep": step}
 
 
 def _created(job: dict[str, Any] | None) -> float | None:

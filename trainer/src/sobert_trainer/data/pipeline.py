@@ -89,6 +89,7 @@ class PipelineConfig:
     chunk_bytes: int  # the pieces' size, to size the sample
     shards_dir: Path  # where the shard writer puts `<name>_<k>_text_sentence.{bin,idx}`
     name: str
+    validation_fraction: float = 0.0  # of the posts, held out (`shards.held_out`) in `<name>_valid_*` shards
     pack_tokens: int = PACK_TOKENS
 
 
@@ -110,7 +111,8 @@ class PreparePipeline:
         self.pool, self.slots, self.config = pool, workers + 1, config
         self.sources, self.planned = sources, planned
         self.accept, self.train = accept, train
-        self.writer: ShardWriter | None = None  # once the tokenizer's vocabulary size is known
+        # The training and the validation shards' writers, once the vocabulary size is known.
+        self.writers: tuple[ShardWriter, ShardWriter] | None = None
         self.vocab_size = 0
         self.events: queue.Queue = queue.Queue()
         self.timings = Timings()
@@ -133,7 +135,8 @@ class PreparePipeline:
         return {"pieces": self.planned, "sample_pieces": len(self.sample or []),
                 "parsed_when_tokenizer_training_began": self.parsed_when_training_began}  # fmt: skip
 
-    def run(self) -> ShardStats:
+    def run(self) -> tuple[ShardStats, ShardStats]:
+        """The training and the validation shards' statistics."""
         while not self._done():
             self._submit()
             if self._done():
@@ -143,7 +146,10 @@ class PreparePipeline:
                 raise value
             getattr(self, f"_on_{kind}")(value)
         self.timings.finished = self.timings.mark()
-        return self.writer.close() if self.writer is not None else ShardStats()
+        if self.writers is None:
+            return ShardStats(), ShardStats()
+        train, validation = self.writers
+        return train.close(), validation.close()
 
     def _done(self) -> bool:
         return self.exhausted and self.in_flight == 0 and self.planned is not None and self.written == self.planned
@@ -178,8 +184,10 @@ class PreparePipeline:
         self.pool.apply_async(function, (argument,), callback=lambda result: self.events.put((kind, result)),
                               error_callback=lambda exc: self.events.put(("error", exc)))  # fmt: skip
 
-    def _pack_args(self, piece: int) -> tuple[int, str, str, int, int]:
-        return (piece, self.parsed[piece].out, str(self.tokenizer_path), self.vocab_size, self.config.pack_tokens)
+    def _pack_args(self, piece: int) -> tuple[int, str, str, int, int, float]:
+        config = self.config
+        return (piece, self.parsed[piece].out, str(self.tokenizer_path), self.vocab_size, config.pack_tokens,
+                config.validation_fraction)  # fmt: skip
 
     def _maybe_train(self) -> None:
         if self.training is not None or self.planned is None:
@@ -225,16 +233,22 @@ class PreparePipeline:
     def _on_trained(self, value: tuple[Path, int, float]) -> None:
         self.tokenizer_path, self.vocab_size, self.timings.tokenizer_train = value
         self.timings.tokenizer_ready = self.timings.mark()
-        self.writer = ShardWriter(self.config.shards_dir, self.config.name, self.vocab_size)
+        shards_dir, name = self.config.shards_dir, self.config.name
+        self.writers = (ShardWriter(shards_dir, name, self.vocab_size),
+                        ShardWriter(shards_dir, f"{name}_valid", self.vocab_size))  # fmt: skip
         log.info("prepare: tokenizer of %d pieces trained in %.1f s; %d of %s pieces parsed", self.vocab_size,
                  value[2], self.accepted, self.planned)  # fmt: skip
 
     def _on_packed(self, shard: PieceShard) -> None:
         self.in_flight -= 1
         self.packed[shard.piece] = shard
-        assert self.writer is not None
+        assert self.writers is not None
+        train, validation = self.writers
         while self.written in self.packed:
-            self.writer.append(self.packed.pop(self.written))
+            packed = self.packed.pop(self.written)
+            train.append(packed)
+            if packed.held_out is not None:
+                validation.append(packed.held_out)
             Path(self.parsed.pop(self.written).out).unlink(missing_ok=True)
             self.written += 1
 

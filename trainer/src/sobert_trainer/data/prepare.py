@@ -46,6 +46,7 @@ class PrepareConfig:
     workers: int = 2
     tokenizer_train_docs: int = 200_000
     seed: int = 1234
+    validation_fraction: float = 0.0  # of the posts, held out for validation (`shards.held_out`)
     endpoint_url: str | None = None
     chunk_bytes: int = CHUNK_BYTES  # pieces a posts file is cut into (packed documents close at their ends)
 
@@ -165,36 +166,15 @@ def prepare_dataset(
         work.mkdir(parents=True)
         stats = DocumentStats(RowStats(), RowStats())
         sources, planned, accept = _sources(config, work, stats)
-        settings = PipelineConfig(config.tokenizer_train_docs, config.chunk_bytes, staging / "shards", dataset_id)
+        settings = PipelineConfig(
+            config.tokenizer_train_docs, config.chunk_bytes, staging / "shards", dataset_id, config.validation_fraction
+        )
         train = functools.partial(_train_tokenizer, config, staging / "tokenizer.json")
         pipeline = PreparePipeline(pool, config.workers, settings, sources, planned, accept, train)
-        shard_stats = pipeline.run()
+        shard_stats, held_out = pipeline.run()
         if stats.documents == 0:
             raise ValueError(f"data.posts: no usable documents in {', '.join(config.posts)} ({stats.as_dict()})")
-        vocab_size = pipeline.vocab_size
-        manifest_extra = {
-            "dataset_id": dataset_id,
-            "format_version": dataset.FORMAT_VERSION,
-            "sources": {"posts": config.posts, "comments": config.comments},
-            "settings": {
-                "document_unit": config.document_unit,
-                "min_document_chars": config.min_document_chars,
-                "vocab_size_target": config.vocab_size,
-                "tokenizer_train_docs": config.tokenizer_train_docs,
-            },
-            "tokenizer": {"file": "tokenizer.json", "vocab_size": vocab_size},
-            "counts": {
-                **stats.as_dict(),
-                "packed_posts": shard_stats.posts,
-                "shard_documents": shard_stats.documents,
-                "sentences": shard_stats.sentences,
-                "tokens": shard_stats.tokens,
-            },
-            "shards": [f"shards/{s['prefix']}" for s in shard_stats.shards],
-            "timings_s": pipeline.timings.as_dict(),
-            "pipeline": pipeline.layout(),
-            "workers": config.workers,
-        }
+        manifest_extra = _manifest_fields(config, dataset_id, stats, shard_stats, held_out, pipeline)
         manifest = storage.publish_tree(staging, prefix, extra=manifest_extra)
     log.info(
         "prepare: published %s (%d tokens in %d shard(s)) at %s",
@@ -204,3 +184,40 @@ def prepare_dataset(
         storage.uri(prefix),
     )
     return manifest
+
+
+def _manifest_fields(config: PrepareConfig, dataset_id: str, stats, shard_stats, held_out, pipeline) -> dict:
+    """What the dataset's manifest says of it beyond its files: its sources and settings, the
+    tokenizer, the counts (the training shards', and the held-out ones' under `validation`), the
+    shards of each split, and how the preparation ran."""
+    return {
+        "dataset_id": dataset_id,
+        "format_version": dataset.FORMAT_VERSION,
+        "sources": {"posts": config.posts, "comments": config.comments},
+        "settings": {
+            "document_unit": config.document_unit,
+            "min_document_chars": config.min_document_chars,
+            "vocab_size_target": config.vocab_size,
+            "tokenizer_train_docs": config.tokenizer_train_docs,
+            "validation_fraction": config.validation_fraction,
+        },
+        "tokenizer": {"file": "tokenizer.json", "vocab_size": pipeline.vocab_size},
+        "counts": {
+            **stats.as_dict(),
+            "packed_posts": shard_stats.posts,
+            "shard_documents": shard_stats.documents,
+            "sentences": shard_stats.sentences,
+            "tokens": shard_stats.tokens,
+            "validation": {
+                "posts": held_out.posts,
+                "shard_documents": held_out.documents,
+                "sentences": held_out.sentences,
+                "tokens": held_out.tokens,
+            },
+        },
+        "shards": [f"shards/{s['prefix']}" for s in shard_stats.shards],
+        "validation_shards": [f"shards/{s['prefix']}" for s in held_out.shards],
+        "timings_s": pipeline.timings.as_dict(),
+        "pipeline": pipeline.layout(),
+        "workers": config.workers,
+    }

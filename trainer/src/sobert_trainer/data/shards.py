@@ -13,6 +13,7 @@ dataset format, byte for byte (`indexed.py`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -46,13 +47,28 @@ class PieceShard:
     sentences_per_document: np.ndarray
     posts: int
     tokens: int
+    held_out: PieceShard | None = None  # the piece's validation posts, packed the same way
 
 
-def pack_piece(task: tuple[int, str, str, int, int]) -> PieceShard:
-    """Worker: one piece's documents (JSON lines of segments) tokenized, packed into Megatron
-    documents (`pack_documents`; the piece's last one closes at its end) and written to
-    `<piece>.bin` in the shards' dtype. Empty segments and posts are dropped."""
-    piece, documents_path, tokenizer_path, vocab_size, pack_tokens = task
+def held_out(post: list[np.ndarray], fraction: float) -> bool:
+    """Whether `post` (its segments' tokens) belongs to the validation split: a hash of its tokens
+    below `fraction` of the hash space. Decided by the post alone, so the split is the same for any
+    worker count and piece size, and a post repeated verbatim falls on one side only."""
+    if fraction <= 0:
+        return False
+    digest = hashlib.blake2b(digest_size=8)
+    for segment in post:
+        digest.update(segment.astype(np.int32).tobytes())
+        digest.update(b"|")
+    return int.from_bytes(digest.digest(), "big") < fraction * 2**64
+
+
+def pack_piece(task: tuple[int, str, str, int, int, float]) -> PieceShard:
+    """Worker: one piece's documents (JSON lines of segments) tokenized, split into training and
+    held-out posts (`held_out`), each side packed into Megatron documents (`pack_documents`; the
+    piece's last one closes at its end) and written to `<piece>.bin` and `<piece>.valid.bin` in
+    the shards' dtype. Empty segments and posts are dropped."""
+    piece, documents_path, tokenizer_path, vocab_size, pack_tokens, validation_fraction = task
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process = one core; parallelism is ours
     from tokenizers import Tokenizer
 
@@ -64,12 +80,18 @@ def pack_piece(task: tuple[int, str, str, int, int]) -> PieceShard:
     sep_id = tokenizer.token_to_id(SEP)
     if sep_id is None:
         raise ValueError(f"{tokenizer_path}: the tokenizer has no {SEP} token to end each post with")
-    posts = list(_tokenized_posts(tokenizer, Path(documents_path)))
-    bin_path = str(Path(documents_path).with_suffix(".bin"))
-    lengths, per_document, tokens = write_documents(
-        Path(bin_path), pack_documents(posts, sep_id, pack_tokens), optimal_dtype(vocab_size)
-    )
-    return PieceShard(piece, bin_path, lengths, per_document, len(posts), tokens)
+    train: list[list[np.ndarray]] = []
+    validation: list[list[np.ndarray]] = []
+    for post in _tokenized_posts(tokenizer, Path(documents_path)):
+        (validation if held_out(post, validation_fraction) else train).append(post)
+
+    def packed(posts: list[list[np.ndarray]], suffix: str, **extra) -> PieceShard:
+        path = Path(documents_path).with_suffix(suffix)
+        written = write_documents(path, pack_documents(posts, sep_id, pack_tokens), optimal_dtype(vocab_size))
+        lengths, per_document, tokens = written
+        return PieceShard(piece, str(path), lengths, per_document, len(posts), tokens, **extra)
+
+    return packed(train, ".bin", held_out=packed(validation, ".valid.bin"))
 
 
 def _tokenized_posts(tokenizer, documents_path: Path) -> Iterator[list[np.ndarray]]:
@@ -154,7 +176,10 @@ class ShardWriter:
         self._prefix, self._shard_start = "", 0
 
     def append(self, piece: PieceShard) -> None:
-        """Append one piece's documents and delete its `.bin`."""
+        """Append one piece's documents and delete its `.bin` (a piece without any opens no shard)."""
+        if not len(piece.sentences_per_document):
+            Path(piece.bin_path).unlink()
+            return
         if self._builder is None:
             self._prefix = f"{self.name}_{len(self.stats.shards):05d}_text_sentence"
             self._builder = IndexedWriter(self.out_dir / self._prefix, self.dtype)

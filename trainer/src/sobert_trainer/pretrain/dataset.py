@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import signal
 from collections.abc import Iterator
@@ -18,16 +19,30 @@ BATCH_KEYS = ("text", "types", "labels", "padding_mask", "loss_mask")
 PREFETCH_BATCHES = 4  # per loader worker
 
 
-def dataset_config(dataset_dir: Path, manifest: dict, seq_length: int, mask_prob: float, seed: int, cache: Path):
-    """Megatron's masked-LM dataset settings over every published shard; indices cached under `cache`."""
+def dataset_config(
+    dataset_dir: Path,
+    manifest: dict,
+    seq_length: int,
+    mask_prob: float,
+    seed: int,
+    cache: Path,
+):
+    """Megatron's masked-LM dataset settings: one blend per split (Megatron-LM's
+    `--train-data-path` / `--valid-data-path`), the published training shards and the held-out
+    ones (the manifest's `validation_shards`; none before dataset format 5); indices cached
+    under `cache`."""
     from megatron.core.datasets.bert_dataset import BERTMaskedWordPieceDatasetConfig
 
+    held_out = manifest.get("validation_shards") or []
     tokenizer = MegatronTokenizerAdapter(load_tokenizer(dataset_dir / "tokenizer.json"), manifest["dataset_id"])
     return BERTMaskedWordPieceDatasetConfig(
         random_seed=seed,
         sequence_length=seq_length,
-        blend=([str(dataset_dir / shard) for shard in manifest["shards"]], None),
-        split="100,0,0",
+        blend_per_split=[
+            ([str(dataset_dir / shard) for shard in manifest["shards"]], None),
+            ([str(dataset_dir / shard) for shard in held_out], None) if held_out else None,
+            None,
+        ],
         path_to_cache=str(cache),
         tokenizer=tokenizer,
         masking_probability=mask_prob,
@@ -46,21 +61,34 @@ def dataset_config(dataset_dir: Path, manifest: dict, seq_length: int, mask_prob
 
 
 def build_dataset(config, num_samples: int, on_this_rank, dataset_class=None):
-    """Megatron's BERT masked-LM dataset of `num_samples` (`masking.MegatronBertSamples`: megatron's
-    samples, vectorised; `dataset_class` another `BERTMaskedWordPieceDataset`); the sample index is
-    built where `on_this_rank()` is true and read from `config.path_to_cache` elsewhere."""
+    """Megatron's BERT masked-LM training dataset of `num_samples` (`build_splits`)."""
+    return build_splits(config, num_samples, 0, on_this_rank, dataset_class)[0]
+
+
+def build_splits(config, train_samples: int, validation_samples: int, on_this_rank, dataset_class=None):
+    """Megatron's BERT masked-LM datasets (`masking.MegatronBertSamples`: megatron's samples,
+    vectorised; `dataset_class` another `BERTMaskedWordPieceDataset`): the training split of
+    `train_samples` and the held-out one of up to `validation_samples` (None when none is asked
+    for or the dataset holds none out); each sample index is built where
+    `on_this_rank()` is true and read from `config.path_to_cache` elsewhere."""
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 
     from sobert_trainer.pretrain.masking import MegatronBertSamples
 
-    train, _, _ = BlendedMegatronDatasetBuilder(
-        dataset_class or MegatronBertSamples, [num_samples, 0, 0], on_this_rank, config
+    if not validation_samples or not config.blend_per_split[1]:
+        # Nothing held out is built: megatron's masked dataset needs a sample count (its
+        # `_build_sample_index` hands `build_mapping` None otherwise). The blends are not part of
+        # the cache key, so the training split's index is the same either way.
+        config = dataclasses.replace(config, blend_per_split=[config.blend_per_split[0], None, None])
+    train, validation, _ = BlendedMegatronDatasetBuilder(
+        dataset_class or MegatronBertSamples, [train_samples, validation_samples or None, None], on_this_rank, config
     ).build()
-    return train
+    return train, validation
 
 
-def build_train_dataset(config, num_samples: int, index_store: Storage, local_rank: int):
-    """`BERTMaskedWordPieceDataset` sized for `num_samples` (multi-epoch if needed), on every rank.
+def build_datasets(config, num_samples: int, index_store: Storage, local_rank: int, validation_samples: int = 0):
+    """The training and validation datasets (`build_splits`) on every rank, the training one sized
+    for `num_samples` (multi-epoch if needed).
 
     Megatron builds the sample index on global rank 0 only, writes it to `path_to_cache` and has
     every other rank read it from there, which needs a filesystem shared by all nodes. sobert's
@@ -74,7 +102,7 @@ def build_train_dataset(config, num_samples: int, index_store: Storage, local_ra
     published = [index_store.read_manifest("") is not None if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(published, src=0)
     if not published[0]:
-        build_dataset(config, num_samples, on_this_rank=lambda: dist.get_rank() == 0)
+        build_splits(config, num_samples, validation_samples, on_this_rank=lambda: dist.get_rank() == 0)
         if dist.get_rank() == 0:
             index_store.publish_tree(cache, "")
         dist.barrier()
@@ -82,7 +110,7 @@ def build_train_dataset(config, num_samples: int, index_store: Storage, local_ra
         shutil.rmtree(cache, ignore_errors=True)
         index_store.fetch_tree("", cache)
     dist.barrier()
-    return build_dataset(config, num_samples, on_this_rank=lambda: True)
+    return build_splits(config, num_samples, validation_samples, on_this_rank=lambda: True)
 
 
 def micro_batch_indices(

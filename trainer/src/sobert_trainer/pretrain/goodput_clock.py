@@ -1,6 +1,7 @@
 """Where a training process's wall time goes, in the categories of Google's ml-goodput-measurement
 (v0.0.x, `goodput.py` BadputType): program start-up and training preparation, checkpoint restore,
-waiting for data, checkpoint save, and the training steps themselves. Each progress record carries
+waiting for data, checkpoint save, and the training steps themselves; and one of sobert's own, the
+validation loss's evaluations. Each progress record carries
 this process's totals so far (`fields`); the budget report turns them into dollars
 (`sobert_operator.cost.goodput`), together with the work a restart threw away and the padding.
 """
@@ -37,6 +38,7 @@ class GoodputClock:
     restore_s: float = 0.0
     data_wait_s: float = 0.0  # inside the steps: waiting for the loader's next micro-batch
     checkpoint_save_s: float = 0.0  # the training loop blocked in a save
+    evaluation_s: float = 0.0  # the validation loss (`Trainer.evaluate`)
     train_step_s: float = 0.0  # the steps, data waits included
 
     def waited(self, batches: Iterator[T]) -> Iterator[T]:
@@ -57,6 +59,9 @@ class GoodputClock:
 
     def saving(self) -> AbstractContextManager[None]:
         return self._counted("checkpoint_save_s")
+
+    def evaluating(self) -> AbstractContextManager[None]:
+        return self._counted("evaluation_s")
 
     @contextmanager
     def _counted(self, account: str) -> Iterator[None]:
@@ -82,5 +87,6 @@ class GoodputClock:
             "restore_s": round(self.restore_s, 3),
             "data_wait_s": round(self.data_wait_s, 3),
             "checkpoint_save_s": round(self.checkpoint_save_s, 3),
+            "evaluation_s": round(self.evaluation_s, 3),
             "train_step_s": round(self.train_step_s, 3),
         }

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +37,22 @@ class TrainingSetup:
         if self.overlap_param_gather and updated and not self._gather_hooks_on:
             self.model.enable_forward_pre_hook()
             self._gather_hooks_on = True
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Around a validation pass, as Megatron-LM's `train` brackets `evaluate`: with the gather
+        overlapped, the pre-hooks off (gathering the latest weights first) and back on after;
+        dropout off."""
+        hooks = self.overlap_param_gather and self._gather_hooks_on
+        if hooks:
+            self.model.disable_forward_pre_hook(param_sync=True)
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train()
+            if hooks:
+                self.model.enable_forward_pre_hook()
 
     def gather_params(self) -> None:
         """Every rank's model holds the latest weights (before a save)."""

@@ -22,6 +22,7 @@ from sobert_api.storage import Storage
 # progress record field -> (TensorBoard tag, also written against consumed samples)
 SCALARS: dict[str, tuple[str, bool]] = {
     "loss": ("lm loss", True),
+    "validation_lm_loss": ("lm loss validation", True),  # Megatron-LM's `evaluate_and_print_results`
     "lr": ("learning-rate", True),
     "grad_norm": ("grad-norm", True),
     "world_size": ("world-size", True),

@@ -77,6 +77,22 @@ def _forward_step(data_iterator, model):
     return per_token_loss(model, batch), partial(_loss_func, batch["loss_mask"])
 
 
+def _validation_loss_func(loss_mask: torch.Tensor, lm_loss: torch.Tensor):
+    """The micro-batch's summed masked-token loss and its masked-token count, so that the
+    validation loss is the mean over every held-out masked token, however the micro-batches fall
+    on the data-parallel ranks."""
+    mask = loss_mask.float()
+    sums = torch.stack([torch.sum(lm_loss.float() * mask), mask.sum()]).detach()
+    return sums[0] / sums[1].clamp(min=1.0), {"lm loss sums": sums}
+
+
+def _validation_forward_step(data_iterator, model):
+    from sobert_trainer.pretrain.bert import per_token_loss
+
+    batch = {k: v.to(current_device(), non_blocking=True) for k, v in next(data_iterator).items()}
+    return per_token_loss(model, batch), partial(_validation_loss_func, batch["loss_mask"])
+
+
 # What megatron-core's gradient check says when it rejects a bucket's norm (`check_grads` in
 # megatron/core/distributed/param_and_grad_buffer.py, core_v0.16.1).
 NON_FINITE_GRAD_MESSAGES = ("found NaN in local grad norm", "found Inf in local grad norm")
@@ -171,6 +187,7 @@ class Trainer:
         self.step = 0
         self.last_save = time.monotonic()
         self.outputs: RankZeroOutputs | None = None
+        self.validation: Any = None  # the held-out samples (`micro_batches` builds it), if the run evaluates
 
     # -- before the first step ------------------------------------------------------------------
     def restore(self) -> int:
@@ -196,7 +213,7 @@ class Trainer:
         and counted for the real-token fraction."""
         from megatron.core import parallel_state
 
-        from sobert_trainer.pretrain.dataset import build_train_dataset, dataset_config, micro_batch_loader
+        from sobert_trainer.pretrain.dataset import build_datasets, dataset_config, micro_batch_loader
 
         spec = self.spec
         config = dataset_config(
@@ -207,12 +224,15 @@ class Trainer:
             spec.train.seed,
             cache=self.workdir / "dataset-index",
         )
-        dataset = build_train_dataset(
+        dataset, self.validation = build_datasets(
             config,
             self.iters * self.gbs,
             self.storage.child(paths.dataset_index_prefix(spec.name)),
             local_rank=self.ranks.local_rank,
+            validation_samples=spec.train.eval_iters * self.gbs if spec.train.eval_interval else 0,
         )
+        if spec.train.eval_interval and self.validation is None and self.ranks.rank == 0:
+            log.warning("pretrain: the dataset holds no posts out (data.validation_fraction): no validation loss")
         loader = micro_batch_loader(
             dataset,
             self.step,
@@ -275,11 +295,45 @@ class Trainer:
         self.clock.step_ended(seconds)
         return StepOutput(losses, updated, None if grad_norm is None else float(grad_norm), seconds)
 
+    def evaluation_due(self) -> bool:
+        interval = self.spec.train.eval_interval
+        return self.validation is not None and interval > 0 and (self.step % interval == 0 or self.step == self.iters)
+
+    def evaluate(self, forward_backward) -> float:
+        """The masked-LM loss on the held-out samples (Megatron-LM's `evaluate`): the same
+        `eval_iters` global batches every time, forward only, dropout off, each data-parallel rank
+        its share of them as in a training step; the mean over every masked token, reduced over
+        the data-parallel ranks, so DP=2 gives DP=1's value."""
+        from megatron.core import parallel_state
+
+        from sobert_trainer.pretrain.dataset import micro_batches
+
+        dp_rank = parallel_state.get_data_parallel_rank()
+        totals = torch.zeros(2, dtype=torch.float64, device=current_device())
+        with self.clock.evaluating(), self.setup.evaluating(), torch.no_grad():
+            for batch_index in range(self.spec.train.eval_iters):
+                outputs = forward_backward(
+                    forward_step_func=_validation_forward_step,
+                    data_iterator=micro_batches(self.validation, batch_index, self.gbs, self.mbs, dp_rank, self.dp),
+                    model=[self.setup.model],
+                    num_microbatches=self.accumulation,
+                    seq_length=self.seq,
+                    micro_batch_size=self.mbs,
+                    forward_only=True,
+                )
+                for output in outputs:
+                    totals += output["lm loss sums"].double()
+            dist.all_reduce(totals, group=parallel_state.get_data_parallel_group())
+        loss_sum, tokens = totals.tolist()
+        return loss_sum / max(tokens, 1.0)
+
     def log_due(self, start: int) -> bool:
         step = self.step
-        return step % self.spec.train.log_interval == 0 or step == self.iters or step == start + 1
+        return (
+            step % self.spec.train.log_interval == 0 or step == self.iters or step == start + 1 or self.evaluation_due()
+        )
 
-    def log_step(self, output: StepOutput, started: float) -> None:
+    def log_step(self, output: StepOutput, started: float, validation_loss: float | None = None) -> None:
         """The progress record of this step (Megatron-LM's `training_log`). One reduction and one
         host sync per record, on every rank: this step's loss, and the tokens fed since the
         previous record, over the data-parallel ranks. Rank 0 writes it behind the steps."""
@@ -306,6 +360,7 @@ class Trainer:
             **throughput_fields(tokens_per_s, real / slots, self.flops_per_token, world, self.peak_tflops),
             "wall_time_s": round(time.monotonic() - started, 3),
             "world_size": world,
+            **({} if validation_loss is None else {"validation_lm_loss": round(validation_loss, 5)}),
             **self.clock.fields(),
         }
         background = self.outputs.background
@@ -314,7 +369,8 @@ class Trainer:
         background.submit(self.stop.poll_storage)
         print(
             f"{STEP_LINE} {self.step}/{self.iters} loss {record['loss']:.4f} "
-            f"{record['tokens_per_s']:,.0f} tok/s lr {record['lr']:.2e}",
+            f"{record['tokens_per_s']:,.0f} tok/s lr {record['lr']:.2e}"
+            + ("" if validation_loss is None else f" validation loss {validation_loss:.4f}"),
             flush=True,
         )
 
@@ -360,8 +416,9 @@ class Trainer:
         self.setup.before_first_step()
         while self.step < self.iters:
             output = self.train_step(batches, forward_backward)
+            validation_loss = self.evaluate(forward_backward) if self.evaluation_due() else None
             if self.log_due(start):
-                self.log_step(output, started)
+                self.log_step(output, started, validation_loss)
             if self.ranks.rank == 0 and self.timed_save_due():
                 self.stop.request_checkpoint()
             preempted, asked = self.stop.agreed()
