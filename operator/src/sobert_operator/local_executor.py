@@ -24,6 +24,7 @@ from sobert_api.stages import EXIT_PREEMPTED, HEADLINE_PREFIXES, PREEMPTED_LINE,
 from sobert_api.storage import Storage
 from sobert_operator.cost.catalog import load_catalog
 from sobert_operator.cost.forecast import Forecast
+from sobert_operator.cost.local_gpus import local_peak_tflops
 from sobert_operator.cost.meter import RunMeter
 from sobert_operator.eta import PhaseState, estimate
 from sobert_operator.launch import (
@@ -207,6 +208,7 @@ class LocalExecutor:
                 target=LaunchTarget.local,
                 grace_seconds=LOCAL_GRACE_SECONDS,
                 python=sys.executable,
+                peak_tflops=local_peak_tflops(self.meter.run.catalog),  # None on CPU: no MFU
             )
             self._subprocess(stage, command)
         elif stage is Stage.convert:
