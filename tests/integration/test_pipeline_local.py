@@ -99,15 +99,23 @@ def _samples_at(
 
 
 def test_samples_at_seq_2048_are_packed_real_tokens_and_deterministic(real_dataset, tmp_path):
-    """At the paper's sequence length the samples are at least 95% real tokens (posts average ~200
-    tokens: one post per sample was ~90% padding), never longer than the sequence, and the same
-    samples come out of a rebuild (what resume and parity rely on)."""
+    """At the paper's sequence length the samples are at least 99.9% real tokens (posts average
+    ~200 tokens: one post per sample was ~90% padding; megatron's room for a second [SEP] left a pad
+    in every sample), each real to its end but the last of a Megatron document (so most
+    micro-batches need no attention mask), never longer than the sequence, and the same samples
+    come out of a rebuild (what resume and parity rely on)."""
     _, _, manifest, dataset_dir = real_dataset
     count = manifest["counts"]["tokens"] // 2048
     samples = _samples_at(dataset_dir, manifest, 2048, count, tmp_path / "index-a")
     assert all(s["text"].shape == (2048,) for s in samples)
     real = sum(int(s["padding_mask"].sum()) for s in samples) / (2048 * len(samples))
-    assert real >= 0.95, f"{real:.1%} of the tokens in {len(samples)} samples are real"
+    short = sum(1 for s in samples if not s["padding_mask"].all())
+    documents = manifest["counts"]["shard_documents"]
+    # `count` runs a few samples into a second epoch, whose first documents end there too.
+    assert short <= 2 * documents, f"{short} of {len(samples)} samples end in padding ({documents} documents)"
+    # Only a document's last sample is short: ~1 in 512 for the ~1M-token documents of a full dump
+    # (>= 99.9% real), more here, where the sample's pieces make documents of ~100k tokens.
+    assert real >= 0.998, f"{real:.2%} of the tokens in {len(samples)} samples are real"
     again = _samples_at(dataset_dir, manifest, 2048, count, tmp_path / "index-b")
     for first, second in zip(samples, again, strict=True):
         assert all(np.array_equal(first[k], second[k]) for k in ("text", "labels", "loss_mask", "padding_mask"))

@@ -37,7 +37,7 @@ def assert_same_samples(config, count: int) -> None:
 
     reference = build_dataset(config, count, lambda: True, dataset_class=BERTMaskedWordPieceDataset)
     vectorised = build_dataset(config, count, lambda: True)
-    assert isinstance(vectorised, MegatronBertSamples)
+    assert isinstance(vectorised.samples, MegatronBertSamples)  # inside FullLengthSamples
     assert len(reference) == len(vectorised) >= count
     for index in range(len(reference)):
         expected, got = reference[index], vectorised[index]

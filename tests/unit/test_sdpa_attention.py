@@ -69,3 +69,49 @@ def test_no_score_matrix_is_materialised(one_rank):
     buffers.pop(("mpu", torch.float32), None)  # DotProductAttention's score buffer
     _loss_and_grads(sdpa, _batch())
     assert ("mpu", torch.float32) not in buffers
+
+
+def test_a_micro_batch_without_padding_reaches_the_attention_with_no_mask(one_rank, monkeypatch):
+    """Full samples (`dataset.FullLengthSamples`) collate as `padding_free`; the model then hands
+    SDPA no mask (what lets a GPU run its flash kernel), and the loss and gradients are those of
+    the masked path on the same micro-batch."""
+    import numpy as np
+
+    from sobert_trainer.pretrain import attention
+    from sobert_trainer.pretrain.bert import per_token_loss
+    from sobert_trainer.pretrain.dataset import collate
+
+    _, sdpa = _models()
+    tokens, _, labels, loss_mask = _batch()
+    samples = [
+        {"text": t.numpy(), "types": np.zeros_like(t.numpy()), "labels": lab.numpy(),
+         "padding_mask": np.ones_like(t.numpy()), "loss_mask": m.long().numpy()}
+        for t, lab, m in zip(tokens, labels, loss_mask, strict=True)
+    ]  # fmt: skip
+    full = collate(samples)
+    assert full["padding_free"] is True
+    masks = []
+    real_forward = attention.F.scaled_dot_product_attention
+
+    def seen(q, k, v, attn_mask=None, *args, **kwargs):
+        masks.append(attn_mask)
+        return real_forward(q, k, v, attn_mask, *args, **kwargs)
+
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", seen)
+
+    def loss_and_grads(batch):
+        sdpa.zero_grad()
+        loss = (per_token_loss(sdpa, batch) * batch["loss_mask"]).sum() / batch["loss_mask"].sum()
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in sdpa.named_parameters() if p.grad is not None}
+
+    loss, grads = loss_and_grads(full)
+    assert masks and all(mask is None for mask in masks)
+    masks.clear()
+    masked_loss, masked_grads = loss_and_grads({**full, "padding_free": False})
+    assert masks and all(mask is not None for mask in masks)
+    assert abs(loss - masked_loss) < 1e-6
+    worst = max(((grads[n] - g).abs().max() / g.abs().max().clamp(min=1e-12)).item() for n, g in masked_grads.items())
+    assert worst < 1e-5
+    samples[2]["padding_mask"][100:] = 0
+    assert collate(samples)["padding_free"] is False

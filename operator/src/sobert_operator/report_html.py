@@ -102,15 +102,26 @@ def _figure_png(fig) -> str:
 
 def render_plots(report: dict[str, Any]) -> dict[str, str]:
     """Spend over time against the budget and forecast lines; forecast vs spend per phase; the
-    pretraining loss, training and validation; the ETA's history (base64 PNGs)."""
+    pretraining loss, training and validation; the ETA's history (base64 PNGs, by plot key; a
+    plot with nothing to show is left out)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
     plots = {}
+    for key, draw in (("spend", _spend), ("phases", _phases), ("loss", _loss), ("eta", _eta)):
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        try:
+            if draw(ax, report):
+                plots[key] = _figure_png(fig)
+        finally:
+            plt.close(fig)
+    return plots
+
+
+def _spend(ax, report: dict[str, Any]) -> bool:
     series = report["spend_series"]
-    fig, ax = plt.subplots(figsize=(8, 3.5))
     if series:
         t0 = series[0][0]
         ax.plot([(t - t0) / 60 for t, _ in series], [usd for _, usd in series], label="spent")
@@ -125,12 +136,12 @@ def render_plots(report: dict[str, Any]) -> dict[str, str]:
     ax.set_title("Spend over time")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left")
-    plots["spend"] = _figure_png(fig)
-    plt.close(fig)
+    return True
 
+
+def _phases(ax, report: dict[str, Any]) -> bool:
     forecast_by_phase = {p["phase"]: p["usd"] for p in (report["forecast"] or {}).get("phases", [])}
     phases = list(dict.fromkeys([*forecast_by_phase, *report["spent"]["by_phase"]]))
-    fig, ax = plt.subplots(figsize=(8, 3.5))
     xs = range(len(phases))
     ax.bar([x - 0.2 for x in xs], [forecast_by_phase.get(p, 0) for p in phases], width=0.4, label="forecast")
     ax.bar([x + 0.2 for x in xs], [report["spent"]["by_phase"].get(p, 0) for p in phases], width=0.4, label="spent")
@@ -138,34 +149,34 @@ def render_plots(report: dict[str, Any]) -> dict[str, str]:
     ax.set_ylabel("US dollars")
     ax.set_title("Forecast and spend by phase")
     ax.legend()
-    plots["phases"] = _figure_png(fig)
-    plt.close(fig)
+    return True
 
+
+def _loss(ax, report: dict[str, Any]) -> bool:
     curves = (report.get("pretrain") or {}).get("loss_curves") or {}
-    if curves.get("train"):
-        fig, ax = plt.subplots(figsize=(8, 3.5))
-        ax.plot(*zip(*curves["train"], strict=True), label="training (masked-LM)")
-        if curves["validation"]:
-            ax.plot(*zip(*curves["validation"], strict=True), marker="o", markersize=3, label="validation (held out)")
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.set_title("Pretraining loss")
-        ax.legend(loc="best")
-        plots["loss"] = _figure_png(fig)
-        plt.close(fig)
+    if not curves.get("train"):
+        return False
+    ax.plot(*zip(*curves["train"], strict=True), label="training (masked-LM)")
+    if curves["validation"]:
+        ax.plot(*zip(*curves["validation"], strict=True), marker="o", markersize=3, label="validation (held out)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("Pretraining loss")
+    ax.legend(loc="best")
+    return True
 
+
+def _eta(ax, report: dict[str, Any]) -> bool:
     history = report.get("eta") or {}
-    if history.get("points"):
-        fig, ax = plt.subplots(figsize=(8, 3.5))
-        points = history["points"]
-        ax.step([p["at_s"] / 60 for p in points], [p["estimated_end_s"] / 60 for p in points], where="post",
-                marker="o", markersize=3, label="estimated end")  # fmt: skip
-        if history["ended_s"] is not None:
-            ax.axhline(history["ended_s"] / 60, color="black", linestyle="--", label="actual end")
-        ax.set_xlabel("minutes since the run started (when estimated)")
-        ax.set_ylabel("end, minutes since start")
-        ax.set_title("Estimated end of the run over time")
-        ax.legend(loc="best")
-        plots["eta"] = _figure_png(fig)
-        plt.close(fig)
-    return plots
+    points = history.get("points")
+    if not points:
+        return False
+    ax.step([p["at_s"] / 60 for p in points], [p["estimated_end_s"] / 60 for p in points], where="post",
+            marker="o", markersize=3, label="estimated end")  # fmt: skip
+    if history["ended_s"] is not None:
+        ax.axhline(history["ended_s"] / 60, color="black", linestyle="--", label="actual end")
+    ax.set_xlabel("minutes since the run started (when estimated)")
+    ax.set_ylabel("end, minutes since start")
+    ax.set_title("Estimated end of the run over time")
+    ax.legend(loc="best")
+    return True

@@ -24,10 +24,12 @@ from sobert_api.flops import flops_per_token, forward_flops_per_token, pretraini
 from sobert_api.spec import FinetuneTaskSpec, RunSpec, TaskName
 from sobert_operator.cost.catalog import PriceCatalog
 
-# Sample slots that hold real tokens once posts are packed (sobert_trainer/data/shards.py): each
-# sample is [CLS], up to 2,045 tokens and [SEP], then one pad; 99.7% measured at sequence 2,048 on
-# the real sample (BENCHMARKS.md). The trainer's measure replaces it.
-PACKED_REAL_TOKEN_FRACTION = 0.997
+# Sample slots that hold real tokens once posts are packed (sobert_trainer/data/shards.py) and
+# samples are filled to the sequence length (pretrain/dataset.py FullLengthSamples): only the last
+# sample of each ~1M-token Megatron document (1 in ~512 at sequence 2,048) is short, so >= 99.9% on a
+# full dump (99.8% on the small real sample, whose documents are smaller). The trainer's measure
+# replaces it.
+PACKED_REAL_TOKEN_FRACTION = 0.999
 # Measured end to end per worker core (process start to published manifest, 2 workers on a 50 MB
 # Posts.xml of real rows, vocab 50,000: BENCHMARKS.md "Data preparation"); parsing, tokenizing and
 # packing scale with the workers, the bounded tokenizer training does not.

@@ -17,9 +17,14 @@ before the softmax. With this attention the model builds the [b, 1, 1, s] key-pa
 builds for TransformerEngine (`bert.SobertBertModel`), and a padding key gets -10000 added to its score.
 For every query that is a real token the two are the same softmax; rows of padding queries differ
 (they attend to the real tokens here, uniformly to everything there), and those rows reach
-nothing: their labels are not in the loss and no real query attends to them. The bias is passed
-whether or not the micro-batch has padding (deciding would cost a host sync per layer), so a GPU
-runs the memory-efficient kernel, which takes an additive bias, rather than flash.
+nothing: their labels are not in the loss and no real query attends to them.
+
+Most micro-batches have no padding at all: samples are filled to the sequence length
+(`dataset.FullLengthSamples`), and only the last sample of each ~1M-token Megatron document is
+short. The loader says so on the host (`dataset.collate`'s `padding_free`), and such a micro-batch
+reaches this attention with no mask (`bert.per_token_loss`), so SDPA may pick its flash kernel; a
+bias, even an all-zero one, would hold a GPU to the memory-efficient kernel. Deciding from the
+mask on the device instead would cost a host sync per layer.
 """
 
 from __future__ import annotations

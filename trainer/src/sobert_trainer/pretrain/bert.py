@@ -33,10 +33,11 @@ def head_positions(loss_mask: torch.Tensor) -> torch.Tensor:
 def per_token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], masked_head: bool = True) -> torch.Tensor:
     """The per-token masked-LM loss [b, s] of `model` (a `SobertBertModel`, wrapped or not) on a
     collated micro-batch (`dataset.collate`): the LM head at the masked positions only, or, with
-    `masked_head` False, on every position (the reference)."""
+    `masked_head` False, on every position (the reference). A micro-batch without padding is
+    given no attention mask, so the SDPA attention can run a flash kernel (`attention.py`)."""
     lm_loss, _ = model(
         batch["text"],
-        batch["padding_mask"],
+        None if batch.get("padding_free") else batch["padding_mask"],
         tokentype_ids=batch["types"],
         lm_labels=batch["labels"],
         head_positions=batch["head_positions"] if masked_head else None,
@@ -61,10 +62,15 @@ class SobertBertModel(BertModel):
             return "b11s"
         return super()._sanity_check_attention_and_get_attn_mask_dimension()
 
+    def bert_extended_attention_mask(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """`BertModel`'s mask for the attention, or None for a micro-batch without padding (the
+        attention then takes no mask)."""
+        return None if attention_mask is None else super().bert_extended_attention_mask(attention_mask)
+
     def forward(  # type: ignore[override]
         self,
         input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None,
         tokentype_ids: torch.Tensor | None = None,
         lm_labels: torch.Tensor | None = None,
         head_positions: torch.Tensor | None = None,

@@ -7,6 +7,7 @@ import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,9 @@ def dataset_config(
     tokenizer = MegatronTokenizerAdapter(load_tokenizer(dataset_dir / "tokenizer.json"), manifest["dataset_id"])
     return BERTMaskedWordPieceDatasetConfig(
         random_seed=seed,
-        sequence_length=seq_length,
+        # One more than the model's: megatron keeps room for a sentence pair's second [SEP], so a
+        # one-segment sample of `seq_length` would end in a pad (`FullLengthSamples`).
+        sequence_length=seq_length + 1,
         blend_per_split=[
             ([str(dataset_dir / shard) for shard in manifest["shards"]], None),
             ([str(dataset_dir / shard) for shard in held_out], None) if held_out else None,
@@ -58,6 +61,28 @@ def dataset_config(
         masking_use_geometric_distribution=False,
         classification_head=False,
     )
+
+
+class FullLengthSamples(torch.utils.data.Dataset):
+    """Megatron's samples cut to the model's sequence length, so that a sample is real tokens to
+    its end. `BERTMaskedWordPieceDataset` (core_v0.16.1, `bert_dataset.py`) fills a sample with at
+    most `sequence_length - 3` tokens plus [CLS] and [SEP], keeping room for a sentence pair's
+    second [SEP]; with one segment every sample ended in a pad, so every micro-batch had padding
+    and needed an attention mask. Built one position longer (`dataset_config`), the samples end
+    at the model's length and the last position, always a pad, is dropped here: only the last
+    sample of each Megatron document (~1M tokens) is short."""
+
+    def __init__(self, samples):
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index]
+        if sample["padding_mask"][-1]:
+            raise ValueError(f"sample {index} is real to its last position: built for another sequence length")
+        return {key: value[:-1] if isinstance(value, np.ndarray) else value for key, value in sample.items()}
 
 
 def build_dataset(config, num_samples: int, on_this_rank, dataset_class=None):
@@ -83,7 +108,7 @@ def build_splits(config, train_samples: int, validation_samples: int, on_this_ra
     train, validation, _ = BlendedMegatronDatasetBuilder(
         dataset_class or MegatronBertSamples, [train_samples, validation_samples or None, None], on_this_rank, config
     ).build()
-    return train, validation
+    return FullLengthSamples(train), None if validation is None else FullLengthSamples(validation)
 
 
 def build_datasets(config, num_samples: int, index_store: Storage, local_rank: int, validation_samples: int = 0):
@@ -129,14 +154,21 @@ def micro_batch_indices(
         yield [i % length for i in range(start, start + micro_batch)]
 
 
-def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
-    """The samples stacked per key, and the masked positions the LM head runs on
-    (`bert.head_positions`), found here on the host so the model's gather needs no device sync."""
+def collate(samples: list[dict]) -> dict[str, Any]:
+    """The samples stacked per key; the masked positions the LM head runs on
+    (`bert.head_positions`) and whether any token is padding (`padding_free`, a bool), both found
+    here on the host so that the model's gather and its choice of attention need no device sync."""
     from sobert_trainer.pretrain.bert import head_positions
 
-    batch = {key: torch.from_numpy(np.stack([s[key] for s in samples])) for key in BATCH_KEYS}
+    batch: dict[str, Any] = {key: torch.from_numpy(np.stack([s[key] for s in samples])) for key in BATCH_KEYS}
     batch["head_positions"] = head_positions(batch["loss_mask"])
+    batch["padding_free"] = bool(batch["padding_mask"].all())
     return batch
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """A collated micro-batch's tensors on `device` (its host-side flags stay as they are)."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def micro_batches(

@@ -72,8 +72,9 @@ def _loss_func(loss_mask: torch.Tensor, lm_loss: torch.Tensor):
 
 def _forward_step(data_iterator, model):
     from sobert_trainer.pretrain.bert import per_token_loss
+    from sobert_trainer.pretrain.dataset import to_device
 
-    batch = {k: v.to(current_device(), non_blocking=True) for k, v in next(data_iterator).items()}
+    batch = to_device(next(data_iterator), current_device())
     return per_token_loss(model, batch), partial(_loss_func, batch["loss_mask"])
 
 
@@ -88,8 +89,9 @@ def _validation_loss_func(loss_mask: torch.Tensor, lm_loss: torch.Tensor):
 
 def _validation_forward_step(data_iterator, model):
     from sobert_trainer.pretrain.bert import per_token_loss
+    from sobert_trainer.pretrain.dataset import to_device
 
-    batch = {k: v.to(current_device(), non_blocking=True) for k, v in next(data_iterator).items()}
+    batch = to_device(next(data_iterator), current_device())
     return per_token_loss(model, batch), partial(_validation_loss_func, batch["loss_mask"])
 
 
