@@ -76,7 +76,7 @@ def test_run_is_metered_stopped_at_its_budget_then_resumed(so_dump, tmp_path):
                for a in report["ledger"])  # fmt: skip
     assert report["spent"]["usd"] == pytest.approx(total)
     html = storage.read_bytes("runs/b2/cost/report.html").decode()
-    assert html.count("data:image/png;base64,") == 3 and "<script" not in html  # spend, phases, ETA
+    assert html.count("data:image/png;base64,") == 4 and "<script" not in html  # spend, phases, loss, ETA
     # The budget stop checkpointed the step it stopped at: the resumed run restored it and lost nothing.
     pretrain = report["goodput"]["by_phase"]["pretrain"]
     assert pretrain["lost_to_restarts"] == 0 and (pretrain["checkpoint_restore"] > 0) == bool(steps)

@@ -59,7 +59,7 @@ def test_report_html_renders_offline_without_console_errors(chromium, tmp_path):
     console = [line for line in result.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert console == []
     dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
-    assert dom.stdout.count("<img") == 2 and "Budget report: run rep" in dom.stdout
+    assert dom.stdout.count("<img") == 3 and "Budget report: run rep" in dom.stdout  # spend, phases, loss
     assert dom.stdout.count("<table") >= 2 and "<pre" not in dom.stdout and "| ---" not in dom.stdout
     assert "<td>pretrain</td>" in dom.stdout
 

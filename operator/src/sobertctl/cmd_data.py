@@ -43,6 +43,12 @@ def register(sub) -> None:
     prepare.add_argument(
         "--tokenizer-train-docs", type=int, default=200_000, help="Documents sampled for BPE training."
     )
+    prepare.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.01,
+        help="Share of the posts held out for pretraining's validation loss, in shards of their own.",
+    )
     prepare.add_argument("--dataset-id", help="Name to publish under (default: derived from inputs and settings).")
     prepare.add_argument("--force", action="store_true", help="Rebuild even if the dataset is already published.")
     prepare.set_defaults(handler=run_prepare)
@@ -61,6 +67,7 @@ def prepare_spec(args: argparse.Namespace) -> RunSpec:
             "document_unit": args.unit,
             "workers": args.workers,
             "tokenizer_train_docs": args.tokenizer_train_docs,
+            "validation_fraction": args.validation_fraction,
         },
     }
     return build_spec(document, source="command line")

@@ -46,7 +46,7 @@ class PrepareConfig:
     workers: int = 2
     tokenizer_train_docs: int = 200_000
     seed: int = 1234
-    validation_fraction: float = 0.0  # of the posts, held out for validation (`shards.held_out`)
+    validation_fraction: float = 0.01  # data.validation_fraction: posts held out (`shards.held_out`)
     endpoint_url: str | None = None
     chunk_bytes: int = CHUNK_BYTES  # pieces a posts file is cut into (packed documents close at their ends)
 
