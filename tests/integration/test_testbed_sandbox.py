@@ -68,3 +68,31 @@ def test_a_mount_point_this_machine_lacks_is_made_inside_the_container_only(netn
     output = run_alpine(netns, tmp_path, ["cat", "/var/run/secrets/kubernetes.io/serviceaccount/namespace"], [mount])
     assert output == "pods"
     assert not Path("/var/run/secrets").exists()
+
+
+def test_an_exec_probe_runs_in_the_workdir_the_container_sees(tmp_path):
+    """A container's working directory can exist only in its own mount namespace (the trainer
+    image's /home/sobert), and an exec probe must run there. The kubelet gave nsenter `--wd`,
+    which opens the directory on the node before entering the container: every exec probe failed,
+    so KubeRay's Ray pods never became Ready and their RayJobs stayed Initializing."""
+    from sobert_testbed.kubelet import exec_command
+
+    if os.geteuid() != 0:
+        raise MissingPrerequisiteError("a mount namespace needs root")
+    inside = tmp_path / "only-in-the-container"
+    container = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         f"mount -t tmpfs none {tmp_path} && mkdir {inside} && echo ready && exec sleep 120"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert container.stdout.readline().strip() == "ready"
+        assert not inside.exists()  # the node does not see it
+        command = exec_command(
+            container.pid, 10001, 10001, {"PATH": "/usr/bin:/bin"}, str(inside), ["sh", "-c", "pwd; id -u"]
+        )
+        ran = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        assert (ran.returncode, ran.stdout.split()) == (0, [str(inside), "10001"]), ran.stderr
+    finally:
+        container.kill()
+        container.wait()

@@ -580,25 +580,7 @@ class PodWorker(threading.Thread):
             pid = self.pid1(container)
             if pid is None or container.exec_context is None:
                 return False
-            uid, gid, env, workdir = container.exec_context
-            command = [
-                "nsenter",
-                "-t",
-                str(pid),
-                "-m",
-                "-u",
-                "-n",
-                "-p",
-                f"--wd={workdir}",
-                "-S",
-                str(uid),
-                "-G",
-                str(gid),
-                "/usr/bin/env",
-                "-i",
-                *(f"{k}={v}" for k, v in env.items()),
-                *probe["exec"]["command"],
-            ]
+            command = exec_command(pid, *container.exec_context, probe["exec"]["command"])
             try:
                 return subprocess.run(command, capture_output=True, timeout=timeout + 5).returncode == 0
             except subprocess.TimeoutExpired:
@@ -1222,3 +1204,14 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def exec_command(pid: int, uid: int, gid: int, env: dict[str, str], workdir: str, command: list[str]) -> list[str]:
+    """`command` run inside the namespaces of process `pid` (a container's init) as `uid`:`gid`
+    with exactly `env`, in `workdir` as the container sees it: what the CRI's ExecSync does for an
+    exec probe. `--wdns`, not `--wd`: nsenter opens a `--wd` directory before it enters the mount
+    namespace, so a workdir that exists only in the image (/home/sobert) failed every probe."""
+    return [
+        "nsenter", "-t", str(pid), "-m", "-u", "-n", "-p", f"--wdns={workdir}", "-S", str(uid), "-G", str(gid),
+        "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items()), *command,
+    ]  # fmt: skip
