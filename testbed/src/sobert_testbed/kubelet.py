@@ -1202,10 +1202,6 @@ def main() -> None:
     shutil.rmtree(kubelet.workdir / "pods" / "_", ignore_errors=True)
 
 
-if __name__ == "__main__":
-    main()
-
-
 def exec_command(pid: int, uid: int, gid: int, env: dict[str, str], workdir: str, command: list[str]) -> list[str]:
     """`command` run inside the namespaces of process `pid` (a container's init) as `uid`:`gid`
     with exactly `env`, in `workdir` as the container sees it: what the CRI's ExecSync does for an
@@ -1215,3 +1211,7 @@ def exec_command(pid: int, uid: int, gid: int, env: dict[str, str], workdir: str
         "nsenter", "-t", str(pid), "-m", "-u", "-n", "-p", f"--wdns={workdir}", "-S", str(uid), "-G", str(gid),
         "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items()), *command,
     ]  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
