@@ -22,6 +22,13 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TransformerImpl(StrEnum):
+    """Which layers build the encoder (Megatron-LM's `--transformer-impl`)."""
+
+    te = "te"  # TransformerEngine's: fused attention, LayerNorm fused into the next linear
+    local = "local"  # megatron-core's local layers, attention through torch's SDPA
+
+
 class ModelSpec(_Spec):
     """Architecture of the megatron-core BERT encoder (pre-LayerNorm, learned absolute positions)."""
 
@@ -41,6 +48,14 @@ class ModelSpec(_Spec):
     hidden_dropout: Annotated[float, Field(ge=0, lt=1, description="Dropout after attention/MLP.")] = 0.1
     attention_dropout: Annotated[float, Field(ge=0, lt=1, description="Dropout on attention probs.")] = 0.1
     layernorm_epsilon: Annotated[float, Field(gt=0, description="LayerNorm epsilon.")] = 1e-5
+    transformer_impl: Annotated[
+        TransformerImpl | None,
+        Field(
+            description="te: TransformerEngine's layers (the trainer image has TE; needs a GPU); local: "
+            "megatron-core's local layers with torch SDPA attention; unset: te where TE imports and CUDA "
+            "is present, else local."
+        ),
+    ] = None
 
     @model_validator(mode="after")
     def _check_shapes(self) -> ModelSpec:

@@ -32,11 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     spec = start_stage(args.spec)
     if spec is None:
         return EXIT_BAD_INPUT
+    from sobert_trainer.pretrain.model import TransformerImplUnavailable
     from sobert_trainer.pretrain.train import DivergedError, train
 
     try:
         return train(spec, args.dataset_id, args.workdir, args.peak_tflops)
-    except VocabularyMismatchError as exc:  # the spec and the dataset disagree: no retry changes that
+    except (VocabularyMismatchError, TransformerImplUnavailable) as exc:  # no retry changes these
         exit_now(EXIT_BAD_INPUT, f"pretrain: {exc}")
     except DivergedError as exc:  # permanent: a restart from the last checkpoint would diverge the same way
         exit_now(EXIT_FAILED, str(exc))

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 from megatron.core.models.bert.bert_model import BertModel
 from megatron.core.transformer.transformer_config import TransformerConfig
 
-from sobert_api.spec import ModelSpec
+from sobert_api.spec import ModelSpec, TransformerImpl
 
 
 def use_transformer_engine() -> bool:
-    """TransformerEngine layers where they can run (CUDA + TE installed); local layers otherwise."""
+    """TransformerEngine's layers can run here: CUDA and TE installed."""
     if not torch.cuda.is_available():
         return False
     try:
@@ -20,9 +22,41 @@ def use_transformer_engine() -> bool:
     return True
 
 
+class TransformerImplUnavailable(RuntimeError):
+    """The spec asks for layers this process cannot build (a bad input: no retry changes it)."""
+
+
+def resolve_transformer_impl(requested: TransformerImpl | None) -> TransformerImpl:
+    """The layers a model is built with: `model.transformer_impl`, or TE where it can run.
+
+    Megatron-LM's `--transformer-impl` defaults to transformer_engine; here the default follows
+    what the process can run, so the same spec trains on the trainer image's GPUs and on a CPU.
+    """
+    usable = use_transformer_engine()
+    if requested is None:
+        return TransformerImpl.te if usable else TransformerImpl.local
+    if requested is TransformerImpl.te and not usable:
+        where = "no CUDA device" if not torch.cuda.is_available() else "transformer_engine does not import"
+        raise TransformerImplUnavailable(
+            f"model.transformer_impl is 'te' but TransformerEngine cannot run here ({where}); "
+            "run on the trainer image with a GPU, or set model.transformer_impl: local"
+        )
+    return requested
+
+
+def gradient_accumulation_fusion_available() -> bool:
+    """megatron-core's fused weight-gradient accumulation can run: CUDA and Apex's
+    `fused_weight_gradient_mlp_cuda`. Every linear of the model needs it, not only TE's: the LM
+    head's dense layer and the output layer are megatron-core's local linears, which refuse the
+    fusion without that extension (`ColumnParallelLinear.__init__`,
+    megatron/core/tensor_parallel/layers.py, megatron-core 0.16.1)."""
+    return torch.cuda.is_available() and importlib.util.find_spec("fused_weight_gradient_mlp_cuda") is not None
+
+
 def transformer_config(
     model: ModelSpec, tensor_parallel: int, bf16: bool, deterministic: bool = False
 ) -> TransformerConfig:
+    cuda = torch.cuda.is_available()
     return TransformerConfig(
         num_layers=model.num_layers,
         hidden_size=model.hidden_size,
@@ -35,10 +69,13 @@ def transformer_config(
         bf16=bf16,
         params_dtype=torch.bfloat16 if bf16 else torch.float32,
         pipeline_dtype=torch.bfloat16 if bf16 else torch.float32,
-        # The fused kernels need CUDA (and apex); the unfused paths compute the same functions.
-        bias_dropout_fusion=torch.cuda.is_available(),
+        # Megatron-LM's default fusions, where they run: on CUDA (their kernels are compiled for it;
+        # the unfused paths compute the same functions on a CPU). Bias-GeLU keeps the exact GeLU
+        # (fusions.ExactGeluMLP); gradient-accumulation fusion needs Apex's extension.
+        bias_dropout_fusion=cuda,
+        bias_activation_fusion=cuda,
+        gradient_accumulation_fusion=gradient_accumulation_fusion_available(),
         masked_softmax_fusion=False,
-        gradient_accumulation_fusion=False,
         # megatron-core's fused masked-LM loss (fusions/fused_cross_entropy.py: one fused kernel
         # for the max, exp-sum and the gradient, where the unfused loss makes several passes over the
         # [tokens, vocab] logits). Its gradient is returned in bf16, so it is used for bf16 runs only.
@@ -53,16 +90,27 @@ def transformer_config(
     )
 
 
-def default_layer_spec():
-    """TransformerEngine's layer spec where TE is installed; otherwise megatron-core's local spec
-    with its attention computed by torch's fused `scaled_dot_product_attention` (attention.py)."""
-    if use_transformer_engine():
+def layer_spec_for(impl: TransformerImpl):
+    """The transformer layer spec of `impl`, its MLP fusing bias and exact GeLU (fusions.py).
+
+    te: megatron-core's TE spec (TE's fused attention, LayerNorm fused into the next linear).
+    local: megatron-core's local spec with attention through torch's `scaled_dot_product_attention`
+    (attention.py).
+    """
+    from sobert_trainer.pretrain.fusions import with_exact_gelu_mlp
+
+    if impl is TransformerImpl.te:
         from megatron.core.models.bert.bert_layer_specs import get_bert_layer_with_transformer_engine_spec
 
-        return get_bert_layer_with_transformer_engine_spec()
+        return with_exact_gelu_mlp(get_bert_layer_with_transformer_engine_spec())
     from sobert_trainer.pretrain.attention import sdpa_layer_spec
 
-    return sdpa_layer_spec()
+    return with_exact_gelu_mlp(sdpa_layer_spec())
+
+
+def default_layer_spec(model: ModelSpec | None = None):
+    """The layer spec of `model.transformer_impl` (TE where it can run, when unset)."""
+    return layer_spec_for(resolve_transformer_impl(model.transformer_impl if model else None))
 
 
 def build_bert_model(
@@ -71,14 +119,14 @@ def build_bert_model(
     """Masked-LM BERT (no NSP head): pre-LayerNorm, learned absolute positions, tied output layer.
 
     `padded_vocab` overrides the embedding rows (conversion loads a checkpoint saved at another TP);
-    `layer_spec` the transformer layer (default: `default_layer_spec()`).
+    `layer_spec` the transformer layer (default: `model.transformer_impl`'s, `default_layer_spec`).
     """
     from sobert_trainer.pretrain.bert import SobertBertModel
 
     return SobertBertModel(
         config=config,
         num_tokentypes=model.num_tokentypes,
-        transformer_layer_spec=layer_spec or default_layer_spec(),
+        transformer_layer_spec=layer_spec or default_layer_spec(model),
         vocab_size=padded_vocab or model.padded_vocab_size(config.tensor_model_parallel_size),
         max_sequence_length=model.max_position_embeddings,
         share_embeddings_and_output_weights=True,
