@@ -7,7 +7,7 @@ import pytest
 from sobert_api import build_spec
 from sobert_api.flops import flops_per_token, lm_head_matmul_parameters, pretraining_flops_per_token
 from sobert_api.loading import SpecError
-from sobert_api.spec import BudgetSpec
+from sobert_api.spec import BudgetSpec, TransformerImpl
 from sobert_operator.cost.catalog import load_catalog
 from sobert_operator.cost.devices import budget_problem, forecast_for
 from sobert_operator.cost.forecast import (
@@ -59,6 +59,34 @@ def test_price_and_mfu_overrides_scale_the_forecast():
     assert at[0.3].assumptions["train_device"]["price_source"] == "given on the command line (--price)"
     with pytest.raises(SpecError, match="unknown GPU 'tpu'"):
         forecast_for(spec(), catalog, gpu="tpu")
+
+
+def test_the_expected_mfu_follows_the_layer_implementation_and_its_attention_path():
+    from sobert_operator.cost.layer_impls import AttentionPath, attention_flops_share, mfu_factor
+
+    catalog = load_catalog()
+    h100 = catalog.gpu("h100").expected_mfu
+
+    def pretrain_mfu(**model):
+        forecast = forecast_for(spec(model=model), catalog, gpu="h100")
+        return forecast.assumptions["train_device"]["mfu"], forecast.assumptions["train_device"]["mfu_source"]
+
+    # The trainer image has TE: the catalog's figure is TE's, unscaled, when the spec names none.
+    assert pretrain_mfu() == (h100, "catalog default for h100 (NVIDIA H100 SXM5 datasheet (989 TFLOPS BF16 dense))")
+    assert pretrain_mfu(transformer_impl="te")[0] == h100
+    local, source = pretrain_mfu(transformer_impl="local")
+    assert source.endswith("x 0.84 for local layers (docs/cost.md)")
+    # Attention is 29% of base's FLOPs at seq 2,048 and 18% of large's: SDPA's slower kernels cost base more.
+    base, large = spec("base").model, spec("large").model
+    assert attention_flops_share(base, 0.15) == pytest.approx(0.290, abs=1e-3)
+    assert attention_flops_share(large, 0.15) == pytest.approx(0.178, abs=1e-3)
+    flash = {m: mfu_factor(m, 0.15, TransformerImpl.local, AttentionPath.sdpa_flash) for m in (base, large)}
+    masked = {m: mfu_factor(m, 0.15, TransformerImpl.local, AttentionPath.sdpa_masked) for m in (base, large)}
+    assert local == pytest.approx(h100 * flash[base])
+    assert masked[base] < flash[base] < flash[large] < 1.0
+    # The audit's estimate for base with a mask on every micro-batch: about 0.24 MFU on an H100.
+    assert h100 * masked[base] == pytest.approx(0.25, abs=0.01)
+    assert mfu_factor(base, 0.15, TransformerImpl.te) == 1.0
 
 
 def test_budget_refusal_and_override():

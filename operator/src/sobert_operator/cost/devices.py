@@ -22,6 +22,7 @@ from sobert_operator.cost.forecast import (
     measured_pretrain_startup_s,
     measured_real_token_fraction,
 )
+from sobert_operator.cost.layer_impls import forecast_transformer_impl, mfu_factor
 from sobert_operator.cost.money import usd
 
 
@@ -70,7 +71,9 @@ def run_devices(
         if price is not None:
             cores = replace(cores, usd_per_hour=price, price_source="given (--price)")
         return cores, cpu_device(catalog, 1)
-    return gpu_device(catalog, gpu, world, spot=spot, price=price, mfu=mfu), cpu_device(catalog, 1)
+    impl = forecast_transformer_impl(spec)
+    layers = (impl.value, mfu_factor(spec.model, spec.train.mask_prob, impl))
+    return gpu_device(catalog, gpu, world, spot=spot, price=price, mfu=mfu, layers=layers), cpu_device(catalog, 1)
 
 
 def forecast_for(

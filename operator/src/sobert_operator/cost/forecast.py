@@ -140,22 +140,28 @@ class Forecast:
 
 
 def gpu_device(catalog: PriceCatalog, gpu: str, count: int, *, spot: bool = False, price: float | None = None,
-               mfu: float | None = None) -> Device:  # fmt: skip
+               mfu: float | None = None, layers: tuple[str, float] = ("te", 1.0)) -> Device:  # fmt: skip
+    """`count` GPUs of a catalog model. `layers`: the layer implementation the run is forecast to
+    run and its factor on the catalog's expected MFU, which is TE's (`cost/layer_impls.py`)."""
     model = catalog.gpu(gpu)
     if price is None:
         listed = catalog.price(gpu, "spot" if spot else "on_demand")
         price, source, date = listed.usd_per_gpu_hour, f"{listed.provider}: {listed.source}", listed.date
     else:
         source, date = "given on the command line (--price)", "-"
+    impl, factor = layers
+    expected = f"catalog default for {gpu} ({model.source})"
+    if factor != 1.0:
+        expected += f" x {factor:.2f} for {impl} layers (docs/cost.md)"
     return Device(
         kind=gpu.lower(),
         count=count,
         usd_per_hour=price,
         flops_per_s=model.peak_tflops * 1e12,
-        mfu=mfu if mfu is not None else model.expected_mfu,
+        mfu=mfu if mfu is not None else model.expected_mfu * factor,
         price_source=source,
         price_date=date,
-        mfu_source="given (--mfu)" if mfu is not None else f"catalog default for {gpu} ({model.source})",
+        mfu_source="given (--mfu)" if mfu is not None else expected,
     )
 
 
