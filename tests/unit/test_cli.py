@@ -50,6 +50,18 @@ def test_bad_input_exits_nonzero_with_a_clear_error(argv, code, message, capsys,
     assert message in capsys.readouterr().err
 
 
+def test_te_layers_on_a_machine_without_a_gpu_are_refused_before_anything_runs(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
+    argv = ["submit", "tiny", "--posts", "P.xml", "--storage", str(tmp_path / "store"), "--set"]
+    assert main([*argv, "model.transformer_impl=te"]) == 2
+    err = capsys.readouterr().err
+    assert "model.transformer_impl: te needs a GPU (nvidia-smi lists none)" in err and "Traceback" not in err
+    assert not (tmp_path / "store").exists()
+    # local layers pass this check and go on to the next (the missing posts file)
+    assert main([*argv, "model.transformer_impl=local"]) == 2
+    assert "data.posts[0]: P.xml: not found" in capsys.readouterr().err
+
+
 def test_resubmitting_a_name_with_another_spec_is_refused(tmp_path):
     from sobert_api import build_spec
     from sobert_api.storage import Storage

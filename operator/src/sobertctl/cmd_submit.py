@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from sobert_operator.local_executor import LocalExecutor
 
+    check_layers_or_refuse(spec)
     check_inputs_or_refuse(spec)
     check_budget(spec)
     print(
@@ -84,6 +85,33 @@ def run(args: argparse.Namespace) -> int:
         print("\n" + results_table(summary["finetune"]))
     print(f"\nload it:  MegatronBertForMaskedLM.from_pretrained({summary['artifacts']['hf_model']!r})")
     return 0
+
+
+def check_layers_or_refuse(spec) -> None:
+    """`model.transformer_impl: te` on the embedded backend needs what TE needs on this machine: a
+    GPU and TransformerEngine in this environment. Refused here, before anything runs, instead of
+    by the trainer after data preparation (a cluster's pods run the trainer image, which has TE)."""
+    import importlib.util
+
+    from sobert_api.loading import SpecError
+    from sobert_api.spec import TransformerImpl
+    from sobert_operator.cost.local_gpus import gpu_names
+
+    if spec.model.transformer_impl is not TransformerImpl.te:
+        return
+    missing = [
+        what
+        for what, present in (
+            ("a GPU (nvidia-smi lists none)", gpu_names()),
+            ("TransformerEngine (transformer_engine is not installed)", importlib.util.find_spec("transformer_engine")),
+        )
+        if not present
+    ]
+    if missing:
+        raise SpecError(
+            f"model.transformer_impl: te needs {' and '.join(missing)} on this machine; "
+            "set model.transformer_impl=local, or leave it unset to use TE where it can run"
+        )
 
 
 def check_inputs_or_refuse(spec, credentials: tuple[str, str] | None = None) -> None:
