@@ -70,14 +70,6 @@ def _loss_func(loss_mask: torch.Tensor, lm_loss: torch.Tensor):
     return loss, {"lm loss": loss.detach().clone()}
 
 
-def _forward_step(data_iterator, model):
-    from sobert_trainer.pretrain.bert import per_token_loss
-    from sobert_trainer.pretrain.dataset import to_device
-
-    batch = to_device(next(data_iterator), current_device())
-    return per_token_loss(model, batch), partial(_loss_func, batch["loss_mask"])
-
-
 def _validation_loss_func(loss_mask: torch.Tensor, lm_loss: torch.Tensor):
     """The micro-batch's summed masked-token loss and its masked-token count, so that the
     validation loss is the mean over every held-out masked token, however the micro-batches fall
@@ -87,12 +79,14 @@ def _validation_loss_func(loss_mask: torch.Tensor, lm_loss: torch.Tensor):
     return sums[0] / sums[1].clamp(min=1.0), {"lm loss sums": sums}
 
 
-def _validation_forward_step(data_iterator, model):
+def _forward_step(data_iterator, model, loss_func=_loss_func):
+    """megatron-core's forward step: the next micro-batch's per-token loss and the function that
+    reduces it (`_loss_func` in training; evaluation passes `_validation_loss_func`)."""
     from sobert_trainer.pretrain.bert import per_token_loss
     from sobert_trainer.pretrain.dataset import to_device
 
     batch = to_device(next(data_iterator), current_device())
-    return per_token_loss(model, batch), partial(_validation_loss_func, batch["loss_mask"])
+    return per_token_loss(model, batch), partial(loss_func, batch["loss_mask"])
 
 
 # What megatron-core's gradient check says when it rejects a bucket's norm (`check_grads` in
@@ -315,7 +309,7 @@ class Trainer:
         with self.clock.evaluating(), self.setup.evaluating(), torch.no_grad():
             for batch_index in range(self.spec.train.eval_iters):
                 outputs = forward_backward(
-                    forward_step_func=_validation_forward_step,
+                    forward_step_func=partial(_forward_step, loss_func=_validation_loss_func),
                     data_iterator=micro_batches(self.validation, batch_index, self.gbs, self.mbs, dp_rank, self.dp),
                     model=[self.setup.model],
                     num_microbatches=self.accumulation,
