@@ -4,6 +4,7 @@ The entry points, their flags and exit codes are the contract's (`sobert_api.sta
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -27,6 +28,14 @@ def start_stage(spec_path: Path) -> RunSpec | None:
 def report_error(exc: BaseException | str) -> None:
     """A stage's own error message, on stderr as the executors expect it (`ERROR_LINE`)."""
     print(f"{ERROR_LINE} {exc}", file=sys.stderr)
+
+
+def task_stage_parser(prog: str, description: str | None, task_help: str) -> argparse.ArgumentParser:
+    """The flags of a stage of one finetune task: the run's spec.json and the task."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--spec", required=True, type=Path, help="The run's spec.json.")
+    parser.add_argument("--task", required=True, choices=[t.value for t in TaskName], help=task_help)
+    return parser
 
 
 def start_task_stage(spec_path: Path, task: str) -> tuple[RunSpec, TaskName] | None:

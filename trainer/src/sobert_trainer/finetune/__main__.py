@@ -9,19 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from pathlib import Path
 
 from sobert_api.spec import RunSpec, TaskName
 from sobert_api.stages import EXIT_BAD_INPUT, EXIT_FAILED
-from sobert_trainer.stage_cli import report_error, start_task_stage
+from sobert_trainer.stage_cli import report_error, start_task_stage, task_stage_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     """This entry point's flags: those `sobert_api.stages` builds its command with."""
-    parser = argparse.ArgumentParser(prog="python -m sobert_trainer.finetune", description=__doc__)
-    parser.add_argument("--spec", required=True, type=Path, help="The run's spec.json.")
-    parser.add_argument("--task", required=True, choices=[t.value for t in TaskName], help="Task to finetune.")
-    return parser
+    return task_stage_parser("python -m sobert_trainer.finetune", __doc__, "Task to finetune.")
 
 
 def main(argv: list[str] | None = None) -> int:

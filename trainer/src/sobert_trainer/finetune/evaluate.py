@@ -19,7 +19,7 @@ from sobert_api.stages import EXIT_BAD_INPUT, EXIT_FAILED
 from sobert_api.storage import Storage
 from sobert_trainer.finetune import tasks
 from sobert_trainer.finetune.job import fetch_input
-from sobert_trainer.stage_cli import report_error, start_task_stage
+from sobert_trainer.stage_cli import report_error, start_task_stage, task_stage_parser
 
 
 def evaluate_split(spec: RunSpec, name: TaskName, uri: str, split: str) -> dict[str, Any]:
@@ -54,9 +54,7 @@ def evaluate_split(spec: RunSpec, name: TaskName, uri: str, split: str) -> dict[
 
 def build_parser() -> argparse.ArgumentParser:
     """This entry point's flags: those `sobert_api.stages` builds its command with."""
-    parser = argparse.ArgumentParser(prog="python -m sobert_trainer.finetune.evaluate", description=__doc__)
-    parser.add_argument("--spec", required=True, type=Path, help="The run's spec.json.")
-    parser.add_argument("--task", required=True, choices=[t.value for t in TaskName], help="Task to score.")
+    parser = task_stage_parser("python -m sobert_trainer.finetune.evaluate", __doc__, "Task to score.")
     parser.add_argument("--split", required=True, help="Name of the held-out split (eval-<split>.json).")
     parser.add_argument("--uri", required=True, help="The held-out file, local or s3://.")
     return parser
