@@ -44,7 +44,7 @@ generate: setup  ## Regenerate the SobertRun CRD (chart crds/ and kustomize base
 	for f in charts/sobert/crds/sobertruns.sobert.dev.yaml manifests/base/crds/sobertruns.sobert.dev.yaml; do \
 		$(BIN)/python -m sobert_api.crd > $$f.tmp && mv $$f.tmp $$f; done
 
-.PHONY: help setup generate run test test-unit test-integration lint format typecheck images dev-cluster dev-cluster-down bench clean clean-run all
+.PHONY: help setup generate run test test-unit test-integration lint format typecheck images dev-cluster dev-cluster-down bench bench-gpu clean clean-run all
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -94,6 +94,12 @@ dev-cluster-down:  ## Stop what make dev-cluster started
 
 bench: setup  ## Benchmarks; results written to BENCHMARKS.md
 	$(BIN)/python scripts/bench.py --out BENCHMARKS.md
+
+# No `setup`: a CUDA machine lent for a measurement may have no network. Without .venv it uses
+# python3 and the wheels carried in .whl/ (docs/pretraining.md, "Measuring on a GPU").
+BENCH_GPU_ARGS ?=
+bench-gpu:  ## On a CUDA machine: tiny/base/large pretraining, SDPA probe, step profile -> BENCHMARKS.md; results in OUT (build/bench-gpu)
+	bash scripts/bench_gpu.sh $(BENCH_GPU_ARGS)
 
 all: lint test  ## lint + test
 

@@ -18,7 +18,8 @@ INTRO = """# BENCHMARKS
 One section per measurement: under each title, when it was measured, on which machine and with
 which command. Figures of different machines or days are never in one table. `make bench`
 (`python scripts/bench.py`) re-measures the sections marked `<!-- bench: NAME -->` and rewrites
-only those (`--only NAME,...` for some of them); the others were measured by hand, as each says.
+only those (`--only NAME,...` for some of them); `make bench-gpu` (`scripts/bench_gpu.py`, on a
+CUDA machine) rewrites the `gpu-*` ones; the others were measured by hand, as each says.
 """
 _MARKER = re.compile(r"^<!-- bench: ([a-z0-9_-]+) -->$", re.M)
 
