@@ -130,6 +130,16 @@ def undocumented_keys(text: str) -> list[str]:
     return missing
 
 
+def test_an_optional_enum_is_not_nullable_so_the_api_server_prunes_its_null():
+    """The API server validates a null against `enum` even where the field is nullable: an unset
+    `model.transformer_impl` (as `sobertctl submit` sends the spec) was refused with 422. Not
+    nullable, its null is pruned before validation (test_kube_controller's CLI submit)."""
+    from sobert_api.crd import spec_schema
+
+    impl = spec_schema()["properties"]["model"]["properties"]["transformer_impl"]
+    assert "nullable" not in impl and impl["enum"] == ["te", "local"]
+
+
 def test_every_value_is_documented(values):
     assert undocumented_keys((CHART / "values.yaml").read_text()) == []
 

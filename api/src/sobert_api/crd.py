@@ -55,6 +55,12 @@ def _inline(schema: Any, defs: dict[str, Any]) -> Any:
         out["maximum"], out["exclusiveMaximum"] = out["exclusiveMaximum"], True
     if "enum" in out and "type" not in out:
         out["type"] = "string"
+    if "enum" in out:
+        # The API server checks a null against the enum even where the field is nullable, and
+        # refuses it (listing null among the values does not help); a field that is not nullable
+        # has its null pruned before validation instead, so an unset optional enum, as the CLI
+        # sends it, arrives unset.
+        out.pop("nullable", None)
     return out
 
 
