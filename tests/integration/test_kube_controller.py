@@ -12,6 +12,7 @@ import secrets
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,32 @@ def test_every_rendered_object_is_stored_as_sent(api, namespace):
     assert container["name"] == "pytorch"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert all("value" not in e for e in container["env"] if e["name"].startswith("AWS_SECRET"))
+
+
+def test_the_client_keeps_its_connections_open_through_creates_and_patches(kube, api, namespace, monkeypatch):
+    """Every call hands its connection back to the pool: a create or a patch whose response was left
+    unread kept it, so each one opened a new TLS connection (a handshake on both sides; with 200 runs
+    at once, most of the controller's and the API server's CPU)."""
+    import urllib3.connection
+
+    opened = []
+    connect = urllib3.connection.HTTPSConnection.connect
+    monkeypatch.setattr(urllib3.connection.HTTPSConnection, "connect", lambda self: opened.append(1) or connect(self))
+
+    def calls(index: int) -> None:
+        name = f"cm-{index}"
+        configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"a": "1"}}
+        assert api.create(configmap, namespace) and not api.create(configmap, namespace)
+        api.patch("v1", "ConfigMap", name, namespace, {"data": {"a": "2"}})
+        assert api.get("v1", "ConfigMap", name, namespace)["data"] == {"a": "2"}
+        run = run_doc(f"run-{index}")
+        assert api.create(run, namespace)
+        api.patch_status(API_VERSION, KIND, run["metadata"]["name"], namespace, {"phase": "Pending"})
+
+    threads = 4
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(calls, range(40)))
+    assert len(opened) <= threads, f"{len(opened)} connections opened for 240 calls on {threads} threads"
 
 
 def _pod_templates(obj: dict) -> dict[str, dict]:
