@@ -3,6 +3,7 @@ handlers in its thread pool, so the event loop never blocks)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -83,10 +84,20 @@ def _now() -> str:
     return timestamps.rfc3339(time.time())
 
 
+def _event(run: Any, reason: str, message: str, warning: bool = False) -> None:
+    """An Event on the run (what `kubectl describe sobertrun` lists). `kopf.event`, not
+    `kopf.info`/`kopf.warn`: those are dropped below `settings.posting.level` (kopf 1.45
+    `_core/engines/posting.py`), which is set for log lines."""
+    kopf.event(run, type="Warning" if warning else "Normal", reason=reason, message=message)
+
+
 def startup(settings: kopf.OperatorSettings, logger, owned: Mapping[tuple[str, str, str], Any]) -> None:
     settings.persistence.finalizer = "sobert.dev/cleanup"
     settings.execution.max_workers = RECONCILE_THREADS
-    settings.posting.level = 20  # INFO and above become Events
+    # Log lines become Events from WARNING up; the run's own Events (`_event`) are posted whatever
+    # the level. At INFO kopf posted an Event for every "created ..." line and for each handler's
+    # success, a POST to the API server each that nobody reads in `kubectl describe`.
+    settings.posting.level = logging.WARNING
     # No scanning: kopf would list CRDs and namespaces cluster-wide (kopf 1.45
     # `_core/reactor/observation.py`), which the chart's namespaced Role does not allow, and fail
     # nine times at each start. The resources watched are fixed and the namespace is given.
@@ -193,7 +204,7 @@ def _reconcile(name: str, namespace: str, logger) -> None:
             logger.info("created %s %s", obj["kind"], obj["metadata"]["name"])
     if result.event and result.status.get("phase") != status.get("phase"):
         reason, message = result.event
-        (kopf.warn if reason == "StageFailed" else kopf.info)(run, reason=reason, message=message)
+        _event(run, reason, message, warning=reason == "StageFailed")
     metrics.observe(spec.name, result.status)
     set_status(**{"message": None, **result.status})  # clear a stale message unless the plan sets one
     if is_terminal(result.status):  # its report, as it ends (again once its last pods are priced)
@@ -242,7 +253,7 @@ def _admit(run: Any, status: dict[str, Any], set_status: Callable[..., None]):
 
     def hold(phase: str, reason: str, message: str, event: bool = True) -> None:
         if event and status.get("message") != message:
-            kopf.warn(run, reason=reason, message=message)
+            _event(run, reason, message, warning=True)
         set_status(phase=phase, message=message, conditions=[condition("Ready", False, reason, message, _now())])
 
     try:
@@ -500,7 +511,7 @@ def _apply_budget(run, spec, step: BudgetStep, storage, result, jobs, objects, c
         else:
             request_checkpoint(storage, spec.name, f"budget: {step.cost_status['action']}")
     for reason, message in step.events:
-        (kopf.warn if reason in ("BudgetExceeded", "BudgetWarning") else kopf.info)(run, reason=reason, message=message)
+        _event(run, reason, message, warning=reason in ("BudgetExceeded", "BudgetWarning"))
     if step.suspend is not None:
         for obj in objects:
             job = jobs.get(obj.name)
@@ -520,7 +531,7 @@ def _record_spec(run: Any, spec: RunSpec, storage: Storage, logger) -> None:
     try:
         record_spec(spec, storage)
     except RunConflictError as exc:
-        kopf.warn(run, reason="StorageConflict", message=str(exc))
+        _event(run, "StorageConflict", str(exc), warning=True)
     except Exception as exc:
         logger.warning("spec of %s not recorded in storage: %s", spec.name, type(exc).__name__)
 
