@@ -23,6 +23,7 @@ from sobert_api.spec import RunSpec
 from sobert_api.storage import Storage
 from sobert_operator.cluster import ClusterConfig, load_cluster_config
 from sobert_operator.controller import metrics
+from sobert_operator.controller.diffbase import SpecDiffBaseStorage
 from sobert_operator.controller.job_views import JobViews
 from sobert_operator.cost.catalog import PriceCatalog, load_catalog
 from sobert_operator.cost.devices import forecast_for, peak_tflops
@@ -93,6 +94,7 @@ def _event(run: Any, reason: str, message: str, warning: bool = False) -> None:
 
 def startup(settings: kopf.OperatorSettings, logger, owned: Mapping[tuple[str, str, str], Any]) -> None:
     settings.persistence.finalizer = "sobert.dev/cleanup"
+    settings.persistence.diffbase_storage = SpecDiffBaseStorage()
     settings.execution.max_workers = RECONCILE_THREADS
     # Log lines become Events from WARNING up; the run's own Events (`_event`) are posted whatever
     # the level. At INFO kopf posted an Event for every "created ..." line and for each handler's
