@@ -13,7 +13,7 @@ annotation it is stored in and so every diff are the same.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -27,7 +27,7 @@ def trimmed(body: Any) -> kopf.Body:
     metadata = body.get("metadata") or {}
     kept = {key: value for key, value in body.items() if key not in ("status", "metadata")}
     kept["metadata"] = {key: metadata[key] for key in KEPT_METADATA if key in metadata}
-    return kopf.Body(kept)
+    return kopf.Body(cast(kopf.RawBody, kept))
 
 
 class SpecDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
