@@ -25,6 +25,7 @@ from sobert_operator.cluster import ClusterConfig, load_cluster_config
 from sobert_operator.controller import metrics
 from sobert_operator.controller.diffbase import SpecDiffBaseStorage
 from sobert_operator.controller.job_views import JobViews
+from sobert_operator.controller.secrets import SecretCache
 from sobert_operator.cost.catalog import PriceCatalog, load_catalog
 from sobert_operator.cost.devices import forecast_for, peak_tflops
 from sobert_operator.cost.meter import MeterMemory, RunMeter
@@ -117,6 +118,7 @@ def startup(settings: kopf.OperatorSettings, logger, owned: Mapping[tuple[str, s
     client = KubeClient(connections=RECONCILE_THREADS)
     client.refresh_discovery()  # prerequisites are checked against the cluster as it is now
     _state["client"] = client
+    _state["secrets"] = SecretCache(lambda namespace, name: client.get("v1", "Secret", name, namespace))
     missing: dict[str, str] = {}
     for stage in STAGE_ORDER:
         api_version, kind = stage_kind(stage, _state["cluster"])
@@ -249,7 +251,6 @@ def _add_failure(run: Any, result: Plan, logger) -> None:
 def _admit(run: Any, status: dict[str, Any], set_status: Callable[..., None]):
     """The run's spec, its stages' objects and its storage Secret, or None after recording in
     status why it cannot go on (an invalid spec, a missing operator, a missing Secret)."""
-    client: KubeClient = _state["client"]
     cluster: ClusterConfig = _state["cluster"]
     namespace = run["metadata"]["namespace"]
 
@@ -277,7 +278,7 @@ def _admit(run: Any, status: dict[str, Any], set_status: Callable[..., None]):
         )
         return None
     secret_name = storage_secret_name(spec, cluster)
-    secret = client.get("v1", "Secret", secret_name, namespace)  # read once: checked, then used for storage
+    secret = _state["secrets"].get(namespace, secret_name)  # read once: checked, then used for storage
     if secret is None:
         message = f"storage Secret {namespace}/{secret_name} not found (needs AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
         hold("Pending", "SecretMissing", message)
@@ -393,7 +394,7 @@ def _meter_until_gone(run: Any, status: dict[str, Any], logger) -> None:
     cluster: ClusterConfig = _state["cluster"]
     name, namespace = run["metadata"]["name"], run["metadata"]["namespace"]
     spec = _run_spec(run)
-    secret = client.get("v1", "Secret", storage_secret_name(spec, cluster), namespace)
+    secret = _state["secrets"].get(namespace, storage_secret_name(spec, cluster))
     if secret is None:
         return
     priced = _meter(spec, namespace, secret, status.get("cost") or {}, False, logger)
