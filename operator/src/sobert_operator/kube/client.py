@@ -25,6 +25,23 @@ def _release(response) -> None:
     response.release_conn()
 
 
+def client_configuration(connections: int | None = None) -> k8s.Configuration:
+    """A copy of the default configuration (what `load_kube_config` or `load_incluster_config`
+    set), with `connections` kept open and the proxy pinned to the one the environment gives now.
+
+    Both loaders assign the host again before every request (their `refresh_api_key_hook`,
+    `_set_config` in kubernetes 37.0.1 `config/kube_config.py` and `config/incluster_config.py`),
+    and while the proxy is taken from the environment every assignment looks it up again (the
+    `Configuration.host` setter calls `urllib.request.getproxies`, which walks `os.environ`): 10%
+    of the controller's time with 200 runs at once (py-spy), and more in a pod, whose environment
+    holds every Service of its namespace. Setting the proxy, to the same value, ends that."""
+    configuration = k8s.Configuration.get_default_copy()
+    if connections is not None:
+        configuration.connection_pool_maxsize = connections
+    configuration.proxy = configuration.proxy
+    return configuration
+
+
 class PrerequisiteMissingError(RuntimeError):
     """A CRD the run needs is not installed (or not at the needed version)."""
 
@@ -35,10 +52,7 @@ class KubeClient:
         calls at once (the client's default is 5 per CPU; a thread beyond it opens a new TLS
         connection on each call)."""
         if api_client is None:
-            configuration = k8s.Configuration.get_default_copy()
-            if connections is not None:
-                configuration.connection_pool_maxsize = connections
-            api_client = k8s.ApiClient(configuration)
+            api_client = k8s.ApiClient(client_configuration(connections))
         self.dynamic = DynamicClient(api_client)
         self.core = k8s.CoreV1Api(self.dynamic.client)
 
@@ -97,12 +111,20 @@ class KubeClient:
             pod, namespace, container=container, tail_lines=lines, limit_bytes=16 * 1024, previous=previous
         )
 
-    def delete_labeled(self, api_version: str, kind: str, namespace: str, selector: str) -> int:
+    def delete_labeled(
+        self, api_version: str, kind: str, namespace: str, selector: str, owner_uid: str | None = None
+    ) -> int:
+        """Delete the objects `selector` matches (those owned by `owner_uid` only, when given);
+        how many there were."""
         try:
             resource = self._resource(api_version, kind)
         except PrerequisiteMissingError:
             return 0
-        items = resource.get(namespace=namespace, label_selector=selector).items
+        items = [
+            item
+            for item in resource.get(namespace=namespace, label_selector=selector).items
+            if owner_uid is None or any(ref.uid == owner_uid for ref in item.metadata.ownerReferences or ())
+        ]
         for item in items:
             with contextlib.suppress(NotFoundError):
                 resource.delete(name=item.metadata.name, namespace=namespace, body={"propagationPolicy": "Background"})
