@@ -272,9 +272,6 @@ def controller(kube, namespace, tmp_path, monkeypatch):
     runners = []
 
     def start(config: dict | None = None):
-        # kopf loads the registrations once per process: an earlier import fixed the interval.
-        registered = sys.modules.get("sobert_operator.controller.main")
-        assert registered is None or registered.RESYNC_SECONDS == 2, "controller.main imported earlier"
         if config is not None:
             config_path.write_text(yaml.safe_dump(config))
         runner = KopfRunner(
@@ -416,6 +413,8 @@ def test_run_walks_every_phase_and_survives_a_controller_restart(kube, api, name
     set_rayjob_status(kube, namespace, "large-1-finetune-ner", "Complete", "SUCCEEDED")
     status = wait_for(lambda: (s := run_status(api, namespace)).get("phase") == "Succeeded" and s)
     assert status["conditions"][0]["type"] == "Ready" and status["conditions"][0]["status"] == "True"
+    # The run carries no finalizer: its deletion is never held up by the controller.
+    assert not api.get(API_VERSION, KIND, "large-1", namespace)["metadata"].get("finalizers")
     # Restarts and repeated events never duplicated an owned object.
     assert count(api, namespace, "batch/v1", "Job") == 2
     assert count(api, namespace, "ray.io/v1", "RayJob") == 2
@@ -615,6 +614,33 @@ def test_missing_secret_waits_then_proceeds(kube, api, namespace, controller):
         "--from-literal=AWS_SECRET_ACCESS_KEY=s",
     )
     wait_for(lambda: api.get("batch/v1", "Job", "large-1-prepare", namespace))
+
+
+def test_a_run_left_with_an_older_controllers_finalizer_can_still_be_deleted(kube, api, namespace, controller):
+    """Earlier controllers put a finalizer on every run (kopf's, for its timer and delete
+    handler); this one adds none, so it must take that one off, or the run could never go."""
+    from sobert_operator.controller.handlers import LEGACY_FINALIZER
+
+    start, _ = controller
+    doc = run_doc()
+    doc["metadata"]["finalizers"] = [LEGACY_FINALIZER, "example.com/keep"]
+    api.create(doc, namespace)
+    start()
+    assert wait_for(
+        lambda: api.get(API_VERSION, KIND, "large-1", namespace)["metadata"].get("finalizers") == ["example.com/keep"]
+    )
+    kube.kubectl(
+        "patch",
+        "sobertruns.sobert.dev",
+        "large-1",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"metadata":{"finalizers":null}}',
+    )
+    api.dynamic.resources.get(api_version=API_VERSION, kind=KIND).delete(name="large-1", namespace=namespace)
+    assert wait_for(lambda: api.get(API_VERSION, KIND, "large-1", namespace) is None)
 
 
 def test_status_shows_trainer_progress_from_s3_and_the_cli_reports_it(

@@ -13,11 +13,16 @@ from sobert_operator.controller import handlers
 
 class RecordingClient:
     def __init__(self) -> None:
-        self.deleted: list[str] = []
+        self.deleted: list[tuple[str, str | None]] = []
 
-    def delete_labeled(self, api_version: str, kind: str, namespace: str, selector: str) -> int:
-        self.deleted.append(kind)
+    def delete_labeled(self, api_version: str, kind: str, namespace: str, selector: str, owner_uid=None) -> int:
+        self.deleted.append((kind, owner_uid))
         return 0
+
+
+class NoRequeue:
+    def forget(self, key) -> None:
+        pass
 
 
 def test_cleanup_waits_for_the_runs_reconcile_in_flight(monkeypatch):
@@ -25,12 +30,15 @@ def test_cleanup_waits_for_the_runs_reconcile_in_flight(monkeypatch):
     monkeypatch.setitem(handlers._state, "client", client)
     monkeypatch.setitem(handlers._state, "cluster", default_cluster_config())
     monkeypatch.setitem(handlers._state, "missing", {})
+    monkeypatch.setitem(handlers._state, "requeue", NoRequeue())
+    monkeypatch.setitem(handlers._state, "run_loggers", {})
     in_flight = handlers._lock("ns", "run-1")  # what reconcile holds while it works
     in_flight.acquire()
-    cleanup = threading.Thread(target=handlers.cleanup, args=("run-1", "ns", logging.getLogger("t")))
+    cleanup = threading.Thread(target=handlers.cleanup, args=("run-1", "ns", "uid-1", logging.getLogger("t")))
     cleanup.start()
     cleanup.join(timeout=0.5)
     assert cleanup.is_alive() and client.deleted == []  # waiting for the reconcile
     in_flight.release()
     cleanup.join(timeout=5)
-    assert not cleanup.is_alive() and "ConfigMap" in client.deleted
+    # Only what this run owned: a new run of the same name may be there already.
+    assert not cleanup.is_alive() and ("ConfigMap", "uid-1") in client.deleted

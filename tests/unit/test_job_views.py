@@ -41,3 +41,13 @@ def test_a_deleted_job_recreated_under_its_name_is_seen_afresh():
     views.created(NAMESPACE, _job([]))
     assert views.changed(NAMESPACE, _job([]), "DELETED")
     assert views.changed(NAMESPACE, _job([]), "ADDED")
+
+
+def test_differs_answers_as_changed_would_and_records_nothing():
+    views = JobViews()
+    views.created(NAMESPACE, _job([]))
+    for conditions, event in [([], "ADDED"), (["Created"], "MODIFIED"), (["Created"], "DELETED")]:
+        job = _job(conditions)
+        said = views.differs(NAMESPACE, job, event)
+        assert views.differs(NAMESPACE, job, event) == said  # nothing recorded
+        assert views.changed(NAMESPACE, job, event) == said

@@ -1,13 +1,15 @@
 """kopf's diff base (the last-handled spec it compares each event with), built from the fields it
 keeps rather than from a deep copy of the whole object.
 
-For every event of a SobertRun kopf builds the object's "essence" to tell a spec change from any
-other: `DiffBaseStorage.build` (kopf 1.45.2, `_cogs/configs/diffbase.py`) deep-copies the whole
+For every event it processes kopf builds the object's "essence", to tell a spec change from any
+other, whether or not a handler of that object compares essences (kopf 1.45.2
+`_core/reactor/processing.py`, `_detect_causes`; the controller has none since runs are watched
+with `on.event`): `DiffBaseStorage.build` (`_cogs/configs/diffbase.py`) deep-copies the whole
 body, then deletes `metadata` and `status` from the copy, and copies back the labels and
-annotations. A run's body is mostly its status and `metadata.managedFields`, so with 200 runs at
-once that copy was the largest single cost of the controller's event handling (7% of its CPU,
-py-spy). This storage hands kopf the same body without what it would delete: the essence, the
-annotation it is stored in and so every diff are the same.
+annotations. A run's or job's body is mostly its status and `metadata.managedFields`, so with 200
+runs at once that copy was the largest single cost of the controller's event handling (7% of its
+CPU, py-spy). This storage hands kopf the same body without what it would delete: the essence,
+the annotation it is stored in and so every diff are the same.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from sobert_operator.cluster import ClusterConfig, load_cluster_config
 from sobert_operator.controller import metrics
 from sobert_operator.controller.diffbase import SpecDiffBaseStorage
 from sobert_operator.controller.job_views import JobViews
+from sobert_operator.controller.requeue import Requeue
 from sobert_operator.controller.secrets import SecretCache
 from sobert_operator.cost.catalog import PriceCatalog, load_catalog
 from sobert_operator.cost.devices import forecast_for, peak_tflops
@@ -76,6 +77,23 @@ threads than CPUs keep a burst of runs moving: with 200 runs created at once on 
 to the PyTorchJob was 8.2 s with 6 threads and 5.6-6.5 s with 16, measured in turn
 (`scripts/bench_controller.py`; 32 and 64 threads did no better)."""
 
+RESYNC_SECONDS = 60.0
+"""How long after its last reconcile a run that is not done is reconciled again, whatever happened
+(`SOBERT_RESYNC_SECONDS`, the chart's `resyncSeconds`): the safety net for a missed job event and
+the clock of what no event announces (spend, a Secret or CRD that appears, vanished pods)."""
+
+RETRY_SECONDS = 60.0
+"""How long after an unexpected error a reconcile is tried again (kopf's default handler backoff,
+kopf 1.45.2 `_core/actions/execution.py` `DEFAULT_RETRY_DELAY`)."""
+
+LEGACY_FINALIZER = "sobert.dev/cleanup"
+"""The finalizer earlier controllers put on every run (for kopf's timer and delete handler).
+kopf takes it off no more (this controller registers neither), so `run_changed` does: a run left
+with it could never be deleted."""
+
+RESYNC_THREADS = 4
+"""Resyncs and retries that run at once, beside kopf's `RECONCILE_THREADS`."""
+
 _state: dict[str, Any] = {}
 _job_views = JobViews()
 _locks: dict[tuple[str, str], threading.Lock] = {}
@@ -94,7 +112,6 @@ def _event(run: Any, reason: str, message: str, warning: bool = False) -> None:
 
 
 def startup(settings: kopf.OperatorSettings, logger, owned: Mapping[tuple[str, str, str], Any]) -> None:
-    settings.persistence.finalizer = "sobert.dev/cleanup"
     settings.persistence.diffbase_storage = SpecDiffBaseStorage()
     settings.execution.max_workers = RECONCILE_THREADS
     # Log lines become Events from WARNING up; the run's own Events (`_event`) are posted whatever
@@ -115,7 +132,7 @@ def startup(settings: kopf.OperatorSettings, logger, owned: Mapping[tuple[str, s
         # Read KUBECONFIG now: the client library resolves its default path at import time.
         k8s_config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     _state["owned"] = owned
-    client = KubeClient(connections=RECONCILE_THREADS)
+    client = KubeClient(connections=RECONCILE_THREADS + RESYNC_THREADS)
     client.refresh_discovery()  # prerequisites are checked against the cluster as it is now
     _state["client"] = client
     _state["secrets"] = SecretCache(lambda namespace, name: client.get("v1", "Secret", name, namespace))
@@ -129,6 +146,23 @@ def startup(settings: kopf.OperatorSettings, logger, owned: Mapping[tuple[str, s
     _state["missing"] = missing
     for line in missing.values():
         logger.error("prerequisite missing: %s; runs that need it wait in phase Pending", line)
+    shutdown()  # a controller restarted in this process without its cleanup (tests)
+    _state["resync_seconds"] = float(os.environ.get("SOBERT_RESYNC_SECONDS", RESYNC_SECONDS))
+    _state["run_loggers"] = {}
+    _state["requeue"] = Requeue(_resync, workers=RESYNC_THREADS)
+
+
+def shutdown() -> None:
+    """Stop the resyncs (a controller restarted in the same process starts its own)."""
+    requeue: Requeue | None = _state.pop("requeue", None)
+    if requeue is not None:
+        requeue.stop()
+
+
+def _resync(key) -> None:
+    namespace, name = key
+    logger = _state["run_loggers"].get(key) or logging.getLogger(__name__)
+    reconcile(name, namespace, logger)
 
 
 def login(**kwargs):
@@ -141,7 +175,37 @@ def login(**kwargs):
 
 def is_done(status: dict[str, Any] | None) -> bool:
     """Finished, and none of its pods left to price (a Ray cluster outlives its job by its TTL)."""
-    return is_terminal(status) and not ((status or {}).get("cost") or {}).get("openPods")
+    return is_terminal(status) and not _pods_open((status or {}).get("cost"))
+
+
+def _pods_open(cost: Mapping[str, Any] | None) -> bool:
+    """Whether a cost status has pods open; it may be the merge patch the controller writes,
+    where a pod no longer open is a null."""
+    return any(pod is not None for pod in ((cost or {}).get("openPods") or {}).values())
+
+
+def needs_reconcile(event: str | None, run: Mapping[str, Any]) -> bool:
+    """Whether an event of a run itself calls for a reconcile: listed at start (None), added, or
+    its spec changed since the controller last acted on it (`metadata.generation` against
+    `status.observedGeneration`, which each reconcile writes). Its own status patches, which
+    come back as events, do not."""
+    if event in (None, "ADDED"):
+        return True
+    return run["metadata"].get("generation") != (run.get("status") or {}).get("observedGeneration")
+
+
+def run_changed(event: str | None, run: Mapping[str, Any], logger) -> None:
+    """An event of a SobertRun: reconciled when it needs it (`needs_reconcile`), cleaned up and
+    forgotten when deleted."""
+    name, namespace = run["metadata"]["name"], run["metadata"]["namespace"]
+    if event == "DELETED":
+        cleanup(name, namespace, run["metadata"]["uid"], logger)
+        return
+    _state["run_loggers"][(namespace, name)] = logger  # for its resyncs' log lines and Events
+    if LEGACY_FINALIZER in (run["metadata"].get("finalizers") or ()):
+        _release_legacy_finalizer(run, logger)
+    if needs_reconcile(event, run):
+        reconcile(name, namespace, logger)
 
 
 def _owned(namespace: str, kind: str, name: str) -> dict[str, Any] | None:
@@ -157,36 +221,88 @@ def _lock(namespace: str, name: str) -> threading.Lock:
         return _locks.setdefault((namespace, name), threading.Lock())
 
 
+def job_may_move_run(type: str | None, body: Mapping[str, Any], **_: Any) -> bool:
+    """kopf's `when` filter of the jobs' events: only those `job_changed` acts on reach it, so the
+    others cost no thread and no handler call. Called in kopf's event loop: cheap and read-only."""
+    if type not in ("ADDED", "MODIFIED", "DELETED"):
+        return False
+    return _job_views.differs(body["metadata"]["namespace"], body, type)
+
+
+def run_needs_handling(type: str | None, body: Mapping[str, Any], **_: Any) -> bool:
+    """kopf's `when` filter of the runs' events: only those `run_changed` acts on reach it (most
+    are the controller's own status patches coming back). Called in kopf's event loop: cheap and
+    read-only."""
+    finalizers = body["metadata"].get("finalizers") or ()
+    return type == "DELETED" or LEGACY_FINALIZER in finalizers or needs_reconcile(type, body)
+
+
 def job_changed(run: str, namespace: str, job: Any, event: str, logger) -> None:
     """An event of one of `run`'s jobs: reconciled only when it can move the run (`job_views`)."""
     if _job_views.changed(namespace, job, event):
         reconcile(run, namespace, logger)
 
 
+def _release_legacy_finalizer(run: Mapping[str, Any], logger) -> None:
+    """Take `LEGACY_FINALIZER` off a run an older controller put it on. The patch carries the
+    run's resourceVersion: if the run changed since this event, it is refused (409) and the next
+    event tries again."""
+    metadata = run["metadata"]
+    kept = [f for f in metadata.get("finalizers") or () if f != LEGACY_FINALIZER]
+    body = {"metadata": {"finalizers": kept, "resourceVersion": metadata["resourceVersion"]}}
+    try:
+        _state["client"].patch(API_VERSION, KIND, metadata["name"], metadata["namespace"], body)
+    except ApiException as exc:
+        if exc.status not in (404, 409):
+            raise
+        return
+    logger.info("removed the finalizer %s an older controller added", LEGACY_FINALIZER)
+
+
 def reconcile(name: str, namespace: str, logger) -> None:
-    """Bring one SobertRun a step forward. Serialised per run; safe to call any number of times."""
+    """Bring one SobertRun a step forward, then set its next resync (`Requeue`): none once it is
+    done or gone. Serialised per run; safe to call any number of times. An error is logged and
+    the reconcile retried: after the delay of a `kopf.TemporaryError`, else `RETRY_SECONDS`."""
+    key = (namespace, name)
+    requeue: Requeue = _state["requeue"]
     with _lock(namespace, name):
-        _reconcile(name, namespace, logger)
+        try:
+            left = _reconcile(name, namespace, logger)
+        except kopf.TemporaryError as exc:
+            logger.warning("%s; retrying in %s s", exc, exc.delay)
+            requeue.after(key, exc.delay or RETRY_SECONDS)
+        except Exception:
+            logger.exception("reconcile failed; retrying in %s s", RETRY_SECONDS)
+            requeue.after(key, RETRY_SECONDS)
+        else:
+            if left is None or is_done(left):
+                requeue.forget(key)
+            else:
+                requeue.after(key, _state["resync_seconds"])
 
 
-def _reconcile(name: str, namespace: str, logger) -> None:
+def _reconcile(name: str, namespace: str, logger) -> dict[str, Any] | None:
+    """One pass over the run; the status it leaves (what it read, with what it wrote over it), or
+    None when the run is gone or going."""
     client: KubeClient = _state["client"]
     run: Any = client.get(API_VERSION, KIND, name, namespace)  # a plain dict; kopf's helpers accept it
     if run is None or run["metadata"].get("deletionTimestamp"):
-        return
+        return None
     status = run.get("status") or {}
     generation = run["metadata"].get("generation")
     if is_terminal(status) and status.get("observedGeneration") == generation:
         if not is_done(status):
-            _meter_until_gone(run, status, logger)
-        return
+            return {**status, "cost": _meter_until_gone(run, status, logger)}
+        return status
+    written: dict[str, Any] = {}
 
     def set_status(**fields: Any) -> None:
         client.patch_status(API_VERSION, KIND, name, namespace, {"observedGeneration": generation, **fields})
+        written.update(fields)
 
     admitted = _admit(run, status, set_status)
     if admitted is None:
-        return
+        return {**status, **written}
     spec, objects, secret = admitted
     jobs = {o.name: _owned(namespace, o.kind, o.name) for o in objects}
     progressing = any(jobs.get(o.name) for o in objects if o.stage is Stage.pretrain)
@@ -213,6 +329,7 @@ def _reconcile(name: str, namespace: str, logger) -> None:
     set_status(**{"message": None, **result.status})  # clear a stale message unless the plan sets one
     if is_terminal(result.status):  # its report, as it ends (again once its last pods are priced)
         _write_report(spec, secret, logger)
+    return {**status, **written}
 
 
 def _add_failure(run: Any, result: Plan, logger) -> None:
@@ -387,20 +504,21 @@ def _run_spec(run: Any) -> RunSpec:
     )
 
 
-def _meter_until_gone(run: Any, status: dict[str, Any], logger) -> None:
+def _meter_until_gone(run: Any, status: dict[str, Any], logger) -> dict[str, Any]:
     """A finished run whose pods are not all gone (a task's Ray cluster until its TTL): the ledger
-    prices them until they are, then the run is done."""
+    prices them until they are, then the run is done. The cost status written."""
     client: KubeClient = _state["client"]
     cluster: ClusterConfig = _state["cluster"]
     name, namespace = run["metadata"]["name"], run["metadata"]["namespace"]
     spec = _run_spec(run)
     secret = _state["secrets"].get(namespace, storage_secret_name(spec, cluster))
     if secret is None:
-        return
+        return status.get("cost") or {}
     priced = _meter(spec, namespace, secret, status.get("cost") or {}, False, logger)
     client.patch_status(API_VERSION, KIND, name, namespace, {"cost": priced.step.cost_status})
-    if not priced.step.cost_status.get("openPods"):
+    if not _pods_open(priced.step.cost_status):
         _write_report(spec, secret, logger)
+    return priced.step.cost_status
 
 
 def _write_report(spec: RunSpec, secret: dict[str, Any], logger) -> None:
@@ -549,18 +667,28 @@ def _best_effort(what: str, read: Callable[[], Any], spec, logger) -> Any:
         return None
 
 
-def cleanup(name: str, namespace: str, logger) -> None:
-    """Delete everything the run owns (garbage collection would too, where it runs). Serialised
-    with the run's reconciles: one in flight finishes first, so nothing it creates outlives this."""
+def cleanup(name: str, namespace: str, uid: str, logger) -> None:
+    """A run deleted: delete everything it owned (the garbage collector would too, where it runs,
+    through their owner references) and forget it. Serialised with the run's reconciles: one in
+    flight finishes first, and one after it finds the run gone, so nothing created outlives this.
+    Only what this run (`uid`) owned: a new run of the same name may already be there."""
+    key = (namespace, name)
     with _lock(namespace, name):
-        _cleanup(name, namespace, logger)
+        _cleanup(name, namespace, uid, logger)
+        _state["requeue"].forget(key)
+        _state["run_loggers"].pop(key, None)
+        _state.get("meters", {}).pop(key, None)
+        metrics.forget(name)
 
 
-def _cleanup(name: str, namespace: str, logger) -> None:
+def _cleanup(name: str, namespace: str, uid: str, logger) -> None:
     client: KubeClient = _state["client"]
     cluster: ClusterConfig = _state["cluster"]
     selector = f"{LABEL_RUN}={name}"
     served = [stage_kind(stage, cluster) for stage in STAGE_ORDER]
     kinds = {kind for kind in served if kind[1] not in _state.get("missing", {})} | {("v1", "ConfigMap")}
-    deleted = sum(client.delete_labeled(api_version, kind, namespace, selector) for api_version, kind in sorted(kinds))
+    deleted = sum(
+        client.delete_labeled(api_version, kind, namespace, selector, owner_uid=uid)
+        for api_version, kind in sorted(kinds)
+    )
     logger.info("deleted %d object(s) owned by %s", deleted, name)

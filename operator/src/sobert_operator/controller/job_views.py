@@ -40,6 +40,11 @@ class JobViews:
         with self._guard:
             self._views[self._key(namespace, job)] = view_of(job)
 
+    def differs(self, namespace: str, job: Mapping[str, Any], event: str) -> bool:
+        """Whether `changed` would say so, recording nothing (kopf's `when` filter)."""
+        with self._guard:
+            return event == "DELETED" or self._views.get(self._key(namespace, job)) != view_of(job)
+
     def changed(self, namespace: str, job: Mapping[str, Any], event: str) -> bool:
         """Whether this event (ADDED, MODIFIED, DELETED) can move the job's run; records its view."""
         key = self._key(namespace, job)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import kopf
 
 from sobert_api.crd import GROUP, PLURAL, VERSION
@@ -18,9 +16,6 @@ OWNED_JOBS = [
     ("ray.io", "v1", "rayjobs"),
 ]
 SPEC_CONFIGMAPS = ("", "v1", "configmaps")
-# Read here, when kopf loads the registrations, not in `handlers` (which other code may import
-# first); the chart's `resyncSeconds` sets it.
-RESYNC_SECONDS = float(os.environ.get("SOBERT_RESYNC_SECONDS", "60"))
 
 
 @kopf.on.startup()
@@ -28,28 +23,25 @@ def startup(settings: kopf.OperatorSettings, logger, owned: kopf.Index, **_):
     handlers.startup(settings, logger, owned)
 
 
+@kopf.on.cleanup()
+def shutdown(**_):
+    handlers.shutdown()
+
+
 @kopf.on.login()
 def login(**kwargs):
     return handlers.login(**kwargs)
 
 
-@kopf.on.create(*RUNS)
-@kopf.on.resume(*RUNS)
-@kopf.on.update(*RUNS, field="spec")
-def reconcile_run(name, namespace, logger, **_):
-    handlers.reconcile(name, namespace, logger)
-
-
-@kopf.timer(*RUNS, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS)
-def resync_run(name, namespace, status, logger, **_):
-    # Safety net for missed job events and for waits on outside state (secrets, CRDs).
-    if not handlers.is_done(status):
-        handlers.reconcile(name, namespace, logger)
-
-
-@kopf.on.delete(*RUNS)
-def delete_run(name, namespace, logger, **_):
-    handlers.cleanup(name, namespace, logger)
+# Runs are watched with `on.event`, not kopf's create/update/delete handlers and timers: those add
+# a finalizer to every run and store kopf's state on it, two patches (and two more watch events)
+# per run. A run is reconciled when it appears or its spec changes (`needs_reconcile`), when one
+# of its jobs moves, and `resyncSeconds` after its last reconcile until it is done
+# (`controller.requeue`). What it owns is deleted with it (`handlers.cleanup`; the garbage
+# collector would too, through their owner references).
+@kopf.on.event(*RUNS, when=handlers.run_needs_handling)
+def run_changed(type, body, logger, **_):
+    handlers.run_changed(type, body, logger)
 
 
 def owned(namespace, name, body, **_):
@@ -67,7 +59,6 @@ for group, version, plural in [*OWNED_JOBS, SPEC_CONFIGMAPS]:
 
 for group, version, plural in OWNED_JOBS:
 
-    @kopf.on.event(group, version, plural, labels={LABEL_RUN: kopf.PRESENT})
+    @kopf.on.event(group, version, plural, labels={LABEL_RUN: kopf.PRESENT}, when=handlers.job_may_move_run)
     def job_changed(labels, namespace, body, type, logger, **_):
-        if type in ("ADDED", "MODIFIED", "DELETED"):
-            handlers.job_changed(labels[LABEL_RUN], namespace, body, type, logger)
+        handlers.job_changed(labels[LABEL_RUN], namespace, body, type, logger)
