@@ -19,8 +19,9 @@ SPEC_CONFIGMAPS = ("", "v1", "configmaps")
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, logger, owned: kopf.Index, **_):
-    handlers.startup(settings, logger, owned)
+def startup(settings: kopf.OperatorSettings, logger, **indices):
+    # Indices come by name among the keyword arguments (kopf's `ActivityFn` names none).
+    handlers.startup(settings, logger, indices["owned"])
 
 
 @kopf.on.cleanup()
