@@ -120,3 +120,34 @@ def test_kopf_passes_on_a_runs_event_only_when_the_handler_acts_on_it():
     left = run(1, 1)
     left["metadata"]["finalizers"] = [LEGACY_FINALIZER]
     assert run_needs_handling(type="MODIFIED", body=left)
+
+
+def test_a_stopped_requeue_fires_nothing_and_takes_no_new_time():
+    fired: list = []
+    requeue = Requeue(fired.append, workers=1)
+    requeue.after("later", 3600.0)
+    requeue.stop()
+    requeue.after("now", 0.0)
+    requeue.stop()  # again: harmless
+    assert fired == [] and "now" not in requeue.pending()
+
+
+def test_a_failing_call_is_logged_and_the_requeue_goes_on(caplog):
+    fired: list = []
+    done = threading.Event()
+
+    def fire(key):
+        if key == "bad":
+            raise RuntimeError("boom")
+        fired.append(key)
+        done.set()
+
+    requeue = Requeue(fire, workers=1)
+    try:
+        requeue.after("bad", 0.0)
+        requeue.after("good", 0.0)
+        assert done.wait(5)
+    finally:
+        requeue.stop()
+    assert fired == ["good"]
+    assert "the requeued call for bad failed" in caplog.text

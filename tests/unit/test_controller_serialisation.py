@@ -20,9 +20,12 @@ class RecordingClient:
         return 0
 
 
-class NoRequeue:
-    def forget(self, key) -> None:
-        pass
+class RecordingRequeue:
+    def __init__(self) -> None:
+        self.set: list[tuple] = []
+
+    def after(self, key, seconds) -> None:
+        self.set.append((key, seconds))
 
 
 def test_cleanup_waits_for_the_runs_reconcile_in_flight(monkeypatch):
@@ -30,8 +33,8 @@ def test_cleanup_waits_for_the_runs_reconcile_in_flight(monkeypatch):
     monkeypatch.setitem(handlers._state, "client", client)
     monkeypatch.setitem(handlers._state, "cluster", default_cluster_config())
     monkeypatch.setitem(handlers._state, "missing", {})
-    monkeypatch.setitem(handlers._state, "requeue", NoRequeue())
-    monkeypatch.setitem(handlers._state, "run_loggers", {})
+    requeue = RecordingRequeue()
+    monkeypatch.setitem(handlers._state, "requeue", requeue)
     in_flight = handlers._lock("ns", "run-1")  # what reconcile holds while it works
     in_flight.acquire()
     cleanup = threading.Thread(target=handlers.cleanup, args=("run-1", "ns", "uid-1", logging.getLogger("t")))
@@ -42,3 +45,5 @@ def test_cleanup_waits_for_the_runs_reconcile_in_flight(monkeypatch):
     cleanup.join(timeout=5)
     # Only what this run owned: a new run of the same name may be there already.
     assert not cleanup.is_alive() and ("ConfigMap", "uid-1") in client.deleted
+    # Then a reconcile that finds the run gone and forgets it (or finds a new run of the name).
+    assert requeue.set == [(("ns", "run-1"), 0)]

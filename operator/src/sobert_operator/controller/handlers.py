@@ -147,22 +147,22 @@ def startup(settings: kopf.OperatorSettings, logger, owned: Mapping[tuple[str, s
     for line in missing.values():
         logger.error("prerequisite missing: %s; runs that need it wait in phase Pending", line)
     shutdown()  # a controller restarted in this process without its cleanup (tests)
+    _state["settings"] = settings
     _state["resync_seconds"] = float(os.environ.get("SOBERT_RESYNC_SECONDS", RESYNC_SECONDS))
     _state["run_loggers"] = {}
     _state["requeue"] = Requeue(_resync, workers=RESYNC_THREADS)
 
 
 def shutdown() -> None:
-    """Stop the resyncs (a controller restarted in the same process starts its own)."""
-    requeue: Requeue | None = _state.pop("requeue", None)
-    if requeue is not None:
-        requeue.stop()
+    """Stop the resyncs (a controller restarted in the same process starts its own). A reconcile
+    still under way may set a time on the stopped requeue: nothing fires it."""
+    if "requeue" in _state:
+        _state["requeue"].stop()
 
 
 def _resync(key) -> None:
     namespace, name = key
-    logger = _state["run_loggers"].get(key) or logging.getLogger(__name__)
-    reconcile(name, namespace, logger)
+    reconcile(name, namespace, logging.getLogger(__name__))
 
 
 def login(**kwargs):
@@ -194,26 +194,35 @@ def needs_reconcile(event: str | None, run: Mapping[str, Any]) -> bool:
     return run["metadata"].get("generation") != (run.get("status") or {}).get("observedGeneration")
 
 
-def run_changed(event: str | None, run: Mapping[str, Any], logger) -> None:
+def run_changed(event: str | None, run: kopf.Body, logger) -> None:
     """An event of a SobertRun: reconciled when it needs it (`needs_reconcile`), cleaned up and
     forgotten when deleted."""
     name, namespace = run["metadata"]["name"], run["metadata"]["namespace"]
     if event == "DELETED":
         cleanup(name, namespace, run["metadata"]["uid"], logger)
         return
-    _state["run_loggers"][(namespace, name)] = logger  # for its resyncs' log lines and Events
+    # kopf hands `on.event` handlers a logger that posts no Events; the run's reconciles, whatever
+    # calls them, log through one that does (from WARNING up, `settings.posting.level`).
+    logger = _state["run_loggers"][(namespace, name)] = kopf.ObjectLogger(body=run, settings=_state["settings"])
     if LEGACY_FINALIZER in (run["metadata"].get("finalizers") or ()):
         _release_legacy_finalizer(run, logger)
     if needs_reconcile(event, run):
         reconcile(name, namespace, logger)
 
 
-def _owned(namespace: str, kind: str, name: str) -> dict[str, Any] | None:
-    """An object the controller created, as the watch last saw it (`main.owned`); the newest when
-    a deleted one and its successor of the same name are both there for a moment. One just
-    created may not be there yet: creating it again is then refused as already there (409)."""
+def _owned(namespace: str, kind: str, name: str, owner_uid: str) -> dict[str, Any] | None:
+    """An object the controller created for the run `owner_uid`, as the watch last saw it
+    (`main.owned`). Not one of a deleted run of the same name whose objects are not gone yet:
+    the new run waits for them to go (creating its own is refused as already there, 409, until
+    their deletion comes as an event). One just created may not be in the index yet, with the
+    same 409 for a second create."""
     found = list(_state["owned"].get((namespace, kind, name), ()))  # one step under the GIL
-    return max(found, key=lambda body: body["metadata"].get("creationTimestamp") or "", default=None)
+    ours = [body for body in found if _owned_by(body, owner_uid)]
+    return max(ours, key=lambda body: body["metadata"].get("creationTimestamp") or "", default=None)
+
+
+def _owned_by(body: Mapping[str, Any], uid: str) -> bool:
+    return any(ref.get("uid") == uid for ref in body["metadata"].get("ownerReferences") or ())
 
 
 def _lock(namespace: str, name: str) -> threading.Lock:
@@ -246,15 +255,15 @@ def job_changed(run: str, namespace: str, job: Any, event: str, logger) -> None:
 def _release_legacy_finalizer(run: Mapping[str, Any], logger) -> None:
     """Take `LEGACY_FINALIZER` off a run an older controller put it on. The patch carries the
     run's resourceVersion: if the run changed since this event, it is refused (409) and the next
-    event tries again."""
+    event (a reconcile's status patch brings one) tries again."""
     metadata = run["metadata"]
     kept = [f for f in metadata.get("finalizers") or () if f != LEGACY_FINALIZER]
     body = {"metadata": {"finalizers": kept, "resourceVersion": metadata["resourceVersion"]}}
     try:
         _state["client"].patch(API_VERSION, KIND, metadata["name"], metadata["namespace"], body)
-    except ApiException as exc:
-        if exc.status not in (404, 409):
-            raise
+    except Exception as exc:  # tried again on the run's next event; its reconcile goes on
+        if not (isinstance(exc, ApiException) and exc.status in (404, 409)):
+            logger.warning("cannot remove the finalizer %s: %s", LEGACY_FINALIZER, exc)
         return
     logger.info("removed the finalizer %s an older controller added", LEGACY_FINALIZER)
 
@@ -264,21 +273,34 @@ def reconcile(name: str, namespace: str, logger) -> None:
     done or gone. Serialised per run; safe to call any number of times. An error is logged and
     the reconcile retried: after the delay of a `kopf.TemporaryError`, else `RETRY_SECONDS`."""
     key = (namespace, name)
+    logger = _state["run_loggers"].get(key, logger)  # the run's own, once its event has been seen
     requeue: Requeue = _state["requeue"]
     with _lock(namespace, name):
         try:
             left = _reconcile(name, namespace, logger)
         except kopf.TemporaryError as exc:
-            logger.warning("%s; retrying in %s s", exc, exc.delay)
-            requeue.after(key, exc.delay or RETRY_SECONDS)
+            delay = RETRY_SECONDS if exc.delay is None else exc.delay
+            logger.warning("%s; retrying in %s s", exc, delay)
+            requeue.after(key, delay)
         except Exception:
             logger.exception("reconcile failed; retrying in %s s", RETRY_SECONDS)
             requeue.after(key, RETRY_SECONDS)
         else:
-            if left is None or is_done(left):
+            if left is None:  # gone: what this process kept of it goes too
+                _forget(namespace, name)
+            elif is_done(left):
                 requeue.forget(key)
             else:
                 requeue.after(key, _state["resync_seconds"])
+
+
+def _forget(namespace: str, name: str) -> None:
+    """A run found gone: its next resync, logger, meter memory and metric series."""
+    key = (namespace, name)
+    _state["requeue"].forget(key)
+    _state["run_loggers"].pop(key, None)
+    _state.get("meters", {}).pop(key, None)
+    metrics.forget(name)
 
 
 def _reconcile(name: str, namespace: str, logger) -> dict[str, Any] | None:
@@ -304,10 +326,10 @@ def _reconcile(name: str, namespace: str, logger) -> dict[str, Any] | None:
     if admitted is None:
         return {**status, **written}
     spec, objects, secret = admitted
-    jobs = {o.name: _owned(namespace, o.kind, o.name) for o in objects}
+    jobs = {o.name: _owned(namespace, o.kind, o.name, run["metadata"]["uid"]) for o in objects}
     progressing = any(jobs.get(o.name) for o in objects if o.stage is Stage.pretrain)
     priced = _meter(
-        spec, namespace, secret, status.get("cost") or {}, progressing, logger, status.get("stage"), any(jobs.values())
+        spec, run, secret, status.get("cost") or {}, progressing, logger, status.get("stage"), any(jobs.values())
     )
     if priced.storage is not None:
         _record_spec(run, spec, priced.storage, logger)
@@ -423,7 +445,7 @@ def _plan(run: Any, spec: RunSpec, status: dict[str, Any], jobs, objects, second
     cluster: ClusterConfig = _state["cluster"]
     name, namespace = run["metadata"]["name"], run["metadata"]["namespace"]
     dataset = dataset_id(spec)
-    configmap = _owned(namespace, "ConfigMap", object_name(name, "spec"))
+    configmap = _owned(namespace, "ConfigMap", object_name(name, "spec"), run["metadata"]["uid"])
     published = None
     if gone_after_success(objects, jobs, status):  # removed by their TTL: storage says whether they finished
         try:
@@ -472,9 +494,17 @@ def _add_status_extras(run, spec, status, result, jobs, storage: Storage | None,
             result.status["progress"] = progress
 
 
-def _meter_memory(namespace: str, name: str) -> MeterMemory:
-    """What this process remembers of a run's meter between reconciles."""
-    return _state.setdefault("meters", {}).setdefault((namespace, name), MeterMemory())
+def _meter_memory(run: Mapping[str, Any]) -> MeterMemory:
+    """What this process remembers of a run's meter between reconciles: kept by name, and begun
+    again for a new run of that name (another uid)."""
+    metadata = run["metadata"]
+    meters = _state.setdefault("meters", {})
+    key = (metadata["namespace"], metadata["name"])
+    uid, memory = meters.get(key, (None, None))
+    if memory is None or uid != metadata["uid"]:
+        memory = MeterMemory()
+        meters[key] = metadata["uid"], memory
+    return memory
 
 
 ETA_EVERY_SECONDS = 60  # the controller's ETA history: a line per stage change, else at most this often
@@ -484,7 +514,7 @@ def _progress_and_eta(run: Any, spec: RunSpec, status: dict[str, Any], jobs, sto
     """`.status.progress` (KEP-2779's fields for the run and its stage), also added to the run's
     ETA history for its report when storage is at hand (`RunMeter.record_eta`). The forecast is the
     one this process last made (read from storage after a restart)."""
-    memory = _meter_memory(run["metadata"]["namespace"], spec.name)
+    memory = _meter_memory(run)
     meter = RunMeter(spec, storage, _state["catalog"], _state["cluster"], memory) if storage is not None else None
     forecast = meter.last_forecast() if meter is not None else memory.forecast
     created = timestamps.parse(run["metadata"]["creationTimestamp"])
@@ -514,7 +544,7 @@ def _meter_until_gone(run: Any, status: dict[str, Any], logger) -> dict[str, Any
     secret = _state["secrets"].get(namespace, storage_secret_name(spec, cluster))
     if secret is None:
         return status.get("cost") or {}
-    priced = _meter(spec, namespace, secret, status.get("cost") or {}, False, logger)
+    priced = _meter(spec, run, secret, status.get("cost") or {}, False, logger)
     client.patch_status(API_VERSION, KIND, name, namespace, {"cost": priced.step.cost_status})
     if not _pods_open(priced.step.cost_status):
         _write_report(spec, secret, logger)
@@ -547,7 +577,7 @@ class Priced:
 
 
 def _meter(
-    spec, namespace, secret, previous, progressing: bool, logger, stage: str | None = None, has_jobs: bool = True
+    spec, run, secret, previous, progressing: bool, logger, stage: str | None = None, has_jobs: bool = True
 ) -> Priced:
     """The run's spend from its pods (`kube/budget.py`) on its meter (`cost/meter.py`), and the
     budget policy's next step. Its pods are listed unless it has none to find: no job of its
@@ -560,6 +590,7 @@ def _meter(
     client: KubeClient = _state["client"]
     cluster: ClusterConfig = _state["cluster"]
     catalog: PriceCatalog = _state["catalog"]
+    namespace = run["metadata"]["namespace"]
     key = (namespace, spec.name)
     was_open = previous.get("openPods") or {}
     pods = []
@@ -575,7 +606,7 @@ def _meter(
     if wanted and _state.setdefault("storage_backoff", {}).get(key, 0) < now:
         try:
             seen = [*live, *vanished_allocations(was_open, live)]
-            priced = _priced_from_storage(spec, namespace, secret, previous, seen, stage)
+            priced = _priced_from_storage(spec, run, secret, previous, seen, stage)
         except Exception as exc:  # keep the state machine going; retry storage in a minute
             logger.warning("cost of %s unavailable: %s", spec.name, type(exc).__name__)
             _state["storage_backoff"][key] = time.time() + 60
@@ -602,12 +633,12 @@ def _meter(
     return priced
 
 
-def _priced_from_storage(spec, namespace, secret, previous, seen, stage: str | None) -> Priced:
+def _priced_from_storage(spec, run, secret, previous, seen, stage: str | None) -> Priced:
     """The spend from the run's ledger with the allocations seen now; the forecast re-made from
     what the run measured until pretraining is calibrated, and once more as each stage begins
     (the dataset's tokens, each finished task's first epoch)."""
     storage = Storage.open(spec.storage.uri, spec.storage.endpoint_url, storage_credentials(secret))
-    meter = RunMeter(spec, storage, _state["catalog"], _state["cluster"], _meter_memory(namespace, spec.name))
+    meter = RunMeter(spec, storage, _state["catalog"], _state["cluster"], _meter_memory(run))
     spend = meter.spend(seen)
     forecast, calibrated = previous.get("forecastUsd"), previous.get("forecastCalibrated", False)
     if not calibrated or previous.get("forecastStage") != stage:
@@ -672,13 +703,13 @@ def cleanup(name: str, namespace: str, uid: str, logger) -> None:
     through their owner references) and forget it. Serialised with the run's reconciles: one in
     flight finishes first, and one after it finds the run gone, so nothing created outlives this.
     Only what this run (`uid`) owned: a new run of the same name may already be there."""
-    key = (namespace, name)
     with _lock(namespace, name):
-        _cleanup(name, namespace, uid, logger)
-        _state["requeue"].forget(key)
-        _state["run_loggers"].pop(key, None)
-        _state.get("meters", {}).pop(key, None)
-        metrics.forget(name)
+        try:
+            _cleanup(name, namespace, uid, logger)
+        finally:
+            # A reconcile right after: it finds the run gone and forgets it (`_forget`), or
+            # reconciles a new run of the same name, whose memory this must not touch.
+            _state["requeue"].after((namespace, name), 0)
 
 
 def _cleanup(name: str, namespace: str, uid: str, logger) -> None:

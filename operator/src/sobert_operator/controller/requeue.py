@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextvars
 import heapq
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -39,10 +40,12 @@ class Requeue:
         self._thread.start()
 
     def after(self, key: Hashable, seconds: float) -> None:
-        """`key` is due in `seconds`, replacing whatever time it had."""
+        """`key` is due in `seconds`, replacing whatever time it had (once stopped: nothing)."""
         due = self._clock() + seconds
         context = contextvars.copy_context()
         with self._wake:
+            if self._stopped:
+                return
             self._due[key] = due, context
             heapq.heappush(self._heap, (due, next(self._order), key))
             self._wake.notify()
@@ -59,12 +62,13 @@ class Requeue:
             return {key: due - now for key, (due, _) in self._due.items()}
 
     def stop(self) -> None:
-        """Fire nothing more; a call already under way finishes."""
+        """Fire nothing more: calls already under way finish, those waiting for a thread are
+        dropped. Safe to call again."""
         with self._wake:
             self._stopped = True
             self._wake.notify()
         self._thread.join()
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _run(self) -> None:
         while True:
@@ -77,7 +81,13 @@ class Requeue:
                     self._wake.wait(wait)
                     continue
             key, context = found
-            self._pool.submit(context.run, self._fire, key)
+            self._pool.submit(context.run, self._call, key)
+
+    def _call(self, key: Hashable) -> None:
+        try:
+            self._fire(key)
+        except Exception:  # the pool would keep it in a future nobody reads
+            logging.getLogger(__name__).exception("the requeued call for %s failed", key)
 
     def _pop_due(self) -> tuple[Hashable, contextvars.Context] | None:
         """The first key due now and its context, taken off; None when none is (the lock held)."""
