@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 INTRO = """# BENCHMARKS
@@ -22,6 +23,15 @@ only those (`--only NAME,...` for some of them); `make bench-gpu` (`scripts/benc
 CUDA machine) rewrites the `gpu-*` ones; the others were measured by hand, as each says.
 """
 _MARKER = re.compile(r"^<!-- bench: ([a-z0-9_-]+) -->$", re.M)
+
+
+def cpu_model() -> str:
+    """The CPU's model name for a section's machine line (`/proc/cpuinfo`), or "unknown CPU"."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown CPU"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
 
 
 def section(name: str, lines: list[str], *, date: str, machine: str, command: str, raw: Any) -> str:

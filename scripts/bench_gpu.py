@@ -42,15 +42,13 @@ from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_file import merge  # noqa: E402
+from bench_file import cpu_model, merge  # noqa: E402
 from gpu_bench import summary  # noqa: E402
 
 NO_CUDA = "no CUDA device: make bench-gpu measures nothing here"
 HELPERS = ROOT / "scripts" / "gpu_bench"
 SHARED_POSTS = ROOT.parent / "shared" / "data" / "stackoverflow_posts"
 FIXTURE_DUMP = ROOT / "tests" / "fixtures" / "dump"
-# The environment the rendered pretraining pods set (`sobert_operator.render.pretrain._env`).
-POD_ENV = {"CUDA_DEVICE_MAX_CONNECTIONS": "1", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1", "OMP_NUM_THREADS": "1"}
 GRACE_SECONDS = 60  # SIGTERM to SIGKILL for the launcher's workers
 STOP_WAIT_S = 10  # a stage past its time gets SIGTERM, then SIGKILL this much later
 NVSMI_INTERVAL_MS = 500
@@ -128,25 +126,15 @@ def default_posts() -> tuple[list[str], list[str]]:
     return sorted(map(str, base.glob("*Posts*.xml"))), sorted(map(str, base.glob("*Comments*.xml")))
 
 
-def nested(dotted: dict[str, Any]) -> dict[str, Any]:
-    """{"train.lr": 1} as {"train": {"lr": 1}}."""
-    document: dict[str, Any] = {}
-    for key, value in dotted.items():
-        *parents, leaf = key.split(".")
-        cursor = document
-        for part in parents:
-            cursor = cursor.setdefault(part, {})
-        cursor[leaf] = value
-    return document
-
-
 def run_spec(run: PresetRun, store: Path, posts: list[str]):
     """The RunSpec of one preset run (`data.posts` is required by validation, unused by pretraining)."""
     from sobert_api.loading import build_spec
-    from sobert_api.presets import deep_merge
+    from sobertctl.specs import set_path
 
     document = {"name": run.name, "preset": run.preset, "storage": {"uri": str(store)}, "data": {"posts": posts}}
-    return build_spec(deep_merge(document, nested(run.overrides)), source=run.name)
+    for dotted, value in run.overrides.items():  # as `sobertctl --set` applies them
+        document = set_path(document, dotted, value)
+    return build_spec(document, source=run.name)
 
 
 def shape_of(spec) -> dict[str, int]:
@@ -218,18 +206,11 @@ def machine() -> str:
     if gpus:
         name, memory, driver = (part.strip() for part in gpus[0].split(","))
         gpu = f"{len(gpus)} x {name} ({memory}, driver {driver})"
-    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "CPU")
+    cpu = cpu_model()
     return (
         f"{gpu}, {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"torch {torch.__version__} (CUDA {torch.version.cuda})"
     )
-
-
-def _cpuinfo() -> list[str]:
-    try:
-        return Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return []
 
 
 class MemorySampler:
@@ -410,6 +391,7 @@ def stage_data(bench: Bench, posts: list[str], comments: list[str]) -> None:
 def stage_pretrain(bench: Bench, run: PresetRun, posts: list[str]) -> dict:
     """One preset's run, its progress records copied to `out` and summarised, its checkpoints deleted."""
     from sobert_api import paths
+    from sobert_operator.render.pretrain import PRETRAIN_PROCESS_ENV
 
     bench.stage(f"{run.preset}: {run.overrides}")
     row: dict[str, Any] = {"name": run.name, "preset": run.preset, "overrides": run.overrides}
@@ -430,7 +412,7 @@ def stage_pretrain(bench: Bench, run: PresetRun, posts: list[str]) -> dict:
     command = launch_command(run, spec, spec_path, scratch, bench.result.get("peak_tflops"))
     began = time.monotonic()
     with MemorySampler(bench.out / f"nvsmi_{run.preset}.csv") as sampler:
-        row["status"] = bench.run(command, min(run.needs_s, bench.left()), env=POD_ENV)
+        row["status"] = bench.run(command, min(run.needs_s, bench.left()), env=PRETRAIN_PROCESS_ENV)
     row["seconds"] = round(time.monotonic() - began, 1)
     row["peak_memory_mib"] = sampler.peak_mib()
     records = _progress_text(store / paths.progress_key(run.name), scratch / "progress.jsonl")
@@ -451,6 +433,8 @@ def _progress_text(published: Path, local: Path) -> str:
 
 
 def stage_profile(bench: Bench) -> None:
+    from sobert_operator.render.pretrain import PRETRAIN_PROCESS_ENV
+
     bench.stage("profile of the base step")
     if bench.left() < PROFILE_NEEDS_S:
         bench.result["stages"]["profile"] = f"skipped: {bench.left():.0f} s left of {PROFILE_NEEDS_S}"
@@ -470,7 +454,7 @@ def stage_profile(bench: Bench) -> None:
         str(figures),
         *(["--peak-tflops", str(peak)] if peak else []),
     ]
-    bench.result["stages"]["profile"] = bench.run(argv, bench.left() - 10, env=POD_ENV)
+    bench.result["stages"]["profile"] = bench.run(argv, bench.left() - 10, env=PRETRAIN_PROCESS_ENV)
     bench.result["profile"] = read_json(figures)
 
 

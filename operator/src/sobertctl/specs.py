@@ -55,7 +55,8 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _set_path(document: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+def set_path(document: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    """`document` with `value` at the dotted path (`train.lr`), merged over what is there."""
     override: dict[str, Any] = {}
     cursor = override
     parts = dotted.split(".")
@@ -86,19 +87,19 @@ def spec_from_args(args: argparse.Namespace, default_storage: str | None = None)
     }
     for path, value in flag_values.items():
         if value is not None:
-            overrides = _set_path(overrides, path, value)
+            overrides = set_path(overrides, path, value)
     for item in getattr(args, "finetune", []):
         task, _, files = item.partition("=")
         if task not in TaskName.__members__:
             raise SpecError(f"--finetune {item!r}: task must be one of {', '.join(TaskName)}")
         train, _, validation = files.partition(",")
         entry = task_document(args.preset, train=train or None, validation=validation or None)
-        overrides = _set_path(overrides, f"finetune.tasks.{task}", entry)
+        overrides = set_path(overrides, f"finetune.tasks.{task}", entry)
     for assignment in args.sets:
         path, sep, raw = assignment.partition("=")
         if not sep or not path:
             raise SpecError(f"--set {assignment!r}: expected PATH=VALUE, e.g. train.lr=1e-4")
-        overrides = _set_path(overrides, path.strip(), yaml.safe_load(raw))
+        overrides = set_path(overrides, path.strip(), yaml.safe_load(raw))
     if args.file:
         return load_spec_file(args.file, overrides)
     if not args.posts and "posts" not in overrides.get("data", {}):

@@ -52,12 +52,19 @@ def _command(spec: RunSpec, cluster: ClusterConfig, dataset_id: str, peak_tflops
     )
 
 
+PRETRAIN_PROCESS_ENV = {
+    # One hardware queue keeps TP communication ordered with compute (Megatron requirement).
+    "CUDA_DEVICE_MAX_CONNECTIONS": "1",
+    "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
+    "OMP_NUM_THREADS": "1",
+}
+"""What a pretraining process is given beside the cluster's NCCL settings and storage
+(`scripts/bench_gpu.py` runs the launch command with the same)."""
+
+
 def _env(spec: RunSpec, cluster: ClusterConfig) -> list[dict[str, Any]]:
-    env = [
-        # One hardware queue keeps TP communication ordered with compute (Megatron requirement).
-        {"name": "CUDA_DEVICE_MAX_CONNECTIONS", "value": "1"},
-        {"name": "TORCH_NCCL_ASYNC_ERROR_HANDLING", "value": "1"},
-        {"name": "OMP_NUM_THREADS", "value": "1"},
+    env = [{"name": name, "value": value} for name, value in PRETRAIN_PROCESS_ENV.items()]
+    env += [
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "TMPDIR", "value": SCRATCH},
     ]
