@@ -616,6 +616,38 @@ def test_missing_secret_waits_then_proceeds(kube, api, namespace, controller):
     wait_for(lambda: api.get("batch/v1", "Job", "large-1-prepare", namespace))
 
 
+def test_a_reconcile_that_must_wait_says_so_in_an_event_on_the_run(kube, api, namespace, controller):
+    """kopf hands `on.event` handlers a logger that posts no Events: the controller logs a run's
+    reconciles through the run's own, so a retry is an Event on the run, as `kubectl describe`
+    shows it. Here its storage cannot be reached to check its inputs."""
+    start, _ = controller
+    kube.kubectl(
+        "create", "secret", "generic", "s3-creds", "-n", namespace,
+        "--from-literal=AWS_ACCESS_KEY_ID=k", "--from-literal=AWS_SECRET_ACCESS_KEY=s",
+    )  # fmt: skip
+    start({**CLUSTER, "check_inputs": True})
+    unreachable = {"uri": "s3://bucket/sobert", "endpoint_url": "http://127.0.0.1:9", "credentials_secret": "s3-creds"}
+    api.create(run_doc(storage=unreachable), namespace)
+
+    def warning_on_the_run():
+        listed = json.loads(kube.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+        return next(
+            (
+                event
+                for event in listed
+                if event["involvedObject"]["kind"] == KIND
+                and event["involvedObject"]["name"] == "large-1"
+                and event["type"] == "Warning"
+                and "cannot check the run's inputs" in event["message"]
+            ),
+            None,
+        )
+
+    event = wait_for(warning_on_the_run, timeout=60)
+    assert "retrying in 30 s" in event["message"], event["message"]
+    assert count(api, namespace, "batch/v1", "Job") == 0
+
+
 def test_a_run_left_with_an_older_controllers_finalizer_can_still_be_deleted(kube, api, namespace, controller):
     """Earlier controllers put a finalizer on every run (kopf's, for its timer and delete
     handler); this one adds none, so it must take that one off, or the run could never go."""

@@ -114,9 +114,12 @@ def _event(run: Any, reason: str, message: str, warning: bool = False) -> None:
 def startup(settings: kopf.OperatorSettings, logger, owned: Mapping[tuple[str, str, str], Any]) -> None:
     settings.persistence.diffbase_storage = SpecDiffBaseStorage()
     settings.execution.max_workers = RECONCILE_THREADS
-    # Log lines become Events from WARNING up; the run's own Events (`_event`) are posted whatever
-    # the level. At INFO kopf posted an Event for every "created ..." line and for each handler's
-    # success, a POST to the API server each that nobody reads in `kubectl describe`.
+    # A run's log lines become Events on it from WARNING up (a retry, storage out of reach), through
+    # the run's `kopf.ObjectLogger` (`run_changed`); kopf 1.45 posts no log line unless
+    # `posting.loggers` is on (`_core/engines/posting.py`, `K8sPoster.filter`). Below WARNING they
+    # would be a POST to the API server for every "created ..." line. The run's own Events
+    # (`_event`, stages and budget) are posted whatever the level.
+    settings.posting.loggers = True
     settings.posting.level = logging.WARNING
     # No scanning: kopf would list CRDs and namespaces cluster-wide (kopf 1.45
     # `_core/reactor/observation.py`), which the chart's namespaced Role does not allow, and fail
